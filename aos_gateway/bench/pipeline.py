@@ -1,0 +1,201 @@
+"""``aos bench pipeline``: open-loop load through the real pipeline, measured end to end.
+
+Tasks are produced at a fixed rate whatever the replies do (open loop: a slow pipeline
+cannot slow the load down and hide its own latency). Latency is submit -> plan received on
+the result topic, both timed by this process. Lost = submitted and never planned within the
+drain time; duplicated = more than one plan for a task id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+
+from aos_gateway import topics
+from aos_gateway.client import new_task
+from aos_gateway.contracts.records import PLAN, TASK_REQUEST
+from aos_gateway.contracts.wire import codec_for
+from aos_gateway.settings import Settings
+from aos_gateway.streams.kafka import consumer_config, ensure_topics, make_producer
+
+
+def _texts() -> list[str]:
+    for base in (Path.cwd(), *Path(__file__).resolve().parents):
+        f = base.parent / "shared" / "datasets" / "metatool" / "dev.jsonl"
+        if f.is_file():
+            return [json.loads(line)["text"].strip('"') for line in f.open(encoding="utf-8") if line.strip()]
+    return [f"Please help me with request number {i} about travel, weather and news." for i in range(1000)]
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan"), "mean": float("nan")}
+    arr = np.asarray(values)
+    return {
+        "p50": round(float(np.percentile(arr, 50)), 1),
+        "p95": round(float(np.percentile(arr, 95)), 1),
+        "p99": round(float(np.percentile(arr, 99)), 1),
+        "max": round(float(arr.max()), 1),
+        "mean": round(float(arr.mean()), 1),
+    }
+
+
+def _worker_rss_mb(settings: Settings) -> float | None:
+    from aos_gateway.cli.worker_proc import running_pid
+
+    pid = running_pid(settings)
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def run(settings: Settings, rate: float, duration: float, drain: float, progress: Callable[[str], None]) -> dict[str, Any]:
+    ensure_topics(settings.kafka, partitions=settings.worker.topic_partitions)
+    codec = codec_for(TASK_REQUEST, topics.TASKS.name, settings.schema_registry)
+    plan_codec = codec_for(PLAN, topics.PLANS.name, settings.schema_registry)
+    texts = _texts()
+    n = int(rate * duration)
+    run_id = os.urandom(4).hex()
+
+    consumer = Consumer(consumer_config(settings.kafka))
+    md = consumer.list_topics(topics.PLANS.name, timeout=10)
+    parts = []
+    for p in sorted(md.topics[topics.PLANS.name].partitions):
+        _, high = consumer.get_watermark_offsets(TopicPartition(topics.PLANS.name, p), timeout=10)
+        parts.append(TopicPartition(topics.PLANS.name, p, high))
+    consumer.assign(parts)
+
+    sent: dict[str, float] = {}
+    received: dict[str, float] = {}
+    counts: Counter[str] = Counter()
+    stage_ms: dict[str, list[float]] = {"perceive": [], "match": [], "plan": []}
+    statuses: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            for m in consumer.consume(num_messages=1000, timeout=0.1):
+                if m.error() is not None or m.value() is None:
+                    continue
+                now = time.time()
+                plan = plan_codec.decode(m.value())
+                tid = plan["task_id"]
+                if not tid.startswith(run_id):
+                    continue
+                counts[tid] += 1
+                if tid not in received:
+                    received[tid] = now
+                    t = plan["timings"]
+                    statuses[plan["status"]] += 1
+                    if {"submitted", "perceived", "matched", "planned"} <= t.keys():
+                        stage_ms["perceive"].append(t["perceived"] - t["submitted"])
+                        stage_ms["match"].append(t["matched"] - t["perceived"])
+                        stage_ms["plan"].append(t["planned"] - t["matched"])
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    producer = make_producer(settings.kafka, **{"linger.ms": 0})
+    progress(f"bench: {n} tasks at {rate:g}/s for {duration:g}s (open loop)")
+    t0 = time.time()
+    for i in range(n):
+        target = t0 + i / rate
+        delay = target - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        tid = f"{run_id}-{i:07d}"
+        req = new_task(f"{texts[i % len(texts)]} (request {i})", task_id=tid)
+        ts = time.time()
+        req["submitted_at"] = int(ts * 1000)
+        producer.produce(topics.TASKS.name, key=tid.encode(), value=codec.encode(req))
+        sent[tid] = ts
+        producer.poll(0)
+        if i and i % max(1, int(rate * 10)) == 0:
+            progress(f"bench: {i} sent, {len(received)} planned")
+    producer.flush(30)
+    send_end = time.time()
+    deadline = time.time() + drain
+    while len(received) < n and time.time() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    reader.join(timeout=5)
+    consumer.close()
+
+    lat = [(received[t] - sent[t]) * 1000 for t in received]
+    last = max(received.values()) if received else send_end
+    report = {
+        "rate_target": rate,
+        "duration_s": duration,
+        "submitted": n,
+        "planned": len(received),
+        "lost": n - len(received),
+        "duplicated": sum(c - 1 for c in counts.values() if c > 1),
+        "statuses": dict(statuses),
+        "send_rate": round(n / max(send_end - t0, 1e-9), 1),
+        "throughput": round(len(received) / max(last - t0, 1e-9), 1),
+        "latency_ms": _pct(lat),
+        "stage_ms_p50": {k: _pct(v)["p50"] for k, v in stage_ms.items()},
+        "stage_ms_p95": {k: _pct(v)["p95"] for k, v in stage_ms.items()},
+        "worker_peak_rss_mb": _worker_rss_mb(settings),
+        "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    return report
+
+
+def encoder_ceiling(settings: Settings, n: int = 512, batch: int = 32) -> dict[str, Any]:
+    """The bare text encoder on this machine: the ceiling for the pipeline's throughput."""
+    from aos_gateway.perception.text import TextEncoder
+
+    p = settings.perception
+    enc = TextEncoder(p.text_model, p.device, cache_size=0)
+    enc.load()
+    texts = [f"{t} (request {i})" for i, t in enumerate((_texts() * (n // 100 + 2))[:n])]
+    enc.encode(texts[:batch])  # warm-up
+    lat1 = []
+    for t in texts[:64]:
+        s = time.perf_counter()
+        enc.encode([t])
+        lat1.append((time.perf_counter() - s) * 1000)
+    s = time.perf_counter()
+    for i in range(0, n, batch):
+        enc.encode(texts[i : i + batch], batch_size=batch)
+    dt = time.perf_counter() - s
+    return {
+        "model": enc.name,
+        "batch": batch,
+        "items_per_s": round(n / dt, 1),
+        "batch1_latency_ms": _pct(lat1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def format_report(r: dict[str, Any]) -> str:
+    if "items_per_s" in r:
+        lat = r["batch1_latency_ms"]
+        return (f"encoder {r['model']}: {r['items_per_s']} items/s at batch {r['batch']}; "
+                f"batch 1 p50 {lat['p50']} ms p95 {lat['p95']} ms; peak RSS {r['peak_rss_mb']} MB")
+    lat = r["latency_ms"]
+    lines = [
+        f"submitted {r['submitted']} at {r['send_rate']}/s (target {r['rate_target']:g}/s for {r['duration_s']:g}s)",
+        f"planned {r['planned']}  lost {r['lost']}  duplicated {r['duplicated']}  statuses {r['statuses']}",
+        f"throughput {r['throughput']} plans/s",
+        f"end-to-end latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  max {lat['max']}",
+        f"stage p50 ms {r['stage_ms_p50']}  p95 ms {r['stage_ms_p95']}",
+        f"worker peak RSS {r['worker_peak_rss_mb']} MB",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,326 @@
+"""The ``aos`` command line.
+
+Errors are one line on stderr and a non-zero exit: 2 for a bad argument, 1 for a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from aos_gateway import __version__
+from aos_gateway.errors import AosError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        val = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if val <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return val
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aos", description="AOS Gateway: route tasks to AI agents over Kafka.")
+    parser.add_argument("--version", action="version", version=f"aos-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    dev = sub.add_parser("dev", help="the local stack (Kafka, PostgreSQL)")
+    dsub = dev.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for name, hlp in (
+        ("up", "start the stack (idempotent); waits until every part is ready"),
+        ("down", "stop the stack (data is kept under .aos/)"),
+        ("status", "each part, its address and health"),
+        ("prepare", "download and install what the stack needs, start nothing"),
+    ):
+        p = dsub.add_parser(name, help=hlp)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(handler=_cmd_dev)
+
+    tp = sub.add_parser("topics", help="the topic catalog")
+    tsub = tp.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    tsub.add_parser("create", help="create missing topics (idempotent)").set_defaults(handler=_cmd_topics)
+    tsub.add_parser("list", help="the catalog and which topics exist").set_defaults(handler=_cmd_topics)
+
+    ag = sub.add_parser("agents", help="the agent registry")
+    asub = ag.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    reg = asub.add_parser("register", help="register agent cards from a JSON-lines file")
+    reg.add_argument("file", type=_existing_file)
+    reg.add_argument("--tenant", default=None, help="owner of the cards (default: the file's, else public)")
+    reg.add_argument("--wait", action="store_true", help="wait until the registry has stored every card")
+    reg.add_argument("--timeout", type=_positive_float, default=60.0)
+    reg.set_defaults(handler=_cmd_agents)
+    ls = asub.add_parser("list", help="the registered agents (from the registry topic)")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=_cmd_agents)
+    dr = asub.add_parser("deregister", help="remove agents (tombstones on the registry topic)")
+    dr.add_argument("agent_ids", nargs="+")
+    dr.set_defaults(handler=_cmd_agents)
+    hi = asub.add_parser("history", help="every stored version of an agent's card (PostgreSQL)")
+    hi.add_argument("agent")
+    hi.add_argument("--json", action="store_true")
+    hi.set_defaults(handler=_cmd_agents)
+
+    sb = sub.add_parser("submit", help="submit a task")
+    sb.add_argument("--text", required=True)
+    sb.add_argument("--tenant", default=None)
+    sb.add_argument("--require", action="append", default=[], metavar="CAPABILITY")
+    sb.add_argument("--max-cost", type=float, default=None)
+    sb.add_argument("--max-latency-ms", type=int, default=None)
+    sb.add_argument("--top-k", type=int, default=None)
+    sb.add_argument("--wait", action="store_true", help="wait for the plan and print it")
+    sb.add_argument("--timeout", type=_positive_float, default=30.0)
+    sb.add_argument("--json", action="store_true")
+    sb.set_defaults(handler=_cmd_submit)
+
+    rs = sub.add_parser("results", help="plans on the result topic")
+    rs.add_argument("--follow", action="store_true", help="keep printing new plans")
+    rs.add_argument("--from-beginning", action="store_true")
+    rs.add_argument("--json", action="store_true")
+    rs.set_defaults(handler=_cmd_results)
+
+    wk = sub.add_parser("worker", help="run the Faust worker (all stages)")
+    wk.add_argument("-l", "--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    wk.add_argument("--detach", action="store_true", help="run in the background (log in .aos/worker.log)")
+    wk.add_argument("--stop", action="store_true", help="stop a detached worker")
+    wk.set_defaults(handler=_cmd_worker)
+
+    dl = sub.add_parser("deadletter", help="events that a stage could not process")
+    dsub2 = dl.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    dls = dsub2.add_parser("list")
+    dls.add_argument("--stage", default=None)
+    dls.add_argument("--limit", type=int, default=50)
+    dls.add_argument("--json", action="store_true")
+    dls.set_defaults(handler=_cmd_deadletter)
+    dlr = dsub2.add_parser("replay", help="send dead-lettered events back to their source topic")
+    dlr.add_argument("ids", nargs="*", help="dead-letter ids (default: all, with --all)")
+    dlr.add_argument("--stage", default=None)
+    dlr.add_argument("--all", action="store_true")
+    dlr.set_defaults(handler=_cmd_deadletter)
+
+    bn = sub.add_parser("bench", help="benchmarks")
+    bsub = bn.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    bp = bsub.add_parser("pipeline", help="open-loop load through the real pipeline")
+    bp.add_argument("--rate", type=_positive_float, default=50.0, help="tasks per second")
+    bp.add_argument("--duration", type=_positive_float, default=30.0, help="seconds of load")
+    bp.add_argument("--drain", type=_positive_float, default=30.0, help="seconds to wait for stragglers")
+    bp.add_argument("--json", action="store_true")
+    bp.set_defaults(handler=_cmd_bench)
+    be = bsub.add_parser("encoder", help="raw text-encoder throughput (the pipeline's ceiling)")
+    be.add_argument("--n", type=int, default=512)
+    be.add_argument("--json", action="store_true")
+    be.set_defaults(handler=_cmd_bench)
+
+    dm = sub.add_parser("demo", help="register the MetaTool agents, submit sample tasks, print plans")
+    dm.add_argument("--agents", type=_existing_file, default=None)
+    dm.add_argument("--timeout", type=_positive_float, default=120.0)
+    dm.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _settings() -> Any:
+    from aos_gateway.settings import get_settings
+
+    return get_settings()
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from aos_gateway.devstack import LocalStack
+
+    stack = LocalStack(_settings())
+    if args.action == "prepare":
+        stack.prepare(_progress)
+        return 0
+    if args.action == "up":
+        parts = stack.up(_progress)
+    elif args.action == "down":
+        from aos_gateway.cli import worker_proc
+
+        worker_proc.stop(_settings(), _progress)
+        stack.down(_progress)
+        parts = stack.status()
+    else:
+        parts = stack.status()
+    if args.json:
+        print(json.dumps([p.__dict__ for p in parts], indent=2))
+    else:
+        for p in parts:
+            state = "healthy" if p.healthy else ("running" if p.running else "stopped")
+            print(f"{p.name:<10} {p.address:<22} {state:<8} {p.detail}")
+    if args.action == "up":
+        return 0 if all(p.healthy for p in parts) else 1
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from aos_gateway.streams.kafka import ensure_topics, existing_topics
+    from aos_gateway.topics import CATALOG
+
+    s = _settings()
+    if args.action == "create":
+        created = ensure_topics(s.kafka, partitions=s.worker.topic_partitions)
+        print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else " (all existed)"))
+        return 0
+    have = existing_topics(s.kafka)
+    for t in CATALOG:
+        mark = "exists " if t.name in have else "missing"
+        kind = "compacted" if t.compacted else f"retention {t.retention_ms // 86_400_000 if t.retention_ms else '-'}d"
+        print(f"{t.name:<26} {mark} {t.record:<34} {kind:<14} {t.doc}")
+    return 0
+
+
+def _cmd_agents(args: argparse.Namespace) -> int:
+    from aos_gateway.cli import registry_cmds
+
+    return registry_cmds.run(args, _settings(), _progress)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from aos_gateway.client import GatewayClient
+
+    s = _settings()
+    with GatewayClient(s) as client:
+        tid = client.submit(
+            args.text,
+            listen=args.wait,
+            tenant=args.tenant or s.tenant,
+            required_capabilities=args.require,
+            max_cost=args.max_cost,
+            max_latency_ms=args.max_latency_ms,
+            top_k=args.top_k,
+        )
+        client.flush()
+        if not args.wait:
+            print(json.dumps({"task_id": tid}) if args.json else tid)
+            return 0
+        plan = client.wait(tid, args.timeout)
+    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
+    return 0 if plan["status"] == "PLANNED" else 3
+
+
+def format_plan(plan: Any) -> str:
+    """A plan as a few readable lines."""
+    head = f"task {plan['task_id']}: {plan['status']}"
+    if plan["reason"]:
+        head += f" ({plan['reason']})"
+    lines = [head]
+    for st in plan["steps"]:
+        fb = f", fallback {st['fallback_agent_id']}" if st["fallback_agent_id"] else ""
+        lines.append(f"  stage {st['stage']}: {st['agent_name']} (score {st['score']:.3f}{fb})")
+    t = plan["timings"]
+    if "submitted" in t and "planned" in t:
+        lines.append(f"  planned in {t['planned'] - t['submitted']} ms")
+    return "\n".join(lines)
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from aos_gateway.client import ResultReader, follow_results
+    from aos_gateway.topics import PLANS
+
+    s = _settings()
+    if args.follow:
+        for plan in follow_results(s, from_beginning=args.from_beginning):
+            print(json.dumps(plan) if args.json else format_plan(plan), flush=True)
+        return 0
+    reader = ResultReader(s, PLANS.name, from_beginning=True)
+    try:
+        plans = reader.next_batch(3.0)
+        while True:
+            more = reader.next_batch(1.0)
+            if not more:
+                break
+            plans.extend(more)
+    finally:
+        reader.close()
+    for plan in plans:
+        print(json.dumps(plan) if args.json else format_plan(plan))
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from aos_gateway.cli import worker_proc
+
+    s = _settings()
+    if args.stop:
+        worker_proc.stop(s, _progress)
+        return 0
+    if args.detach:
+        worker_proc.start_detached(s, args.loglevel, _progress)
+        return 0
+    os.execvp(sys.executable, [sys.executable, "-m", "faust", "-A", "aos_gateway.app", "worker", "-l", args.loglevel])
+
+
+def _cmd_deadletter(args: argparse.Namespace) -> int:
+    from aos_gateway.cli import deadletter_cmds
+
+    return deadletter_cmds.run(args, _settings())
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from aos_gateway.bench import pipeline as bench
+
+    if args.action == "encoder":
+        report = bench.encoder_ceiling(_settings(), args.n)
+    else:
+        report = bench.run(_settings(), args.rate, args.duration, args.drain, _progress)
+    print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from aos_gateway.cli import demo
+
+    return demo.run(_settings(), args.agents, args.timeout, _progress)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("AOS_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except AosError as exc:
+        print(f"aos: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # last resort: one line, with a hint for a full report
+        if os.environ.get("AOS_DEBUG"):
+            raise
+        print(f"aos: unexpected error: {type(exc).__name__}: {exc} (set AOS_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""Python mirrors of the Avro records (a test checks they agree with ``schemas/``).
+
+Records are plain dicts at run time (fastavro reads and writes dicts); these TypedDicts give
+them types. Timestamps are epoch milliseconds (UTC). Record names are the schemas' full names.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+TASK_REQUEST = "aos.tasks.TaskRequest"
+PERCEIVED_TASK = "aos.tasks.PerceivedTask"
+MATCHED_TASK = "aos.tasks.MatchedTask"
+PLAN = "aos.plans.Plan"
+AGENT_CARD = "aos.agents.AgentCard"
+EXPERIENCE = "aos.experience.ExperienceRecord"
+FEEDBACK = "aos.feedback.Feedback"
+DEAD_LETTER = "aos.deadletter.DeadLetter"
+WEIGHTS = "aos.weights.Weights"
+
+VectorDType = Literal["FLOAT32", "FLOAT16", "INT8"]
+PlanStatus = Literal["PLANNED", "NO_MATCH", "REJECTED"]
+AgentStatus = Literal["ACTIVE", "DEGRADED", "INACTIVE"]
+ExperienceKind = Literal["EXECUTION", "STEP"]
+Outcome = Literal["SUCCEEDED", "PARTIAL", "FAILED", "TIMED_OUT"]
+
+
+class NamedVector(TypedDict):
+    name: str
+    model: str
+    dim: int
+    dtype: VectorDType
+    scale: float
+    data: bytes
+
+
+class MediaPart(TypedDict):
+    mime_type: str
+    data: bytes | None
+    uri: str | None
+    size_bytes: int
+    sha256: str | None
+
+
+class TaskRequest(TypedDict):
+    task_id: str
+    tenant: str
+    submitted_at: int
+    text: str | None
+    image: MediaPart | None
+    audio: MediaPart | None
+    required_capabilities: list[str]
+    max_cost: float | None
+    max_latency_ms: int | None
+    top_k: int | None
+    reply_to: str | None
+    trace_id: str | None
+    metadata: dict[str, str]
+
+
+class PerceivedTask(TypedDict):
+    task_id: str
+    tenant: str
+    submitted_at: int
+    text: str | None
+    modalities: list[str]
+    vectors: list[NamedVector]
+    fused: NamedVector
+    required_capabilities: list[str]
+    max_cost: float | None
+    max_latency_ms: int | None
+    top_k: int | None
+    reply_to: str | None
+    trace_id: str | None
+    notes: list[str]
+    timings: dict[str, int]
+
+
+class Candidate(TypedDict):
+    agent_id: str
+    name: str
+    score: float
+    similarity: float
+    quality: float | None
+    card_version: int
+    cost: float
+    p95_latency_ms: int
+
+
+class MatchedTask(TypedDict):
+    task_id: str
+    tenant: str
+    submitted_at: int
+    text: str | None
+    fused: NamedVector
+    candidates: list[Candidate]
+    abstained: bool
+    reason: str | None
+    index_size: int
+    reply_to: str | None
+    trace_id: str | None
+    notes: list[str]
+    timings: dict[str, int]
+
+
+class PlanStep(TypedDict):
+    step_id: str
+    stage: int
+    agent_id: str
+    agent_name: str
+    score: float
+    depends_on: list[str]
+    timeout_ms: int
+    retries: int
+    fallback_agent_id: str | None
+    expected_latency_ms: int
+
+
+class Plan(TypedDict):
+    plan_id: str
+    task_id: str
+    tenant: str
+    submitted_at: int
+    created_at: int
+    status: PlanStatus
+    reason: str | None
+    planner: str
+    steps: list[PlanStep]
+    predicted_quality: float | None
+    estimated_duration_ms: int
+    trace_id: str | None
+    notes: list[str]
+    timings: dict[str, int]
+
+
+class AgentCard(TypedDict):
+    agent_id: str
+    name: str
+    description: str
+    capabilities: list[str]
+    modalities: list[str]
+    examples: list[str]
+    tenant: str
+    cost: float
+    p95_latency_ms: int
+    status: AgentStatus
+    invocation_topic: str | None
+    updated_at: int
+    metadata: dict[str, str]
+
+
+class ExperienceRecord(TypedDict):
+    experience_id: str
+    task_id: str
+    tenant: str
+    kind: ExperienceKind
+    plan_id: str | None
+    agent_id: str | None
+    agent_ids: list[str]
+    outcome: Outcome
+    latency_ms: int
+    cost: float
+    task_vector: NamedVector | None
+    error: str | None
+    feedback_score: float | None
+    occurred_at: int
+    trace_id: str | None
+    metadata: dict[str, str]
+
+
+class Feedback(TypedDict):
+    feedback_id: str
+    task_id: str
+    tenant: str
+    success: bool | None
+    rating: float | None
+    correct_agent_id: str | None
+    comment: str | None
+    created_at: int
+
+
+class DeadLetter(TypedDict):
+    dead_letter_id: str
+    stage: str
+    reason: str
+    error_type: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key: bytes | None
+    value: bytes | None
+    failed_at: int
+    task_id: str | None
+    tenant: str | None
+
+
+class Weights(TypedDict):
+    name: str
+    version: int
+    format: str
+    payload: bytes
+    created_at: int
+    metadata: dict[str, str]
+
+
+RECORD_TYPES: dict[str, type] = {
+    TASK_REQUEST: TaskRequest,
+    PERCEIVED_TASK: PerceivedTask,
+    MATCHED_TASK: MatchedTask,
+    PLAN: Plan,
+    AGENT_CARD: AgentCard,
+    EXPERIENCE: ExperienceRecord,
+    FEEDBACK: Feedback,
+    DEAD_LETTER: DeadLetter,
+    WEIGHTS: Weights,
+    "aos.tensors.NamedVector": NamedVector,
+}

@@ -1,0 +1,88 @@
+"""Agent cards: read from JSON lines, validated, and turned into the text that gets embedded."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from aos_gateway.contracts.records import AgentCard
+from aos_gateway.errors import ValidationError
+
+_STATUSES = ("ACTIVE", "DEGRADED", "INACTIVE")
+
+
+def _str_list(obj: Mapping[str, Any], key: str, default: list[str]) -> list[str]:
+    val = obj.get(key, default)
+    if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
+        raise ValidationError(f"{key!r} must be a list of strings")
+    return list(val)
+
+
+def card_from_json(obj: Mapping[str, Any], now_ms: int | None = None) -> AgentCard:
+    """A card from a JSON object (the MetaTool agents.jsonl form, plus optional fields)."""
+    if not isinstance(obj, Mapping):
+        raise ValidationError("an agent card must be a JSON object")
+    agent_id = obj.get("agent_id")
+    if not isinstance(agent_id, str) or not agent_id.strip():
+        raise ValidationError("'agent_id' must be a non-empty string")
+    name = obj.get("name", agent_id)
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError("'name' must be a non-empty string")
+    desc = obj.get("description", "")
+    if not isinstance(desc, str):
+        raise ValidationError("'description' must be a string")
+    status = str(obj.get("status", "ACTIVE")).upper()
+    if status not in _STATUSES:
+        raise ValidationError(f"'status' must be one of {', '.join(_STATUSES)}")
+    try:
+        cost = float(obj.get("cost", 0.0))
+        p95 = int(obj.get("p95_latency_ms", 1000))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"'cost' and 'p95_latency_ms' must be numbers: {exc}") from exc
+    if cost < 0 or p95 < 0:
+        raise ValidationError("'cost' and 'p95_latency_ms' must not be negative")
+    meta = obj.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise ValidationError("'metadata' must be an object")
+    topic = obj.get("invocation_topic")
+    return AgentCard(
+        agent_id=agent_id.strip(),
+        name=name.strip(),
+        description=desc.strip(),
+        capabilities=_str_list(obj, "capabilities", []),
+        modalities=_str_list(obj, "modalities", ["text"]),
+        examples=_str_list(obj, "examples", []),
+        tenant=str(obj.get("tenant", "public")),
+        cost=cost,
+        p95_latency_ms=p95,
+        status=status,  # type: ignore[typeddict-item]
+        invocation_topic=str(topic) if topic else None,
+        updated_at=now_ms if now_ms is not None else int(time.time() * 1000),
+        metadata={str(k): str(v) for k, v in meta.items()},
+    )
+
+
+def read_cards(path: Path) -> Iterator[AgentCard]:
+    """Cards from a JSON-lines file; a bad line raises with its line number."""
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield card_from_json(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValidationError(f"{path}:{lineno}: not JSON: {exc.msg}") from exc
+            except ValidationError as exc:
+                raise ValidationError(f"{path}:{lineno}: {exc}") from exc
+
+
+def card_text(card: AgentCard) -> str:
+    """What the text encoder sees of a card."""
+    parts = [f"{card['name']}: {card['description']}"]
+    if card["capabilities"]:
+        parts.append("Capabilities: " + ", ".join(card["capabilities"]) + ".")
+    parts.extend(card["examples"][:5])
+    return " ".join(parts)

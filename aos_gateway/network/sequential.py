@@ -1,0 +1,68 @@
+"""The simplest useful planner: the best agents as a sequential chain with fallbacks.
+
+Each of the top candidates within ``margin`` of the best score becomes one stage, in rank
+order; each step falls back to the next candidate not already in the plan. The network
+generator (genetic DAG optimisation) replaces this.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aos_gateway.contracts.records import MatchedTask, Plan, PlanStep
+
+
+def plan_sequential(
+    task: MatchedTask,
+    now_ms: int,
+    max_steps: int = 3,
+    margin: float = 0.1,
+    step_timeout_ms: int = 30_000,
+    retries: int = 1,
+) -> Plan:
+    """A plan for a matched task (NO_MATCH with the reason when the matcher abstained)."""
+    plan_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"aos-plan:{task['task_id']}"))
+    base = Plan(
+        plan_id=plan_id,
+        task_id=task["task_id"],
+        tenant=task["tenant"],
+        submitted_at=task["submitted_at"],
+        created_at=now_ms,
+        status="PLANNED",
+        reason=None,
+        planner="sequential",
+        steps=[],
+        predicted_quality=None,
+        estimated_duration_ms=0,
+        trace_id=task["trace_id"],
+        notes=list(task["notes"]),
+        timings={**task["timings"], "planned": now_ms},
+    )
+    cands = task["candidates"]
+    if task["abstained"] or not cands:
+        base["status"] = "NO_MATCH"
+        base["reason"] = task["reason"] or "no candidate agents"
+        return base
+    best = cands[0]["score"]
+    chosen = [c for c in cands[:max_steps] if c["score"] >= best - margin]
+    spare = [c for c in cands if c not in chosen]
+    steps: list[PlanStep] = []
+    for i, c in enumerate(chosen):
+        fallback = spare[i]["agent_id"] if i < len(spare) else None
+        steps.append(
+            PlanStep(
+                step_id=f"s{i + 1}",
+                stage=i,
+                agent_id=c["agent_id"],
+                agent_name=c["name"],
+                score=c["score"],
+                depends_on=[f"s{i}"] if i else [],
+                timeout_ms=step_timeout_ms,
+                retries=retries,
+                fallback_agent_id=fallback,
+                expected_latency_ms=c["p95_latency_ms"],
+            )
+        )
+    base["steps"] = steps
+    base["estimated_duration_ms"] = sum(s["expected_latency_ms"] for s in steps)
+    return base

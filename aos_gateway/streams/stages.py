@@ -1,0 +1,247 @@
+"""The pipeline's Faust agents: thin wiring around the pure stage logic.
+
+perceive_task   aos.tasks.v1           -> aos.tasks.perceived.v1   (micro-batched text encoding)
+match_agents    aos.tasks.perceived.v1 -> aos.tasks.matched.v1     (capability index from the registry)
+plan_task       aos.tasks.matched.v1   -> aos.plans.v1 / reply_to  (deduplicated by task id)
+record_card     aos.agents.v1          -> PostgreSQL card history
+
+Each event is decoded and processed inside its own try: a failure becomes a DeadLetter on
+``aos.deadletter.v1`` and the stream goes on. Outputs are awaited before the source offset
+is acknowledged (at-least-once); the plan stage drops a task id it has already planned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from aos_gateway import topics
+from aos_gateway.contracts import records
+from aos_gateway.contracts.wire import RecordCodec, codec_for
+from aos_gateway.errors import AosError
+from aos_gateway.matching.index import ExactIndex
+from aos_gateway.matching.matcher import Matcher
+from aos_gateway.network.sequential import plan_sequential
+from aos_gateway.perception.task import perceive, validate_request
+from aos_gateway.perception.text import TextEncoder
+from aos_gateway.settings import Settings
+from aos_gateway.streams.deadletter import as_bytes, dead_letter
+from aos_gateway.streams.kafka import consumer_config
+from aos_gateway.streams.registry_view import RegistryView
+
+log = logging.getLogger("aos_gateway.stages")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Pipeline:
+    """The resources one worker shares between its stages (loaded once)."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        reg = settings.schema_registry
+        self.codecs: dict[str, RecordCodec] = {
+            spec.name: codec_for(spec.record, spec.name, reg) for spec in topics.CATALOG
+        }
+        self.model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aos-model")
+        self.io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aos-io")
+        p = settings.perception
+        self.encoder = TextEncoder(p.text_model, p.device, p.cache_size)
+        self.index: ExactIndex | None = None
+        self.view: RegistryView | None = None
+        self.topics = {spec.name: app.topic(spec.name, value_serializer="raw", key_serializer="raw") for spec in topics.CATALOG}
+        self.dead_letters = 0
+
+    async def in_model_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.model_pool, fn, *args)
+
+    async def start_registry_view(self) -> RegistryView:
+        """Load the encoder and index every registered card before matching starts."""
+        if self.view is None:
+            await self.in_model_thread(self.encoder.load)
+            self.index = ExactIndex(self.encoder.dim)
+            self.view = RegistryView(
+                consumer_config(self.settings.kafka),
+                topics.AGENTS.name,
+                self.index,
+                self.encoder.encode,
+                self.codecs[topics.AGENTS.name],
+            )
+            self.view.start()
+            timeout = self.settings.matching.registry_catchup_timeout_s
+            ok = await asyncio.get_running_loop().run_in_executor(None, self.view.wait_caught_up, timeout)
+            if not ok:
+                log.warning("registry view did not catch up in %.0fs; matching with %d agents", timeout, len(self.index))
+        return self.view
+
+    async def send(self, topic: str, key: str | bytes | None, record: dict[str, Any] | Any) -> Awaitable[Any]:
+        value = self.codecs[topic].encode(record) if topic in self.codecs else record
+        k = key.encode() if isinstance(key, str) else key
+        return await self.app.topic(topic, value_serializer="raw", key_serializer="raw").send(key=k, value=value)
+
+    async def send_dead_letter(
+        self, stage: str, event: EventT, error: BaseException, task_id: str | None = None, tenant: str | None = None
+    ) -> Awaitable[Any]:
+        msg = event.message
+        dl = dead_letter(
+            stage=stage,
+            error=error,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=as_bytes(msg.key),
+            value=as_bytes(msg.value),
+            task_id=task_id,
+            tenant=tenant,
+        )
+        self.dead_letters += 1
+        log.warning("%s: dead-lettered %s[%d]@%d: %s", stage, msg.topic, msg.partition, msg.offset, dl["reason"])
+        return await self.send(topics.DEADLETTER.name, dl["dead_letter_id"], dl)
+
+    def decode(self, topic: str, event: EventT) -> Any:
+        raw = event.message.value
+        if raw is None:
+            raise AosError("empty event (null value)")
+        return self.codecs[topic].decode(raw)
+
+
+async def _settle(futures: Sequence[Awaitable[Any]]) -> None:
+    """Wait until every produced record is acknowledged by the broker."""
+    if futures:
+        await asyncio.gather(*futures)
+
+
+def build(app: faust.App, settings: Settings) -> Pipeline:
+    """Declare the pipeline's agents on ``app``."""
+    pipe = Pipeline(app, settings)
+    p = settings.perception
+    planning = settings.planning
+    tasks_topic = pipe.topics[topics.TASKS.name]
+    perceived_topic = pipe.topics[topics.PERCEIVED.name]
+    matched_topic = pipe.topics[topics.MATCHED.name]
+    agents_topic = pipe.topics[topics.AGENTS.name]
+    planned = app.Table(
+        "aos-plan-dedupe", default=None, key_type=str, value_type=int, use_partitioner=True,
+        partitions=settings.worker.topic_partitions,
+    )
+
+    @app.agent(tasks_topic, name="perceive_task")
+    async def perceive_task(stream: faust.StreamT[Any]) -> None:
+        async for events in stream.take_events(p.batch_max, within=p.batch_window_ms / 1000):
+            futures: list[Awaitable[Any]] = []
+            ok: list[tuple[EventT, records.TaskRequest, str]] = []
+            for event in events:
+                req = None
+                try:
+                    req = pipe.decode(topics.TASKS.name, event)
+                    text = validate_request(req, p.max_text_chars)
+                    ok.append((event, req, text))
+                except Exception as exc:
+                    tid = req.get("task_id") if isinstance(req, dict) else None
+                    futures.append(await pipe.send_dead_letter("perceive", event, exc, tid))
+            if ok:
+                try:
+                    out = await pipe.in_model_thread(
+                        perceive, [r for _, r, _ in ok], [t for _, _, t in ok], pipe.encoder, now_ms(), p.wire_dtype
+                    )
+                    for task in out:
+                        futures.append(await pipe.send(topics.PERCEIVED.name, task["task_id"], task))
+                except Exception as exc:
+                    for event, req, _ in ok:
+                        futures.append(await pipe.send_dead_letter("perceive", event, exc, req["task_id"], req["tenant"]))
+            await _settle(futures)
+
+    @app.agent(perceived_topic, name="match_agents")
+    async def match_agents(stream: faust.StreamT[Any]) -> None:
+        await pipe.start_registry_view()
+        assert pipe.index is not None
+        matcher = Matcher(pipe.index, settings.matching.top_k, settings.matching.min_score)
+        async for events in stream.take_events(p.batch_max, within=p.batch_window_ms / 1000):
+            futures: list[Awaitable[Any]] = []
+            ok: list[tuple[EventT, records.PerceivedTask]] = []
+            for event in events:
+                try:
+                    ok.append((event, pipe.decode(topics.PERCEIVED.name, event)))
+                except Exception as exc:
+                    futures.append(await pipe.send_dead_letter("match", event, exc))
+            for event, task in ok:
+                try:
+                    (matched,) = matcher.match([task], now_ms())
+                    futures.append(await pipe.send(topics.MATCHED.name, matched["task_id"], matched))
+                except Exception as exc:
+                    futures.append(await pipe.send_dead_letter("match", event, exc, task["task_id"], task["tenant"]))
+            await _settle(futures)
+
+    @app.agent(matched_topic, name="plan_task")
+    async def plan_task(stream: faust.StreamT[Any]) -> None:
+        async for event in stream.events():
+            futures: list[Awaitable[Any]] = []
+            task = None
+            try:
+                task = pipe.decode(topics.MATCHED.name, event)
+                if planned.get(task["task_id"]) is not None:
+                    log.info("plan: task %s already planned; duplicate dropped", task["task_id"])
+                    continue
+                plan = plan_sequential(
+                    task, now_ms(), planning.max_steps,
+                    step_timeout_ms=planning.step_timeout_ms, retries=planning.step_retries,
+                )
+                target = task["reply_to"] or topics.PLANS.name
+                if target not in pipe.codecs:
+                    pipe.codecs[target] = codec_for(records.PLAN, target, settings.schema_registry)
+                futures.append(await pipe.send(target, plan["task_id"], plan))
+                await _settle(futures)
+                planned[task["task_id"]] = plan["created_at"]
+            except Exception as exc:
+                tid = task.get("task_id") if isinstance(task, dict) else None
+                await _settle([await pipe.send_dead_letter("plan", event, exc, tid)])
+
+    @app.timer(interval=60.0)
+    async def prune_plan_dedupe() -> None:
+        horizon = now_ms() - planning.dedupe_retention_s * 1000
+        old = [k for k, v in list(planned.items()) if v is not None and v < horizon]
+        for k in old:
+            del planned[k]
+
+    @app.agent(agents_topic, name="record_card")
+    async def record_card(stream: faust.StreamT[Any]) -> None:
+        from aos_gateway.registry import store
+
+        conn = None
+        async for event in stream.events():
+            msg = event.message
+            try:
+                key = as_bytes(msg.key)
+                if not key:
+                    raise AosError("registry record without a key (agent id)")
+                card = None if msg.value is None else pipe.decode(topics.AGENTS.name, event)
+                if card is not None and card["agent_id"] != key.decode("utf-8", "replace"):
+                    raise AosError(f"card agent_id {card['agent_id']!r} does not match the key {key!r}")
+                if conn is None:
+                    conn = await asyncio.get_running_loop().run_in_executor(
+                        pipe.io_pool, store.connect, settings.postgres.conninfo()
+                    )
+                await asyncio.get_running_loop().run_in_executor(
+                    pipe.io_pool, store.record_card_event, conn, key.decode(), card, msg.partition, msg.offset
+                )
+            except AosError as exc:
+                if isinstance(exc, store.StoreError):
+                    raise  # the database is down: crash so the event is retried, not lost
+                await _settle([await pipe.send_dead_letter("registry", event, exc)])
+            except Exception as exc:
+                if conn is not None and "psycopg" in type(exc).__module__:
+                    conn = None
+                    raise
+                await _settle([await pipe.send_dead_letter("registry", event, exc)])
+
+    return pipe

@@ -1,0 +1,64 @@
+"""The topic catalog: every topic the gateway uses, its contract and its settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aos_gateway.contracts import records
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: name, record contract, partitions and configs."""
+
+    name: str
+    record: str
+    partitions: int = 4
+    compacted: bool = False
+    retention_ms: int | None = 7 * DAY_MS
+    doc: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def configs(self) -> dict[str, str]:
+        """Broker-side topic configs."""
+        conf = dict(self.extra)
+        if self.compacted:
+            conf["cleanup.policy"] = "compact"
+            conf.setdefault("min.cleanable.dirty.ratio", "0.1")
+        elif self.retention_ms is not None:
+            conf["retention.ms"] = str(self.retention_ms)
+        return conf
+
+
+TASKS = TopicSpec("aos.tasks.v1", records.TASK_REQUEST, doc="tasks submitted by clients")
+PERCEIVED = TopicSpec("aos.tasks.perceived.v1", records.PERCEIVED_TASK, doc="tasks with vectors")
+MATCHED = TopicSpec("aos.tasks.matched.v1", records.MATCHED_TASK, doc="tasks with ranked agents")
+PLANS = TopicSpec("aos.plans.v1", records.PLAN, doc="result topic: one plan per task")
+AGENTS = TopicSpec(
+    "aos.agents.v1", records.AGENT_CARD, partitions=1, compacted=True, retention_ms=None,
+    doc="agent registry (compacted; null value = deregistered)",
+)
+EXPERIENCE = TopicSpec(
+    "aos.experience.v1", records.EXPERIENCE, retention_ms=90 * DAY_MS,
+    doc="one record per execution and step: the replayable source of truth",
+)
+FEEDBACK = TopicSpec("aos.feedback.v1", records.FEEDBACK, retention_ms=90 * DAY_MS, doc="user feedback")
+WEIGHTS = TopicSpec(
+    "aos.weights.v1", records.WEIGHTS, partitions=1, compacted=True, retention_ms=None,
+    doc="learned state (compacted by name)",
+)
+DEADLETTER = TopicSpec(
+    "aos.deadletter.v1", records.DEAD_LETTER, partitions=1, retention_ms=30 * DAY_MS,
+    doc="events a stage could not process, with the reason and raw bytes",
+)
+
+CATALOG: tuple[TopicSpec, ...] = (
+    TASKS, PERCEIVED, MATCHED, PLANS, AGENTS, EXPERIENCE, FEEDBACK, WEIGHTS, DEADLETTER,
+)
+
+
+def by_name(name: str) -> TopicSpec | None:
+    """The catalog entry of a topic, if it has one."""
+    return next((t for t in CATALOG if t.name == name), None)

@@ -19,7 +19,7 @@ from aos_gateway.contracts.records import PLAN, TASK_REQUEST, MediaPart, Plan, T
 from aos_gateway.contracts.wire import RecordCodec, codec_for
 from aos_gateway.errors import AosError, KafkaError, ResultTimeoutError
 from aos_gateway.settings import Settings, get_settings
-from aos_gateway.streams.kafka import consumer_config, make_producer
+from aos_gateway.streams.kafka import consumer_config, make_producer, poll_batch
 
 
 def new_task(
@@ -85,7 +85,7 @@ class ResultReader:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            msgs = self._consumer.consume(num_messages=500, timeout=0.2)
+            msgs = poll_batch(self._consumer, 500, 0.2)
             got: list[Plan] = []
             for m in msgs:
                 if m.error() is not None or m.value() is None:
@@ -160,11 +160,13 @@ class GatewayClient:
 
     def submit(self, task: TaskRequest | str, *, listen: bool = True, **fields: Any) -> str:
         """Send a task (a TaskRequest, or text plus new_task's fields); returns its id."""
-        req = new_task(task, **fields) if isinstance(task, str) else task
         if listen:
-            self._ensure_reader()
+            self._ensure_reader()  # before the task is stamped: its latency starts at the send
+        req = new_task(task, **fields) if isinstance(task, str) else task
         value = self._codec.encode(req)
-        self._producer.produce(topics.TASKS.name, key=req["task_id"].encode(), value=value, on_delivery=self._on_delivery)
+        self._producer.produce(
+            topics.TASKS.name, key=req["task_id"].encode(), value=value, on_delivery=self._on_delivery
+        )
         self._producer.poll(0)
         return req["task_id"]
 

@@ -90,7 +90,19 @@ class PerceptionSettings(BaseModel):
     device: str | None = Field(default=None, description="torch device; default: cuda if available, else cpu")
     batch_max: int = Field(default=32, ge=1, le=1024)
     batch_window_ms: int = Field(default=5, ge=0, le=10_000)
+    encode_batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="the model's own batch: a micro-batch is sorted by length and encoded in chunks "
+        "of this size, so short texts are not padded to the longest one (measured: 54 -> 89 items/s)",
+    )
     max_text_chars: int = Field(default=8_000, ge=1)
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch CPU threads; default: cores - 1, so the event loop keeps a core of its own",
+    )
     wire_dtype: str = Field(default="float16", pattern="^(float16|float32)$")
     cache_size: int = Field(default=10_000, ge=0)
 
@@ -119,14 +131,13 @@ class WorkerSettings(BaseModel):
     data_dir: Path = Path(".aos/worker")
     web_port: int = 16066
     topic_partitions: int = 4
+    producer_linger_ms: int = Field(default=2, ge=0, description="batch produced records for this long")
 
 
 class Settings(BaseSettings):
     """The root of all settings."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="AOS_", env_nested_delimiter="__", extra="ignore", env_file=None
-    )
+    model_config = SettingsConfigDict(env_prefix="AOS_", env_nested_delimiter="__", extra="ignore", env_file=None)
 
     kafka: KafkaSettings = KafkaSettings()
     schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()

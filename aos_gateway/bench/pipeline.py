@@ -26,20 +26,33 @@ from aos_gateway.client import new_task
 from aos_gateway.contracts.records import PLAN, TASK_REQUEST
 from aos_gateway.contracts.wire import codec_for
 from aos_gateway.settings import Settings
-from aos_gateway.streams.kafka import consumer_config, ensure_topics, make_producer
+from aos_gateway.streams.kafka import consumer_config, ensure_topics, make_producer, poll_batch
 
 
 def _texts() -> list[str]:
+    """MetaTool's dev and train queries (realistic lengths), or a synthetic set without them."""
     for base in (Path.cwd(), *Path(__file__).resolve().parents):
-        f = base.parent / "shared" / "datasets" / "metatool" / "dev.jsonl"
-        if f.is_file():
-            return [json.loads(line)["text"].strip('"') for line in f.open(encoding="utf-8") if line.strip()]
+        d = base.parent / "shared" / "datasets" / "metatool"
+        if (d / "dev.jsonl").is_file():
+            return [
+                json.loads(line)["text"].strip('"')
+                for name in ("dev.jsonl", "train.jsonl")
+                if (d / name).is_file()
+                for line in (d / name).open(encoding="utf-8")
+                if line.strip()
+            ]
     return [f"Please help me with request number {i} about travel, weather and news." for i in range(1000)]
 
 
 def _pct(values: list[float]) -> dict[str, float]:
     if not values:
-        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan"), "mean": float("nan")}
+        return {
+            "p50": float("nan"),
+            "p95": float("nan"),
+            "p99": float("nan"),
+            "max": float("nan"),
+            "mean": float("nan"),
+        }
     arr = np.asarray(values)
     return {
         "p50": round(float(np.percentile(arr, 50)), 1),
@@ -65,13 +78,18 @@ def _worker_rss_mb(settings: Settings) -> float | None:
     return None
 
 
-def run(settings: Settings, rate: float, duration: float, drain: float, progress: Callable[[str], None]) -> dict[str, Any]:
+def run(
+    settings: Settings, rate: float, duration: float, drain: float, progress: Callable[[str], None]
+) -> dict[str, Any]:
     ensure_topics(settings.kafka, partitions=settings.worker.topic_partitions)
     codec = codec_for(TASK_REQUEST, topics.TASKS.name, settings.schema_registry)
     plan_codec = codec_for(PLAN, topics.PLANS.name, settings.schema_registry)
     texts = _texts()
     n = int(rate * duration)
     run_id = os.urandom(4).hex()
+    # a random start in the texts and the index in each keep them new to the worker's content
+    # cache across runs, so no cache hit flatters the figures
+    offset = int.from_bytes(os.urandom(4), "little") % len(texts)
 
     consumer = Consumer(consumer_config(settings.kafka))
     md = consumer.list_topics(topics.PLANS.name, timeout=10)
@@ -90,11 +108,12 @@ def run(settings: Settings, rate: float, duration: float, drain: float, progress
 
     def consume() -> None:
         while not stop.is_set():
-            for m in consumer.consume(num_messages=1000, timeout=0.1):
-                if m.error() is not None or m.value() is None:
+            for m in poll_batch(consumer, 1000, 0.1):
+                raw = m.value()
+                if m.error() is not None or raw is None:
                     continue
                 now = time.time()
-                plan = plan_codec.decode(m.value())
+                plan = plan_codec.decode(raw)
                 tid = plan["task_id"]
                 if not tid.startswith(run_id):
                     continue
@@ -119,7 +138,8 @@ def run(settings: Settings, rate: float, duration: float, drain: float, progress
         if delay > 0:
             time.sleep(delay)
         tid = f"{run_id}-{i:07d}"
-        req = new_task(f"{texts[i % len(texts)]} (request {i})", task_id=tid)
+        # the run id keeps texts unique across runs: no content-cache hits flatter the figures
+        req = new_task(f"{texts[(offset + i) % len(texts)]} [{i}]", task_id=tid)
         ts = time.time()
         req["submitted_at"] = int(ts * 1000)
         producer.produce(topics.TASKS.name, key=tid.encode(), value=codec.encode(req))
@@ -162,9 +182,9 @@ def encoder_ceiling(settings: Settings, n: int = 512, batch: int = 32) -> dict[s
     from aos_gateway.perception.text import TextEncoder
 
     p = settings.perception
-    enc = TextEncoder(p.text_model, p.device, cache_size=0)
+    enc = TextEncoder(p.text_model, p.device, cache_size=0, threads=p.torch_threads)
     enc.load()
-    texts = [f"{t} (request {i})" for i, t in enumerate((_texts() * (n // 100 + 2))[:n])]
+    texts = [f"{t} [{i}]" for i, t in enumerate((_texts() * (n // 100 + 2))[:n])]
     enc.encode(texts[:batch])  # warm-up
     lat1 = []
     for t in texts[:64]:
@@ -173,11 +193,12 @@ def encoder_ceiling(settings: Settings, n: int = 512, batch: int = 32) -> dict[s
         lat1.append((time.perf_counter() - s) * 1000)
     s = time.perf_counter()
     for i in range(0, n, batch):
-        enc.encode(texts[i : i + batch], batch_size=batch)
+        enc.encode(texts[i : i + batch], batch_size=p.encode_batch_size)
     dt = time.perf_counter() - s
     return {
         "model": enc.name,
         "batch": batch,
+        "encode_batch_size": p.encode_batch_size,
         "items_per_s": round(n / dt, 1),
         "batch1_latency_ms": _pct(lat1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -187,8 +208,10 @@ def encoder_ceiling(settings: Settings, n: int = 512, batch: int = 32) -> dict[s
 def format_report(r: dict[str, Any]) -> str:
     if "items_per_s" in r:
         lat = r["batch1_latency_ms"]
-        return (f"encoder {r['model']}: {r['items_per_s']} items/s at batch {r['batch']}; "
-                f"batch 1 p50 {lat['p50']} ms p95 {lat['p95']} ms; peak RSS {r['peak_rss_mb']} MB")
+        return (
+            f"encoder {r['model']}: {r['items_per_s']} items/s at batch {r['batch']}; "
+            f"batch 1 p50 {lat['p50']} ms p95 {lat['p95']} ms; peak RSS {r['peak_rss_mb']} MB"
+        )
     lat = r["latency_ms"]
     lines = [
         f"submitted {r['submitted']} at {r['send_rate']}/s (target {r['rate_target']:g}/s for {r['duration_s']:g}s)",

@@ -57,6 +57,8 @@ def run(settings: Settings, agents: Path | None, timeout: float, progress: Calla
         for text, tid in zip(SAMPLE_TASKS, ids, strict=True):
             plan = client.wait(tid, timeout)
             print(f"\n> {text}\n{format_plan(plan)}")
-    progress(f"\ndemo: {len(ids)} plans in {time.monotonic() - t0:.1f}s; the stack and worker keep running "
-             "(`aos submit --text ... --wait`, `aos dev down` to stop)")
+    progress(
+        f"\ndemo: {len(ids)} plans in {time.monotonic() - t0:.1f}s; the stack and worker keep running "
+        "(`aos submit --text ... --wait`, `aos dev down` to stop)"
+    )
     return 0

@@ -113,7 +113,8 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
         return 0
     for v in versions:
         what = "deregistered" if v.deregistered else (v.card or {}).get("description", "")[:60]
-        print(f"{v.agent_id:<24} v{v.version:<3} {v.recorded_at:%Y-%m-%d %H:%M:%S} offset {v.source_partition}/{v.source_offset:<6} {what}")
+        when = f"{v.recorded_at:%Y-%m-%d %H:%M:%S}"
+        print(f"{v.agent_id:<24} v{v.version:<3} {when} offset {v.source_partition}/{v.source_offset:<6} {what}")
     return 0
 
 

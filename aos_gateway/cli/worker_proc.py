@@ -37,7 +37,10 @@ def start_detached(settings: Settings, loglevel: str, progress: Callable[[str], 
     log = (home / "worker.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "faust", "-A", "aos_gateway.app", "worker", "-l", loglevel],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     _pidfile(settings).write_text(str(proc.pid))
     progress(f"worker: started (pid {proc.pid}, log {home / 'worker.log'})")

@@ -72,9 +72,7 @@ def _inline(node: Any, raw: dict[str, dict[str, Any]], seen: set[str]) -> Any:
             seen.add(full)
         out = dict(node)
         if "fields" in out:
-            out["fields"] = [
-                {**f, "type": _inline(f["type"], raw, seen)} for f in out["fields"]
-            ]
+            out["fields"] = [{**f, "type": _inline(f["type"], raw, seen)} for f in out["fields"]]
         for key in ("items", "values"):
             if key in out:
                 out[key] = _inline(out[key], raw, seen)

@@ -55,9 +55,7 @@ def _read(data: bytes, start: int, writer: Contract, reader: Contract) -> dict[s
     except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ...
         raise SerializationError(f"corrupt {reader.name} body: {type(exc).__name__}: {exc}") from exc
     if buf.tell() != len(data):
-        raise SerializationError(
-            f"corrupt {reader.name} body: {len(data) - buf.tell()} trailing bytes"
-        )
+        raise SerializationError(f"corrupt {reader.name} body: {len(data) - buf.tell()} trailing bytes")
     if not isinstance(out, dict):
         raise SerializationError(f"{reader.name} body did not decode to a record")
     return out
@@ -79,15 +77,11 @@ class SingleObjectCodec:
             raise SerializationError(f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
         if len(data) < 10 or data[:2] != SINGLE_OBJECT_MAGIC:
-            raise SerializationError(
-                "not an Avro single-object encoded record (magic bytes C3 01 missing)"
-            )
+            raise SerializationError("not an Avro single-object encoded record (magic bytes C3 01 missing)")
         fp = data[2:10]
         writer = contracts_by_fingerprint().get(fp)
         if writer is None:
-            raise SchemaMismatchError(
-                f"unknown writer schema (fingerprint {fp.hex()}); expected {self.record_name}"
-            )
+            raise SchemaMismatchError(f"unknown writer schema (fingerprint {fp.hex()}); expected {self.record_name}")
         if writer.name != self.record_name:
             raise SchemaMismatchError(f"event is a {writer.name}, expected {self.record_name}")
         return _read(data, 10, writer, self._contract)
@@ -133,9 +127,7 @@ class ConfluentCodec:
         return out
 
 
-def codec_for(
-    record_name: str, topic: str, registry: SchemaRegistrySettings | None = None
-) -> RecordCodec:
+def codec_for(record_name: str, topic: str, registry: SchemaRegistrySettings | None = None) -> RecordCodec:
     """The codec the settings call for: Confluent framing with a registry URL, else single-object."""
     if registry is not None and registry.url:
         return ConfluentCodec(record_name, topic, registry)

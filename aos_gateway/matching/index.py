@@ -86,9 +86,7 @@ class ExactIndex:
                 self._dirty = False
             return self._ids, self._matrix, self._agents
 
-    def search(
-        self, queries: FloatArray, k: int, keep: Callable[[AgentCard], bool] | None = None
-    ) -> list[list[Hit]]:
+    def search(self, queries: FloatArray, k: int, keep: Callable[[AgentCard], bool] | None = None) -> list[list[Hit]]:
         """For each query row, the k most similar agents that pass ``keep``."""
         ids, matrix, agents = self._snapshot()
         q = l2_normalize(np.atleast_2d(np.asarray(queries, dtype=np.float32)))

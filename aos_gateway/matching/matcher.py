@@ -77,8 +77,7 @@ class Matcher:
             reason = None
             if not cands:
                 reason = (
-                    "no agent is registered" if len(self.index) == 0
-                    else "no agent satisfies the task's constraints"
+                    "no agent is registered" if len(self.index) == 0 else "no agent satisfies the task's constraints"
                 )
             elif cands[0]["score"] < self.min_score:
                 reason = f"best agent score {cands[0]['score']:.3f} is below the threshold {self.min_score}"

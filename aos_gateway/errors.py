@@ -33,9 +33,7 @@ class MissingExtraError(AosError):
     """An optional dependency is missing; the message names the install command."""
 
     def __init__(self, package: str, extra: str) -> None:
-        super().__init__(
-            f"{package} is not installed: run `pip install 'aos-gateway[{extra}]'`"
-        )
+        super().__init__(f"{package} is not installed: run `pip install 'aos-gateway[{extra}]'`")
         self.package = package
         self.extra = extra
 

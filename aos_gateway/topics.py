@@ -37,25 +37,46 @@ PERCEIVED = TopicSpec("aos.tasks.perceived.v1", records.PERCEIVED_TASK, doc="tas
 MATCHED = TopicSpec("aos.tasks.matched.v1", records.MATCHED_TASK, doc="tasks with ranked agents")
 PLANS = TopicSpec("aos.plans.v1", records.PLAN, doc="result topic: one plan per task")
 AGENTS = TopicSpec(
-    "aos.agents.v1", records.AGENT_CARD, partitions=1, compacted=True, retention_ms=None,
+    "aos.agents.v1",
+    records.AGENT_CARD,
+    partitions=1,
+    compacted=True,
+    retention_ms=None,
     doc="agent registry (compacted; null value = deregistered)",
 )
 EXPERIENCE = TopicSpec(
-    "aos.experience.v1", records.EXPERIENCE, retention_ms=90 * DAY_MS,
+    "aos.experience.v1",
+    records.EXPERIENCE,
+    retention_ms=90 * DAY_MS,
     doc="one record per execution and step: the replayable source of truth",
 )
 FEEDBACK = TopicSpec("aos.feedback.v1", records.FEEDBACK, retention_ms=90 * DAY_MS, doc="user feedback")
 WEIGHTS = TopicSpec(
-    "aos.weights.v1", records.WEIGHTS, partitions=1, compacted=True, retention_ms=None,
+    "aos.weights.v1",
+    records.WEIGHTS,
+    partitions=1,
+    compacted=True,
+    retention_ms=None,
     doc="learned state (compacted by name)",
 )
 DEADLETTER = TopicSpec(
-    "aos.deadletter.v1", records.DEAD_LETTER, partitions=1, retention_ms=30 * DAY_MS,
+    "aos.deadletter.v1",
+    records.DEAD_LETTER,
+    partitions=1,
+    retention_ms=30 * DAY_MS,
     doc="events a stage could not process, with the reason and raw bytes",
 )
 
 CATALOG: tuple[TopicSpec, ...] = (
-    TASKS, PERCEIVED, MATCHED, PLANS, AGENTS, EXPERIENCE, FEEDBACK, WEIGHTS, DEADLETTER,
+    TASKS,
+    PERCEIVED,
+    MATCHED,
+    PLANS,
+    AGENTS,
+    EXPERIENCE,
+    FEEDBACK,
+    WEIGHTS,
+    DEADLETTER,
 )
 
 

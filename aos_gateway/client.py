@@ -19,7 +19,7 @@ from aos_gateway.contracts.records import PLAN, TASK_REQUEST, MediaPart, Plan, T
 from aos_gateway.contracts.wire import RecordCodec, codec_for
 from aos_gateway.errors import AosError, KafkaError, ResultTimeoutError
 from aos_gateway.settings import Settings, get_settings
-from aos_gateway.streams.kafka import consumer_config, make_producer, poll_batch
+from aos_gateway.streams.kafka import consumer_config, make_producer, poll_batch, watermarks
 
 
 def new_task(
@@ -77,7 +77,7 @@ class ResultReader:
         if not from_beginning:
             # resolve "end" now, so results produced before the first poll are not skipped
             for tp in parts:
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=settings.kafka.request_timeout_s)
+                _, high = watermarks(self._consumer, topic, tp.partition, settings.kafka.request_timeout_s)
                 tp.offset = high
         self._consumer.assign(parts)
         self._thread = threading.Thread(target=self._run, name="aos-results", daemon=True)
@@ -148,6 +148,10 @@ class GatewayClient:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def listen(self) -> None:
+        """Start reading results now: plans produced from here on can be awaited."""
+        self._ensure_reader()
 
     def _ensure_reader(self) -> ResultReader:
         if self._reader is None:

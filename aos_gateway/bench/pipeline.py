@@ -26,7 +26,7 @@ from aos_gateway.client import new_task
 from aos_gateway.contracts.records import PLAN, TASK_REQUEST
 from aos_gateway.contracts.wire import codec_for
 from aos_gateway.settings import Settings
-from aos_gateway.streams.kafka import consumer_config, ensure_topics, make_producer, poll_batch
+from aos_gateway.streams.kafka import consumer_config, ensure_topics, make_producer, poll_batch, watermarks
 
 
 def _texts() -> list[str]:
@@ -95,7 +95,7 @@ def run(
     md = consumer.list_topics(topics.PLANS.name, timeout=10)
     parts = []
     for p in sorted(md.topics[topics.PLANS.name].partitions):
-        _, high = consumer.get_watermark_offsets(TopicPartition(topics.PLANS.name, p), timeout=10)
+        _, high = watermarks(consumer, topics.PLANS.name, p, 10)
         parts.append(TopicPartition(topics.PLANS.name, p, high))
     consumer.assign(parts)
 

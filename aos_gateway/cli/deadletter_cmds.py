@@ -24,6 +24,8 @@ def dead_letters(settings: Settings) -> list[DeadLetter]:
             out.append(codec.decode(m.value()))  # type: ignore[arg-type]
         except AosError:
             continue
+    # the topic may have several partitions: show them in the order they failed
+    out.sort(key=lambda d: (d["failed_at"], d["source_topic"], d["source_partition"], d["source_offset"]))
     return out
 
 

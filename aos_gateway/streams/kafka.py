@@ -59,6 +59,32 @@ def poll_batch(consumer: Any, max_messages: int, timeout: float) -> list[Any]:
     return [first, *consumer.consume(num_messages=max_messages - 1, timeout=0)] if max_messages > 1 else [first]
 
 
+def watermarks(consumer: Any, topic: str, partition: int, timeout: float = 10.0) -> tuple[int, int]:
+    """Low and high offsets of a partition, retried while the broker settles (new topics
+    answer NOT_LEADER_FOR_PARTITION for a moment after creation)."""
+    import time
+
+    from confluent_kafka import TopicPartition
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not getattr(err, "retriable", lambda: False)() and err.name() not in (
+                "NOT_LEADER_FOR_PARTITION",
+                "LEADER_NOT_AVAILABLE",
+                "UNKNOWN_TOPIC_OR_PART",
+                "_TIMED_OUT",
+            ):
+                raise KafkaError(f"cannot read offsets of {topic}[{partition}]: {err}") from exc
+            if time.monotonic() > deadline:
+                raise KafkaError(f"cannot read offsets of {topic}[{partition}]: {err}") from exc
+            time.sleep(0.2)
+
+
 def admin(kafka: KafkaSettings) -> AdminClient:
     return AdminClient(kafka.librdkafka_config())
 
@@ -124,7 +150,7 @@ def read_to_end(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> list
         targets: dict[int, int] = {}
         parts = []
         for p in sorted(meta.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=kafka.request_timeout_s)
+            low, high = watermarks(consumer, topic, p, kafka.request_timeout_s)
             if high > low:
                 targets[p] = high
                 parts.append(TopicPartition(topic, p, OFFSET_BEGINNING))

@@ -21,7 +21,7 @@ from aos_gateway.errors import AosError
 from aos_gateway.matching.cards import card_text
 from aos_gateway.matching.index import ExactIndex
 from aos_gateway.perception.vectors import FloatArray
-from aos_gateway.streams.kafka import poll_batch
+from aos_gateway.streams.kafka import poll_batch, watermarks
 
 log = logging.getLogger("aos_gateway.registry")
 
@@ -98,7 +98,7 @@ class RegistryView:
             consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in parts])
             targets = {}
             for p in parts:
-                low, high = consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=30)
+                low, high = watermarks(consumer, self._topic, p, 30)
                 if high > low:
                     targets[p] = high
             if not targets:

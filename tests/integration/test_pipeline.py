@@ -100,8 +100,9 @@ def test_bad_events_are_dead_lettered_and_the_stream_goes_on(settings: Settings,
         (f"{tag}-oversize".encode(), codec.encode(new_task("x" * 20_000, task_id=f"{tag}-oversize"))),
     ]
     good = new_task("Weather in Oslo this weekend", task_id=f"{tag}-good")
-    where = _produce_raw(settings, [*bad, (good["task_id"].encode(), codec.encode(good))])
     with GatewayClient(settings) as client:
+        client.listen()  # before producing, so the plan cannot slip past
+        where = _produce_raw(settings, [*bad, (good["task_id"].encode(), codec.encode(good))])
         plan = client.wait(good["task_id"], timeout=30)  # produced after the bad ones: the stream went on
     assert plan["status"] == "PLANNED"
     by_key: dict[bytes, dict] = {}  # type: ignore[type-arg]
@@ -178,5 +179,9 @@ def test_deadletter_list_and_replay_cli(settings: Settings, stack_env: dict[str,
     deadline = time.monotonic() + 20
     while len(mine()) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
-    again = mine()  # still invalid: dead-lettered again, from its new offset
-    assert len(again) == 2 and again[1]["source_offset"] > first[0]["source_offset"]
+    again = mine()  # still invalid: dead-lettered again, from its new position
+    src = [(d["source_partition"], d["source_offset"], d["key"]) for d in again]
+    assert len(again) == 2, src
+    assert again[1]["dead_letter_id"] != again[0]["dead_letter_id"], src
+    assert again[1]["source_partition"] == again[0]["source_partition"], src
+    assert again[1]["source_offset"] > again[0]["source_offset"], src

@@ -1,0 +1,363 @@
+"""A single-node Apache Kafka (KRaft) broker run from plain Maven jars, no Docker."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import time
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aos_gateway.devstack._proc import (
+    LOOPBACK,
+    Progress,
+    file_size,
+    pid_alive,
+    port_answers,
+    port_taken,
+    process_cmdline,
+    quiet,
+    read_pid,
+    run,
+    spawn_detached,
+    tail,
+    terminate,
+)
+from aos_gateway.devstack.status import PartStatus
+from aos_gateway.errors import StackError
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+
+_VERSION_MARKER = ".aos-kafka-version"
+_CLUSTER_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+
+
+def render_server_properties(port: int, controller_port: int, data_dir: Path) -> str:
+    """``server.properties`` of a combined broker+controller bound to loopback only."""
+    return "\n".join(
+        [
+            "# written by `aos dev up`; edits are overwritten on every start",
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers={LOOPBACK}:{controller_port}",
+            f"listeners=PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={data_dir}",
+            "num.partitions=4",
+            "default.replication.factor=1",
+            "offsets.topic.replication.factor=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "",
+        ]
+    )
+
+
+def render_log4j2_properties(logs_dir: Path) -> str:
+    """A log4j2 config that sends the broker's logs to ``<logs_dir>/server.log`` (rolled at 50 MB)."""
+    return "\n".join(
+        [
+            "# written by `aos dev up`",
+            "status = warn",
+            "name = aos-devstack-kafka",
+            "appender.file.type = RollingFile",
+            "appender.file.name = FILE",
+            f"appender.file.fileName = {logs_dir / 'server.log'}",
+            f"appender.file.filePattern = {logs_dir / 'server.log.%i'}",
+            "appender.file.layout.type = PatternLayout",
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+            "appender.file.policies.type = Policies",
+            "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+            "appender.file.policies.size.size = 50MB",
+            "appender.file.strategy.type = DefaultRolloverStrategy",
+            "appender.file.strategy.max = 3",
+            "rootLogger.level = INFO",
+            "rootLogger.appenderRef.file.ref = FILE",
+            "logger.statechange.name = state.change.logger",
+            "logger.statechange.level = WARN",
+            "",
+        ]
+    )
+
+
+def pom_xml() -> str:
+    """The POM shipped with the package that pins the broker's jars."""
+    return resources.files("aos_gateway.devstack").joinpath("pom.xml").read_text(encoding="utf-8")
+
+
+class KafkaNode:
+    """One KRaft broker+controller under ``<home>/kafka``.
+
+    Layout: ``libs/`` (jars), ``server.properties``, ``log4j2.properties``, ``data/`` (log dirs and
+    metadata), ``logs/server.log`` and ``logs/stdout.log``, ``kafka.pid``.
+    """
+
+    name = "kafka"
+
+    def __init__(self, home: Path, port: int, controller_port: int, heap: str = "512m", version: str = "4.1.1") -> None:
+        """Describe the broker; nothing is touched on disk until a method is called.
+
+        Args:
+            home: The stack's home (absolute); the broker lives in ``<home>/kafka``.
+            port: The PLAINTEXT client port on 127.0.0.1.
+            controller_port: The KRaft controller port on 127.0.0.1.
+            heap: The JVM's ``-Xmx``.
+            version: The Apache Kafka version to resolve from Maven Central.
+        """
+        self.root = home / "kafka"
+        self.port = port
+        self.controller_port = controller_port
+        self.heap = heap
+        self.version = version
+        self.libs = self.root / "libs"
+        self.data_dir = self.root / "data"
+        self.logs_dir = self.root / "logs"
+        self.server_properties = self.root / "server.properties"
+        self.log4j_properties = self.root / "log4j2.properties"
+        self.pid_file = self.root / "kafka.pid"
+        self._log_marks: dict[Path, int] = {}  # log sizes at our launch: failures show only new lines
+
+    @property
+    def address(self) -> str:
+        """``host:port`` for ``bootstrap.servers``."""
+        return f"{LOOPBACK}:{self.port}"
+
+    # -- install ------------------------------------------------------------------------------
+
+    def jars_ready(self) -> bool:
+        """Whether ``libs/`` holds the jars of this version."""
+        marker = self.libs / _VERSION_MARKER
+        try:
+            same = marker.read_text(encoding="utf-8").strip() == self.version
+        except OSError:
+            return False
+        return same and any(self.libs.glob("kafka_2.13-*.jar"))
+
+    def ensure_jars(self, progress: Progress = quiet) -> None:
+        """Resolve the broker's jars with Maven unless they are already there.
+
+        Raises:
+            StackError: ``java`` or ``mvn`` is missing, or Maven failed.
+        """
+        _require_java()
+        if self.jars_ready():
+            return
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise StackError("Maven (mvn) is not installed; it fetches the Kafka jars: run `apt-get install -y maven`")
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.libs.exists():
+            shutil.rmtree(self.libs)  # jars of another version must not share the classpath
+        (self.root / "pom.xml").write_text(pom_xml(), encoding="utf-8")
+        progress(f"kafka: resolving Apache Kafka {self.version} jars with Maven into {self.libs} (once)")
+        t0 = time.monotonic()
+        run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-Dstyle.color=never",
+                "dependency:copy-dependencies",
+                "-DoutputDirectory=libs",
+                f"-Dkafka.version={self.version}",
+            ],
+            what=f"mvn dependency:copy-dependencies (Kafka {self.version})",
+            timeout_s=900,
+            cwd=self.root,
+        )
+        jars = list(self.libs.glob("*.jar"))
+        if not any(j.name.startswith("kafka_2.13-") for j in jars):
+            raise StackError(f"mvn finished but {self.libs} holds no kafka_2.13 jar")
+        (self.libs / _VERSION_MARKER).write_text(self.version + "\n", encoding="utf-8")
+        progress(f"kafka: {len(jars)} jars in {time.monotonic() - t0:.1f}s")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def running_pid(self) -> int | None:
+        """The pid of our broker when it is alive, else None."""
+        pid = read_pid(self.pid_file)
+        if pid is None or not pid_alive(pid):
+            return None
+        argv = process_cmdline(pid)
+        if argv is not None and not ("kafka.Kafka" in argv and str(self.server_properties) in argv):
+            return None  # the pid was reused by an unrelated process
+        return pid
+
+    def launch(self, progress: Progress = quiet) -> None:
+        """Start the broker process without waiting for it (no-op when it already runs).
+
+        Raises:
+            StackError: A port is held by another process, or the storage cannot be formatted.
+        """
+        if self.running_pid() is not None:
+            progress(f"kafka: already running on {self.address}")
+            return
+        self.pid_file.unlink(missing_ok=True)
+        self.check_ports()
+        self.ensure_jars(progress)
+        for d in (self.data_dir, self.logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.server_properties.write_text(
+            render_server_properties(self.port, self.controller_port, self.data_dir), encoding="utf-8"
+        )
+        self.log4j_properties.write_text(render_log4j2_properties(self.logs_dir), encoding="utf-8")
+        if not (self.data_dir / "meta.properties").exists():
+            self._format(progress)
+        argv = [*self._java("-Xmx" + self.heap, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"), "kafka.Kafka"]
+        argv.append(str(self.server_properties))
+        self._log_marks = {p: file_size(p) for p in (self.logs_dir / "server.log", self.logs_dir / "stdout.log")}
+        pid = spawn_detached(argv, self.logs_dir / "stdout.log")
+        self.pid_file.write_text(f"{pid}\n", encoding="ascii")
+        progress(f"kafka: started pid {pid} on {self.address} (logs: {self.logs_dir / 'server.log'})")
+
+    def wait_ready(self, timeout_s: float, progress: Progress = quiet) -> None:
+        """Wait until the broker answers a metadata request.
+
+        Raises:
+            StackError: The process died or did not answer in time (it is then stopped).
+        """
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
+        admin: AdminClient | None = None
+        while True:
+            pid = self.running_pid()
+            if pid is None:
+                self.pid_file.unlink(missing_ok=True)
+                raise StackError(f"kafka exited during start-up; {self._log_tails()}")
+            if port_answers(self.port):
+                if admin is None:
+                    admin = _admin(self.address)
+                if _metadata_ok(admin, min(2.0, max(0.1, deadline - time.monotonic()))):
+                    progress(f"kafka: ready on {self.address} in {time.monotonic() - t0:.1f}s")
+                    return
+            if time.monotonic() >= deadline:
+                tails = self._log_tails()
+                self.stop()
+                raise StackError(
+                    f"kafka did not answer on {self.address} within {timeout_s:.0f}s (stopped it; raise "
+                    f"AOS_STACK__START_TIMEOUT_S if the machine is slow); {tails}"
+                )
+            time.sleep(0.25)
+
+    def start(self, timeout_s: float = 60.0, progress: Progress = quiet) -> None:
+        """Start the broker (idempotent) and wait until it answers."""
+        self.launch(progress)
+        self.wait_ready(timeout_s, progress)
+
+    def stop(self, timeout_s: float = 30.0, progress: Progress = quiet) -> None:
+        """Stop the broker: SIGTERM (a controlled shutdown), SIGKILL after ``timeout_s``. Idempotent."""
+        pid = self.running_pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return
+        t0 = time.monotonic()
+        killed = terminate(pid, timeout_s)
+        self.pid_file.unlink(missing_ok=True)
+        how = "killed (no clean shutdown)" if killed else "stopped"
+        progress(f"kafka: {how} pid {pid} in {time.monotonic() - t0:.1f}s")
+
+    def status(self) -> PartStatus:
+        """Whether our broker runs and answers a metadata request."""
+        pid = self.running_pid()
+        if pid is None:
+            detail = "stopped"
+            if port_answers(self.port):
+                detail = "stopped; another process answers on this port"
+            return PartStatus(self.name, self.address, running=False, healthy=False, detail=detail)
+        try:
+            md = _admin(self.address).list_topics(timeout=2)
+        except Exception as exc:
+            return PartStatus(self.name, self.address, True, False, f"pid {pid}; not answering: {exc}")
+        n = len([t for t in md.topics if not t.startswith("__")])
+        return PartStatus(self.name, self.address, True, True, f"pid {pid}; {n} topics; data {self.data_dir}")
+
+    def check_ports(self) -> None:
+        """Fail early when our broker is not running and another process holds one of its ports.
+
+        Raises:
+            StackError: One line naming the port and the setting that moves it.
+        """
+        if self.running_pid() is not None:
+            return
+        for port, env in (
+            (self.port, "AOS_STACK__KAFKA_PORT"),
+            (self.controller_port, "AOS_STACK__KAFKA_CONTROLLER_PORT"),
+        ):
+            if port_taken(port):
+                raise StackError(f"port {port} is taken by another process; set {env}")
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _java(self, *jvm_opts: str) -> list[str]:
+        java = _require_java()
+        return [
+            java,
+            *jvm_opts,
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            f"-Dlog4j2.configurationFile={self.log4j_properties}",
+            "-cp",
+            f"{self.libs}/*",
+        ]
+
+    def _format(self, progress: Progress) -> None:
+        out = run([*self._java(), "kafka.tools.StorageTool", "random-uuid"], what="kafka random-uuid", timeout_s=120)
+        lines = [ln.strip() for ln in out.stdout.splitlines() if _CLUSTER_ID.match(ln.strip())]
+        if not lines:
+            raise StackError(f"kafka StorageTool random-uuid printed no cluster id: {out.stdout[-500:]!r}")
+        cluster_id = lines[-1]
+        run(
+            [
+                *self._java(),
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.server_properties),
+            ],
+            what="kafka storage format",
+            timeout_s=120,
+        )
+        progress(f"kafka: formatted {self.data_dir} (cluster {cluster_id})")
+
+    def _log_tails(self) -> str:
+        parts = []
+        for path, n in ((self.logs_dir / "stdout.log", 10), (self.logs_dir / "server.log", 20)):
+            since = self._log_marks.get(path, 0)
+            if file_size(path) > since:
+                parts.append(f"last lines of {path}:\n{tail(path, n, since)}")
+        return "\n".join(parts) if parts else f"nothing in {self.logs_dir}"
+
+
+def _require_java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise StackError(
+            "Java is not installed; Kafka needs Java 17+: run `apt-get install -y openjdk-17-jre-headless`"
+        )
+    return java
+
+
+def _admin(address: str) -> AdminClient:
+    from confluent_kafka.admin import AdminClient
+
+    # log_level 0: the probe's own failures are reported by its exceptions, not on stderr
+    return AdminClient({"bootstrap.servers": address, "log_level": 0, "socket.connection.setup.timeout.ms": 2000})
+
+
+def _metadata_ok(admin: AdminClient, timeout_s: float) -> bool:
+    with contextlib.suppress(Exception):
+        md = admin.list_topics(timeout=timeout_s)
+        return bool(md.brokers)
+    return False

@@ -101,7 +101,8 @@ class PerceptionSettings(BaseModel):
     torch_threads: int | None = Field(
         default=None,
         ge=1,
-        description="torch CPU threads; default: cores - 1, so the event loop keeps a core of its own",
+        description="torch CPU threads; default: one per core (measured on 2 cores: 2 threads gave "
+        "60 and 88 plans/s where 1 thread gave 55 and 76)",
     )
     wire_dtype: str = Field(default="float16", pattern="^(float16|float32)$")
     cache_size: int = Field(default=10_000, ge=0)

@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     bp = bsub.add_parser("pipeline", help="open-loop load through the real pipeline")
     bp.add_argument("--rate", type=_positive_float, default=50.0, help="tasks per second")
     bp.add_argument("--duration", type=_positive_float, default=30.0, help="seconds of load")
-    bp.add_argument("--drain", type=_positive_float, default=30.0, help="seconds to wait for stragglers")
+    bp.add_argument(
+        "--drain", type=_positive_float, default=30.0, help="give up after this many seconds without a new plan"
+    )
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(handler=_cmd_bench)
     be = bsub.add_parser("encoder", help="raw text-encoder throughput (the pipeline's ceiling)")

@@ -72,9 +72,7 @@ class TextEncoder:
                 raise MissingExtraError("sentence-transformers", "text") from exc
             import torch
 
-            # torch's CPU threads spin between calls; on a small machine they starve the
-            # event loop unless one core is left to it.
-            torch.set_num_threads(self._threads or max(1, (os.cpu_count() or 2) - 1))
+            torch.set_num_threads(self._threads or os.cpu_count() or 1)
             path = self._model_ref or str(default_model_path())
             if self._model_ref is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the packaged model needs no hub

@@ -111,7 +111,7 @@ class ResultReader:
                         f"no plan for task {task_id} within {timeout:g}s; is a worker running? (`aos worker`)"
                     )
                 self._cond.wait(left)
-            return self._plans[task_id]
+            return self._plans.pop(task_id)  # handed over: a long-lived client keeps nothing
 
     def drain(self) -> list[Plan]:
         with self._cond:

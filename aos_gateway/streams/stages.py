@@ -278,9 +278,12 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
 
     @app.agent(agents_topic, name="record_card")
     async def record_card(stream: faust.StreamT[Any]) -> None:
+        import psycopg
+
         from aos_gateway.registry import store
 
-        conn = None
+        loop = asyncio.get_running_loop()
+        conn: Any = None
         async for event in stream.events():
             msg = event.message
             try:
@@ -290,21 +293,22 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                 card = None if msg.value is None else pipe.decode(topics.AGENTS.name, event)
                 if card is not None and card["agent_id"] != key.decode("utf-8", "replace"):
                     raise AosError(f"card agent_id {card['agent_id']!r} does not match the key {key!r}")
-                if conn is None:
-                    conn = await asyncio.get_running_loop().run_in_executor(
-                        pipe.io_pool, store.connect, settings.postgres.conninfo()
-                    )
-                await asyncio.get_running_loop().run_in_executor(
-                    pipe.io_pool, store.record_card_event, conn, key.decode(), card, msg.partition, msg.offset
-                )
-            except AosError as exc:
-                if isinstance(exc, StoreError):
-                    raise  # the database is down: crash so the event is retried, not lost
-                await _settle([await pipe.send_dead_letter("registry", event, exc)])
             except Exception as exc:
-                if conn is not None and "psycopg" in type(exc).__module__:
-                    conn = None
-                    raise
                 await _settle([await pipe.send_dead_letter("registry", event, exc)])
+                continue
+            delay = 0.5
+            while True:  # the database being away is no reason to drop or skip a card: wait for it
+                try:
+                    if conn is None:
+                        conn = await loop.run_in_executor(pipe.io_pool, store.connect, settings.postgres.conninfo())
+                    await loop.run_in_executor(
+                        pipe.io_pool, store.record_card_event, conn, key.decode(), card, msg.partition, msg.offset
+                    )
+                    break
+                except (StoreError, psycopg.Error) as exc:
+                    log.warning("registry: PostgreSQL unavailable (%s); retrying in %.1fs", exc, delay)
+                    conn = None
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
 
     return pipe

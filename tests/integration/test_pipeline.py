@@ -185,3 +185,27 @@ def test_deadletter_list_and_replay_cli(settings: Settings, stack_env: dict[str,
     assert again[1]["dead_letter_id"] != again[0]["dead_letter_id"], src
     assert again[1]["source_partition"] == again[0]["source_partition"], src
     assert again[1]["source_offset"] > again[0]["source_offset"], src
+
+
+def test_card_is_stored_once_postgres_is_back(
+    settings: Settings, stack_env: dict[str, str], tmp_path: Path, worker: subprocess.Popen[bytes]
+) -> None:
+    from aos_gateway.devstack import LocalStack
+
+    stack = LocalStack(settings)
+    aid = f"Outage-{uuid.uuid4().hex[:6]}"
+    stack.postgres.stop()
+    try:
+        run_aos(stack_env, "agents", "register", str(write_cards(tmp_path / "c.jsonl", [{"agent_id": aid}])))
+        time.sleep(3)  # the registry stage meets the outage and waits
+        assert worker.poll() is None, "the worker must survive a database outage"
+    finally:
+        stack.postgres.start()
+    deadline = time.monotonic() + 60
+    while True:
+        out = run_aos(stack_env, "agents", "history", aid, "--json", check=False)
+        if out.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert out.returncode == 0, out.stderr
+    assert [h["version"] for h in json.loads(out.stdout)] == [1]

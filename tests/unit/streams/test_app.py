@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from aos_gateway import topics
+from aos_gateway.app import create_app
+from aos_gateway.settings import KafkaSettings, Settings
+
+
+def test_app_declares_the_stages_on_the_catalog_topics() -> None:
+    app, pipe = create_app(Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1,127.0.0.2:2")))
+    sources = {name: agent.channel.get_topic_name() for name, agent in app.agents.items()}
+    assert sources == {
+        "perceive_task": topics.TASKS.name,
+        "match_agents": topics.PERCEIVED.name,
+        "plan_task": topics.MATCHED.name,
+        "record_card": topics.AGENTS.name,
+    }
+    assert "aos-plan-dedupe" in app.tables
+    assert [str(u) for u in app.conf.broker] == ["kafka://127.0.0.1:1", "kafka://127.0.0.2:2"]
+    assert set(pipe.codecs) == {t.name for t in topics.CATALOG}

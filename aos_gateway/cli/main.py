@@ -141,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true")
     be.set_defaults(handler=_cmd_bench)
 
+    ev = sub.add_parser("eval", help="offline evaluations")
+    esub = ev.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    em = esub.add_parser("matching", help="routing accuracy, zero-shot and after learning from labelled tasks")
+    em.add_argument("--agents", type=_existing_file, required=True, help="agent cards (agents.jsonl form)")
+    em.add_argument("--train", type=_existing_file, required=True, help="past tasks with the right agent")
+    em.add_argument("--test", type=_existing_file, required=True, help="tasks to measure on")
+    em.add_argument("--feedback", choices=["gold"], default="gold", help="what is learned from: the right agent (gold)")
+    em.add_argument("--limit", type=int, default=None, help="use only the first N train and test tasks")
+    em.add_argument("--json", action="store_true")
+    em.set_defaults(handler=_cmd_eval)
+
     dm = sub.add_parser("demo", help="register the MetaTool agents, submit sample tasks, print plans")
     dm.add_argument("--agents", type=_existing_file, default=None)
     dm.add_argument("--timeout", type=_positive_float, default=120.0)
@@ -294,6 +305,31 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         report = bench.run(_settings(), args.rate, args.duration, args.drain, _progress)
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from aos_gateway.matching.cards import read_cards
+    from aos_gateway.matching.dataset import read_examples
+    from aos_gateway.matching.evaluate import evaluate
+    from aos_gateway.perception.text import TextEncoder
+
+    s = _settings()
+    p = s.perception
+    cards = list(read_cards(args.agents))
+    report = evaluate(
+        cards,
+        read_examples(args.train, args.limit),
+        read_examples(args.test, args.limit),
+        TextEncoder(p.text_model, p.device, p.cache_size, p.torch_threads),
+        _progress,
+    )
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    for name in ("zero_shot", "learned"):
+        r = report[name]
+        print(f"{name:<10} top1 {r['top1']:.4f}  R@5 {r['r5']:.4f}  MRR {r['mrr']:.4f}  p95 {r['p95_ms']} ms/query")
     return 0
 
 

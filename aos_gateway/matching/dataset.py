@@ -1,0 +1,38 @@
+"""Labelled tasks in the MetaTool JSON-lines form: ``{"task_id", "text", "gold": [agent_id, ...]}``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from aos_gateway.errors import ValidationError
+
+
+@dataclass(frozen=True)
+class Example:
+    task_id: str
+    text: str
+    gold: tuple[str, ...]
+
+
+def read_examples(path: Path, limit: int | None = None) -> list[Example]:
+    """Examples from a file; a bad line raises with its line number."""
+    out: list[Example] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                text, gold = obj["text"], obj["gold"]
+                if not isinstance(text, str) or not text.strip():
+                    raise ValidationError("'text' must be a non-empty string")
+                if not isinstance(gold, list) or not gold or not all(isinstance(g, str) for g in gold):
+                    raise ValidationError("'gold' must be a non-empty list of agent ids")
+                out.append(Example(str(obj.get("task_id", f"line-{lineno}")), text, tuple(gold)))
+            except (json.JSONDecodeError, KeyError, ValidationError) as exc:
+                raise ValidationError(f"{path}:{lineno}: {exc}") from exc
+            if limit is not None and len(out) >= limit:
+                break
+    return out

@@ -68,8 +68,10 @@ class TextEncoder:
                 return
             try:
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
             except ImportError as exc:
                 raise MissingExtraError("sentence-transformers", "text") from exc
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a bar per model load clutters CLI output and worker logs
             import torch
 
             torch.set_num_threads(self._threads or os.cpu_count() or 1)

@@ -85,6 +85,24 @@ def watermarks(consumer: Any, topic: str, partition: int, timeout: float = 10.0)
             time.sleep(0.2)
 
 
+def end_offsets(consumer: Any, topic: str, partitions: Iterable[int], timeout: float) -> dict[int, int]:
+    """The high watermark of every partition that holds records now: where "caught up" is."""
+    ends: dict[int, int] = {}
+    for p in partitions:
+        low, high = watermarks(consumer, topic, p, timeout)
+        if high > low:
+            ends[p] = high
+    return ends
+
+
+def strike_reached(ends: dict[int, int], msgs: Iterable[Any]) -> None:
+    """Remove from ``ends`` the partitions whose last record before the end was read."""
+    for m in msgs:
+        part, off = m.partition(), m.offset()
+        if part is not None and part in ends and off is not None and off + 1 >= ends[part]:
+            del ends[part]
+
+
 def admin(kafka: KafkaSettings) -> AdminClient:
     return AdminClient(kafka.librdkafka_config())
 
@@ -147,26 +165,16 @@ def read_to_end(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> list
         meta = md.topics.get(topic)
         if meta is None or meta.error is not None:
             raise KafkaError(f"topic {topic} does not exist; run `aos topics create`")
-        targets: dict[int, int] = {}
-        parts = []
-        for p in sorted(meta.partitions):
-            low, high = watermarks(consumer, topic, p, kafka.request_timeout_s)
-            if high > low:
-                targets[p] = high
-                parts.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        if not parts:
+        targets = end_offsets(consumer, topic, sorted(meta.partitions), kafka.request_timeout_s)
+        if not targets:
             return []
-        consumer.assign(parts)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in targets])
         out: list[Any] = []
         deadline = time.monotonic() + timeout
         while targets and time.monotonic() < deadline:
-            for m in poll_batch(consumer, 1000, 0.5):
-                if m.error() is not None:
-                    continue
-                out.append(m)
-                part, off = m.partition(), m.offset()
-                if part is not None and part in targets and off is not None and off + 1 >= targets[part]:
-                    del targets[part]
+            good = [m for m in poll_batch(consumer, 1000, 0.5) if m.error() is None]
+            out.extend(good)
+            strike_reached(targets, good)
         if targets:
             raise KafkaError(f"timed out reading {topic} to its end")
         return out

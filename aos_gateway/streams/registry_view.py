@@ -21,7 +21,7 @@ from aos_gateway.errors import AosError
 from aos_gateway.matching.cards import card_text
 from aos_gateway.matching.index import ExactIndex
 from aos_gateway.perception.vectors import FloatArray
-from aos_gateway.streams.kafka import poll_batch, watermarks
+from aos_gateway.streams.kafka import end_offsets, poll_batch, strike_reached
 
 log = logging.getLogger("aos_gateway.registry")
 
@@ -96,11 +96,7 @@ class RegistryView:
             md = consumer.list_topics(self._topic, timeout=30)
             parts = sorted(md.topics[self._topic].partitions) if self._topic in md.topics else []
             consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in parts])
-            targets = {}
-            for p in parts:
-                low, high = watermarks(consumer, self._topic, p, 30)
-                if high > low:
-                    targets[p] = high
+            targets = end_offsets(consumer, self._topic, parts, 30)
             if not targets:
                 self._caught_up.set()
             t0 = time.monotonic()
@@ -109,10 +105,7 @@ class RegistryView:
                 good = [m for m in msgs if m.error() is None]
                 if good:
                     self._apply(good)
-                    for m in good:
-                        part, off = m.partition(), m.offset()
-                        if part in targets and off is not None and off + 1 >= targets[part]:
-                            del targets[part]
+                    strike_reached(targets, good)
                 if not targets and not self._caught_up.is_set():
                     log.info("registry: %d agents indexed in %.1fs", len(self.index), time.monotonic() - t0)
                     self._caught_up.set()

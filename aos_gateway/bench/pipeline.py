@@ -140,7 +140,6 @@ def run(
         if delay > 0:
             time.sleep(delay)
         tid = f"{run_id}-{i:07d}"
-        # the run id keeps texts unique across runs: no content-cache hits flatter the figures
         req = new_task(f"{texts[(offset + i) % len(texts)]} [{i}]", task_id=tid)
         ts = time.time()
         req["submitted_at"] = int(ts * 1000)

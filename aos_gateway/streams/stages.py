@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,9 +44,10 @@ def now_ms() -> int:
 
 
 class BatchStats:
-    """Micro-batch sizes and model time of the perceive stage, logged every minute."""
+    """Micro-batch sizes and model time of the perceive stage, logged every ``interval_s``."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval_s: float = 60.0) -> None:
+        self.interval_s = interval_s
         self.batches = 0
         self.items = 0
         self.model_s = 0.0
@@ -58,7 +58,7 @@ class BatchStats:
         self.items += items
         self.model_s += seconds
         now = time.monotonic()
-        if now - self._last_log >= float(os.environ.get("AOS_STATS_INTERVAL_S", "60")):
+        if now - self._last_log >= self.interval_s:
             log.info(
                 "perceive: %d tasks in %d batches (mean %.1f), model %.1f ms per batch",
                 self.items,
@@ -89,7 +89,7 @@ class Pipeline:
             spec.name: app.topic(spec.name, value_serializer="raw", key_serializer="raw") for spec in topics.CATALOG
         }
         self.dead_letters = 0
-        self.stats = BatchStats()
+        self.stats = BatchStats(settings.worker.stats_interval_s)
 
     async def in_model_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.model_pool, fn, *args)

@@ -14,6 +14,7 @@ can catch one type. The tree::
     ├── KafkaError                  the broker refused or did not answer in time
     ├── StoreError                  PostgreSQL refused or did not answer
     ├── ModelError                  an encoder failed to load or to run
+    ├── IndexBackendError           the capability index backend failed (qdrant shard, Weaviate server)
     ├── ResultTimeoutError          no result arrived for a task within the wait limit
     └── NotFoundError               a named thing (agent, task, dead letter) does not exist
 """
@@ -68,6 +69,10 @@ class StoreError(AosError):
 
 class ModelError(AosError):
     """An encoder failed to load or to run."""
+
+
+class IndexBackendError(AosError):
+    """The capability index backend failed: a shard that cannot open, a server that does not answer."""
 
 
 class ResultTimeoutError(AosError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -112,8 +112,47 @@ class MatchingSettings(BaseModel):
     """The match stage."""
 
     top_k: int = Field(default=5, ge=1, le=100)
-    min_score: float = Field(default=0.2, ge=-1.0, le=1.0)
+    min_similarity: float = Field(
+        default=0.2, ge=-1.0, le=1.0, description="abstain when even the best card is less similar to the task"
+    )
+    min_confidence: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="abstain when the best agent's score (blended probability of being right) is lower",
+    )
+    search_factor: int = Field(default=3, ge=1, le=100, description="search this many times top_k, then rank")
+    follow_weights: bool = Field(
+        default=True, description="load learned matching state from aos.weights.v1 and hot-reload it"
+    )
     registry_catchup_timeout_s: float = 60.0
+    index_backend: Literal["auto", "exact", "qdrant", "weaviate"] = Field(
+        default="auto",
+        description="the capability index: auto = exact search below exact_threshold agents, qdrant-edge "
+        "HNSW above; weaviate needs AOS_WEAVIATE__URL",
+    )
+    exact_threshold: int = Field(
+        default=20_000,
+        ge=0,
+        description="below this many agents search is exact (auto backend: the exact index; qdrant: an "
+        "exact scan of the shard); measured in docs/benchmarks.md (aos bench index)",
+    )
+    index_path: Path | None = Field(
+        default=None, description="where the qdrant index persists (default: a temporary directory, rebuilt)"
+    )
+    hnsw_m: int = Field(default=16, ge=2, le=128, description="HNSW edges per node")
+    hnsw_ef_construct: int = Field(default=100, ge=4, description="HNSW candidates while building")
+    hnsw_ef: int = Field(default=64, ge=1, description="HNSW candidates while searching")
+
+
+class WeaviateSettings(BaseModel):
+    """A Weaviate server for the ``weaviate`` index backend (``pip install 'aos-gateway[weaviate]'``)."""
+
+    url: str | None = Field(default=None, description="HTTP address, e.g. http://127.0.0.1:8080")
+    grpc_port: int = Field(default=50051, ge=1, le=65535, description="the server's gRPC port (same host)")
+    api_key: SecretStr | None = None
+    collection: str = "AosAgents"
+    timeout_s: float = Field(default=10.0, gt=0)
 
 
 class PlanningSettings(BaseModel):
@@ -147,6 +186,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     perception: PerceptionSettings = PerceptionSettings()
     matching: MatchingSettings = MatchingSettings()
+    weaviate: WeaviateSettings = WeaviateSettings()
     planning: PlanningSettings = PlanningSettings()
     worker: WorkerSettings = WorkerSettings()
     tenant: str = "default"

@@ -1,20 +1,35 @@
-"""The capability index: agent cards with their vectors, searched by exact cosine similarity.
+"""The capability index: agent cards with their vectors, searched under the task's constraints.
 
-Exact search is right below a few hundred thousand agents on CPU; the matching issue adds an
-HNSW backend behind the same methods. Thread-safe: the registry consumer updates it from one
-thread while stages search it from another.
+Every backend implements :class:`CapabilityIndex`; :func:`make_index` picks one from the settings:
+
+- :class:`ExactIndex` (here): one matrix, exact cosine similarity; right for a few ten thousand agents.
+- ``QdrantIndex`` (``qdrant_index``): qdrant-edge in process, HNSW + payload indexes, optional persistence.
+- ``HybridIndex`` (``qdrant_index``, the default ``auto``): exact below a size threshold, qdrant above.
+- ``WeaviateIndex`` (``weaviate_index``): a Weaviate server, for an index shared between matchers.
+
+Filters are :class:`~aos_gateway.matching.filters.TaskConstraints`, which every backend translates
+into its own filter language (a Python predicate cannot be pushed into an HNSW search). The
+contract tests in ``tests/unit/matching/test_index_contract.py`` hold every backend to the same
+results. Thread-safe: the registry consumer updates an index from one thread while stages search
+it from another.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from aos_gateway.contracts.records import AgentCard
+from aos_gateway.errors import ConfigError, ValidationError
+from aos_gateway.matching.filters import TaskConstraints
 from aos_gateway.perception.vectors import FloatArray, l2_normalize
+
+if TYPE_CHECKING:
+    from aos_gateway.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -31,41 +46,116 @@ class Hit:
     similarity: float
 
 
+@runtime_checkable
+class CapabilityIndex(Protocol):
+    """What the matcher needs of an index; every backend passes the same contract tests."""
+
+    dim: int
+
+    def __len__(self) -> int:
+        """How many agents are indexed."""
+        ...
+
+    def upsert(self, card: AgentCard, vector: FloatArray) -> IndexedAgent:
+        """Add or replace an agent; the version counts card changes seen (same card: same version)."""
+        ...
+
+    def remove(self, agent_id: str) -> bool:
+        """Drop an agent; False if it was not there."""
+        ...
+
+    def get(self, agent_id: str) -> IndexedAgent | None: ...
+
+    def agents(self) -> list[IndexedAgent]: ...
+
+    def search(self, queries: FloatArray, k: int, constraints: TaskConstraints | None = None) -> list[list[Hit]]:
+        """For each query row, up to k agents that satisfy ``constraints``, most similar first."""
+        ...
+
+    def close(self) -> None:
+        """Release files, processes and connections (an index is not used after)."""
+        ...
+
+
+def check_vector(vector: FloatArray, dim: int) -> FloatArray:
+    """One vector as a unit-length float32 row, or a ValidationError naming the dimensions."""
+    vec = l2_normalize(np.asarray(vector, dtype=np.float32).reshape(-1))
+    if vec.shape[0] != dim:
+        raise ValidationError(f"vector has {vec.shape[0]} dims, index has {dim}")
+    return vec
+
+
+def check_queries(queries: FloatArray, k: int, dim: int) -> FloatArray:
+    """Query rows as unit-length float32, or a ValidationError for a bad shape or k."""
+    if k < 1:
+        raise ValidationError(f"k must be at least 1, got {k}")
+    q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValidationError(f"queries have shape {q.shape}, index has {dim} dims")
+    return l2_normalize(q)
+
+
+def next_version(old: IndexedAgent | None, card: AgentCard) -> int:
+    """1 for a new agent; +1 when the card changed; the same version for the same card."""
+    return 1 if old is None else old.version + (old.card != card)
+
+
 class ExactIndex:
-    """Agent vectors in one matrix; search = one matrix-vector product + filter."""
+    """Agent vectors as rows of one matrix; search = one matrix product, then the filter.
+
+    Rows are slots: a new agent takes a free slot (or grows the matrix), an update overwrites its
+    slot, a removal zeroes and frees it. A search reads the matrix without the lock, so a search
+    running while an agent's vector is overwritten may score that one agent with a partly written
+    vector; a grown matrix is a new array, so nothing else moves under a search.
+    """
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self._lock = threading.Lock()
         self._agents: dict[str, IndexedAgent] = {}
-        self._vectors: dict[str, FloatArray] = {}
-        self._ids: list[str] = []
+        self._rows: dict[str, int] = {}
+        self._slots: list[str | None] = []
+        self._free: list[int] = []
         self._matrix: FloatArray = np.zeros((0, dim), dtype=np.float32)
-        self._dirty = False
 
     def __len__(self) -> int:
         return len(self._agents)
 
     def upsert(self, card: AgentCard, vector: FloatArray) -> IndexedAgent:
         """Add or replace an agent; the version counts card changes seen."""
-        vec = l2_normalize(np.asarray(vector, dtype=np.float32).reshape(-1))
-        if vec.shape[0] != self.dim:
-            raise ValueError(f"vector has {vec.shape[0]} dims, index has {self.dim}")
+        vec = check_vector(vector, self.dim)
         with self._lock:
-            old = self._agents.get(card["agent_id"])
-            version = 1 if old is None else old.version + (old.card != card)
-            entry = IndexedAgent(card=card, version=version)
-            self._agents[card["agent_id"]] = entry
-            self._vectors[card["agent_id"]] = vec
-            self._dirty = True
+            return self._put(card, vec, next_version(self._agents.get(card["agent_id"]), card))
+
+    def _put(self, card: AgentCard, vec: FloatArray, version: int) -> IndexedAgent:
+        aid = card["agent_id"]
+        row = self._rows.get(aid)
+        if row is None:
+            if self._free:
+                row = self._free.pop()
+                self._slots[row] = aid
+            else:
+                row = len(self._slots)
+                if row >= self._matrix.shape[0]:
+                    grown = np.zeros((max(16, 2 * self._matrix.shape[0]), self.dim), dtype=np.float32)
+                    grown[:row] = self._matrix[:row]
+                    self._matrix = grown
+                self._slots.append(aid)
+            self._rows[aid] = row
+        self._matrix[row] = vec
+        entry = IndexedAgent(card=card, version=version)
+        self._agents[aid] = entry
         return entry
 
     def remove(self, agent_id: str) -> bool:
         with self._lock:
-            found = self._agents.pop(agent_id, None) is not None
-            self._vectors.pop(agent_id, None)
-            self._dirty = self._dirty or found
-        return found
+            if self._agents.pop(agent_id, None) is None:
+                return False
+            row = self._rows.pop(agent_id)
+            self._slots[row] = None
+            self._matrix[row] = 0.0
+            self._free.append(row)
+            return True
 
     def get(self, agent_id: str) -> IndexedAgent | None:
         return self._agents.get(agent_id)
@@ -74,34 +164,69 @@ class ExactIndex:
         with self._lock:
             return list(self._agents.values())
 
-    def _snapshot(self) -> tuple[list[str], FloatArray, dict[str, IndexedAgent]]:
+    def entries(self) -> Iterator[tuple[IndexedAgent, FloatArray]]:
+        """Every agent with its (normalised) vector: what another backend is filled from."""
         with self._lock:
-            if self._dirty:
-                self._ids = list(self._vectors)
-                self._matrix = (
-                    np.stack([self._vectors[i] for i in self._ids])
-                    if self._ids
-                    else np.zeros((0, self.dim), dtype=np.float32)
-                )
-                self._dirty = False
-            return self._ids, self._matrix, self._agents
+            items = [(self._agents[aid], self._matrix[row].copy()) for aid, row in self._rows.items()]
+        yield from items
 
-    def search(self, queries: FloatArray, k: int, keep: Callable[[AgentCard], bool] | None = None) -> list[list[Hit]]:
-        """For each query row, the k most similar agents that pass ``keep``."""
-        ids, matrix, agents = self._snapshot()
-        q = l2_normalize(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
-        if not ids:
+    def search(self, queries: FloatArray, k: int, constraints: TaskConstraints | None = None) -> list[list[Hit]]:
+        """For each query row, the k most similar agents that ``constraints`` allow."""
+        q = check_queries(queries, k, self.dim)
+        with self._lock:
+            n = len(self._slots)
+            matrix = self._matrix[:n]
+        if not n:
             return [[] for _ in range(q.shape[0])]
         sims = q @ matrix.T
-        out: list[list[Hit]] = []
-        for row in sims:
+        return [self._top(row, k, constraints) for row in sims]
+
+    def _top(self, row: FloatArray, k: int, cons: TaskConstraints | None) -> list[Hit]:
+        """The best k that pass the filter: a partial sort of a pool, widened until k pass."""
+        n = row.shape[0]
+        slots = self._slots  # only grows; a slot freed after the product is skipped below
+        pool = min(n, max(8 * k, 64))
+        while True:
+            if pool < n:
+                cand = np.argpartition(-row, pool - 1)[:pool]
+                order = cand[np.argsort(-row[cand], kind="stable")]
+            else:
+                order = np.argsort(-row, kind="stable")
             hits: list[Hit] = []
-            for j in np.argsort(-row):
-                agent = agents.get(ids[j])
-                if agent is None or (keep is not None and not keep(agent.card)):
+            for j in order:
+                aid = slots[j]
+                agent = self._agents.get(aid) if aid is not None else None
+                if agent is None or (cons is not None and not cons.allows(agent.card)):
                     continue
                 hits.append(Hit(agent=agent, similarity=float(row[j])))
                 if len(hits) >= k:
-                    break
-            out.append(hits)
-        return out
+                    return hits
+            if pool >= n:
+                return hits
+            pool = min(n, pool * 16)
+
+    def close(self) -> None:
+        """Nothing to release: the index lives in memory."""
+
+
+def make_index(settings: Settings, dim: int) -> CapabilityIndex:
+    """The index backend the settings name (``AOS_MATCHING__INDEX_BACKEND``), for vectors of ``dim``.
+
+    ``auto`` is exact search below ``exact_threshold`` agents and qdrant-edge HNSW above it;
+    ``weaviate`` needs ``AOS_WEAVIATE__URL``.
+    """
+    m = settings.matching
+    if m.index_backend == "exact":
+        return ExactIndex(dim)
+    if m.index_backend == "weaviate":
+        from aos_gateway.matching.weaviate_index import WeaviateIndex
+
+        return WeaviateIndex.connect(settings.weaviate, dim, m.hnsw_m, m.hnsw_ef_construct, m.hnsw_ef)
+    from aos_gateway.matching.qdrant_index import HybridIndex, QdrantIndex
+
+    hnsw = {"m": m.hnsw_m, "ef_construct": m.hnsw_ef_construct, "ef": m.hnsw_ef}
+    if m.index_backend == "qdrant":
+        return QdrantIndex(dim, m.index_path, exact_below=m.exact_threshold, **hnsw)
+    if m.index_backend == "auto":
+        return HybridIndex(dim, m.exact_threshold, m.index_path, **hnsw)
+    raise ConfigError(f"unknown index backend {m.index_backend!r}: use auto, exact, qdrant or weaviate")

@@ -1,86 +1,113 @@
-"""The matcher: search the capability index, filter by the task's constraints, rank, abstain."""
+"""The matcher: search the capability index under the task's constraints, rank, abstain.
+
+encode (upstream) -> search 3k similar agents that pass the filters -> add the agents the learned
+state favours (that pass the filters too) -> rank with :class:`~aos_gateway.matching.learned.Ranker`
+-> top k. A candidate's ``score`` is the blended probability that it is the right agent (card
+similarity alone when nothing is learned yet), ``similarity`` its card's cosine similarity, and
+``quality`` the learned part (None without a learned state). The matcher abstains when no agent
+passes the filters, when even the best card is too dissimilar (``min_similarity``: nothing here is
+about this task), or when the best score is below ``min_confidence``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import numpy as np
 
-from aos_gateway.contracts.records import AgentCard, Candidate, MatchedTask, PerceivedTask
-from aos_gateway.matching.index import ExactIndex
-from aos_gateway.perception.vectors import unpack
-
-USABLE = ("ACTIVE", "DEGRADED")
-
-
-@dataclass(frozen=True)
-class TaskConstraints:
-    """What an agent must satisfy to be considered for a task."""
-
-    tenant: str
-    required_capabilities: frozenset[str]
-    max_cost: float | None
-    max_latency_ms: int | None
-
-    @classmethod
-    def of(cls, task: PerceivedTask) -> TaskConstraints:
-        return cls(
-            tenant=task["tenant"],
-            required_capabilities=frozenset(task["required_capabilities"]),
-            max_cost=task["max_cost"],
-            max_latency_ms=task["max_latency_ms"],
-        )
-
-    def allows(self, card: AgentCard) -> bool:
-        if card["status"] not in USABLE:
-            return False
-        if card["tenant"] not in ("public", self.tenant):
-            return False
-        if not self.required_capabilities <= set(card["capabilities"]):
-            return False
-        if self.max_cost is not None and card["cost"] > self.max_cost:
-            return False
-        return self.max_latency_ms is None or card["p95_latency_ms"] <= self.max_latency_ms
+from aos_gateway.contracts.records import Candidate, MatchedTask, PerceivedTask
+from aos_gateway.errors import ValidationError
+from aos_gateway.matching.filters import USABLE as USABLE  # re-exported: it lived here
+from aos_gateway.matching.filters import TaskConstraints
+from aos_gateway.matching.index import CapabilityIndex, Hit
+from aos_gateway.matching.learned import LearnedState, Ranker
+from aos_gateway.perception.vectors import FloatArray, unpack
 
 
 class Matcher:
-    """Ranks agents for perceived tasks; abstains when the best is below ``min_score``."""
+    """Ranks agents for perceived tasks; the learned state can be swapped while it runs."""
 
-    def __init__(self, index: ExactIndex, top_k: int = 5, min_score: float = 0.2) -> None:
+    def __init__(
+        self,
+        index: CapabilityIndex,
+        top_k: int = 5,
+        min_similarity: float = 0.2,
+        min_confidence: float = 0.0,
+        search_factor: int = 3,
+        state: LearnedState | None = None,
+    ) -> None:
         self.index = index
         self.top_k = top_k
-        self.min_score = min_score
+        self.min_similarity = min_similarity
+        self.min_confidence = min_confidence
+        self.search_factor = search_factor
+        self.ranker = Ranker(state)
+        self._zero = Ranker(None)
+
+    def set_state(self, state: LearnedState | None) -> None:
+        """Use a new learned state from the next task on (one reference swap: thread-safe).
+
+        A state learned in another vector space (other dimensions) is refused.
+        """
+        if state is not None and state.memory.shape[0] and state.dim != self.index.dim:
+            raise ValidationError(f"learned state has {state.dim}-dim vectors, the index {self.index.dim}")
+        self.ranker = Ranker(state)
+        self._zero = Ranker(None)
+
+    def rank(
+        self, query: FloatArray, constraints: TaskConstraints | None, k: int, model: str | None = None
+    ) -> list[Candidate]:
+        """The k best agents for one task vector, best first.
+
+        ``model`` names the encoder of ``query``: a learned state from another encoder's vectors
+        is not used for it (zero-shot instead).
+        """
+        ranker = self.ranker  # one state for the whole task, even if a new one arrives meanwhile
+        if model and ranker.model and model != ranker.model:
+            ranker = self._zero
+        hits = self.index.search(query, self.search_factor * k, constraints=constraints)[0]
+        if not hits:
+            return []
+        found = {h.agent.card["agent_id"] for h in hits}
+        floor = hits[-1].similarity  # an agent the search did not return is at most this similar
+        for agent_id in ranker.propose(query, self.search_factor * k):
+            agent = self.index.get(agent_id) if agent_id not in found else None
+            if agent is not None and (constraints is None or constraints.allows(agent.card)):
+                hits.append(Hit(agent=agent, similarity=floor))
+                found.add(agent_id)
+        ids = [h.agent.card["agent_id"] for h in hits]
+        sims = np.array([h.similarity for h in hits], dtype=np.float32)
+        scores, learned = ranker.score(query, ids, sims)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [
+            Candidate(
+                agent_id=ids[j],
+                name=hits[j].agent.card["name"],
+                score=round(float(scores[j]), 6),
+                similarity=round(float(sims[j]), 6),
+                quality=None if learned is None else round(float(learned[j]), 6),
+                card_version=hits[j].agent.version,
+                cost=hits[j].agent.card["cost"],
+                p95_latency_ms=hits[j].agent.card["p95_latency_ms"],
+            )
+            for j in order
+        ]
+
+    def abstain_reason(self, cands: list[Candidate]) -> str | None:
+        if not cands:
+            return "no agent is registered" if len(self.index) == 0 else "no agent satisfies the task's constraints"
+        best_sim = max(c["similarity"] for c in cands)
+        if best_sim < self.min_similarity:
+            return f"best agent similarity {best_sim:.3f} is below the threshold {self.min_similarity}"
+        if cands[0]["score"] < self.min_confidence:
+            return f"best agent score {cands[0]['score']:.3f} is below the confidence threshold {self.min_confidence}"
+        return None
 
     def match(self, tasks: list[PerceivedTask], now_ms: int) -> list[MatchedTask]:
         """One MatchedTask per perceived task, in order."""
-        if not tasks:
-            return []
-        import numpy as np
-
-        queries = np.stack([unpack(t["fused"]) for t in tasks])
         out: list[MatchedTask] = []
-        for task, query in zip(tasks, queries, strict=True):
-            k = task["top_k"] or self.top_k
-            cons = TaskConstraints.of(task)
-            hits = self.index.search(query, k, keep=cons.allows)[0]
-            cands = [
-                Candidate(
-                    agent_id=h.agent.card["agent_id"],
-                    name=h.agent.card["name"],
-                    score=h.similarity,
-                    similarity=h.similarity,
-                    quality=None,
-                    card_version=h.agent.version,
-                    cost=h.agent.card["cost"],
-                    p95_latency_ms=h.agent.card["p95_latency_ms"],
-                )
-                for h in hits
-            ]
-            reason = None
-            if not cands:
-                reason = (
-                    "no agent is registered" if len(self.index) == 0 else "no agent satisfies the task's constraints"
-                )
-            elif cands[0]["score"] < self.min_score:
-                reason = f"best agent score {cands[0]['score']:.3f} is below the threshold {self.min_score}"
+        for task in tasks:
+            fused = task["fused"]
+            cands = self.rank(unpack(fused), TaskConstraints.of(task), task["top_k"] or self.top_k, fused["model"])
+            reason = self.abstain_reason(cands)
             out.append(
                 MatchedTask(
                     task_id=task["task_id"],

@@ -1,0 +1,516 @@
+"""The capability index on qdrant-edge (``qdrant-edge-py``): HNSW, payload indexes, persistence.
+
+An Edge shard is qdrant's engine inside this process. Two things about it shape this module:
+
+- **HNSW is built only by ``optimize()``, and ``optimize()`` holds the GIL** for its whole run
+  (measured: a 10,000-point build froze every other Python thread for 14 s). So the graph is
+  built in a child process on a copy of the shard, and the copy replaces the live shard when it
+  is done; writes made meanwhile are replayed on it. Searches go on all the while. Points not
+  yet in a graph are still found, by a plain scan of their (small) appendable segment.
+- **Filters are payload conditions**, so a selective filter still yields k hits. Each filter
+  field of the card has a payload index; the card itself rides along as JSON.
+
+Layout of a persisted index: ``<path>/CURRENT`` names the live generation ``<path>/gen-NNNNNN``
+(a qdrant shard directory). Without a path the shard lives in a temporary directory that
+:meth:`QdrantIndex.close` removes.
+
+:class:`HybridIndex` (the ``auto`` backend) starts as an :class:`ExactIndex` and moves to a
+:class:`QdrantIndex` when it grows past the threshold; the qdrant index then still searches
+exactly while it holds fewer agents than the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+
+from aos_gateway.contracts.records import AgentCard
+from aos_gateway.errors import ConfigError, IndexBackendError
+from aos_gateway.matching.filters import USABLE, TaskConstraints
+from aos_gateway.matching.index import (
+    CapabilityIndex,
+    ExactIndex,
+    Hit,
+    IndexedAgent,
+    check_queries,
+    check_vector,
+    next_version,
+)
+from aos_gateway.perception.vectors import FloatArray
+
+log = logging.getLogger(__name__)
+
+VECTOR = "text"
+"""The named vector agents are searched by (the text space; an image space can join it)."""
+
+_NAMESPACE = uuid.UUID("8f4b7a52-2d43-4c55-9a38-6c0b0e7f3a11")
+_BATCH = 512
+_KEYWORDS = ("tenant", "status", "capabilities", "modalities")
+_OPTIMIZE = (
+    "import sys\n"
+    "from qdrant_edge import EdgeShard\n"
+    "shard = EdgeShard.load(sys.argv[1])\n"
+    "shard.optimize()\n"
+    "shard.flush()\n"
+    "shard.close()\n"
+)
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """A copy that keeps sparse files sparse (a fresh shard is ~140 MB of holes): GNU cp, else shutil."""
+    cp = shutil.which("cp")
+    if cp is not None:
+        proc = subprocess.run([cp, "-a", "--sparse=always", str(src), str(dst)], capture_output=True, text=True)
+        if proc.returncode == 0:
+            return
+        shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+
+
+def point_id(agent_id: str) -> str:
+    """Qdrant ids are integers or UUIDs: an agent's is a UUID derived from its id."""
+    return str(uuid.uuid5(_NAMESPACE, agent_id))
+
+
+def to_filter(cons: TaskConstraints) -> qe.Filter:
+    """The constraints as a qdrant payload filter (the same rules as ``TaskConstraints.allows``)."""
+    must: list[qe.FieldCondition] = [
+        qe.FieldCondition("status", match=qe.MatchAny(list(USABLE))),
+        qe.FieldCondition("tenant", match=qe.MatchAny(list(cons.tenants))),
+    ]
+    # an array field matches a value when any element does: one condition per required value
+    must += [qe.FieldCondition("capabilities", match=qe.MatchValue(c)) for c in sorted(cons.required_capabilities)]
+    must += [qe.FieldCondition("modalities", match=qe.MatchValue(m)) for m in sorted(cons.required_modalities)]
+    if cons.max_cost is not None:
+        must.append(qe.FieldCondition("cost", range=qe.RangeFloat(lte=float(cons.max_cost))))
+    if cons.max_latency_ms is not None:
+        must.append(qe.FieldCondition("p95_latency_ms", range=qe.RangeFloat(lte=float(cons.max_latency_ms))))
+    return qe.Filter(must=list(must))
+
+
+def _payload(card: AgentCard, version: int) -> dict[str, Any]:
+    return {
+        "agent_id": card["agent_id"],
+        "version": version,
+        "card": json.dumps(card, separators=(",", ":")),
+        "tenant": card["tenant"],
+        "status": card["status"],
+        "capabilities": list(card["capabilities"]),
+        "modalities": list(card["modalities"]),
+        "cost": float(card["cost"]),
+        "p95_latency_ms": int(card["p95_latency_ms"]),
+    }
+
+
+def _agent(payload: dict[str, Any] | None) -> IndexedAgent:
+    if payload is None or "card" not in payload:
+        raise IndexBackendError("a qdrant point has no agent card in its payload")
+    card: AgentCard = json.loads(payload["card"])
+    return IndexedAgent(card=card, version=int(payload["version"]))
+
+
+class QdrantIndex:
+    """Agents in a qdrant-edge shard: HNSW over the text vectors, payload indexes on the filter fields.
+
+    Args:
+        dim: vector dimensions (a persisted shard of other dimensions is a ConfigError).
+        path: directory to persist in; None = a temporary directory removed by :meth:`close`.
+        m, ef_construct: HNSW graph parameters; ef: candidates per search (at least k).
+        exact_below: scan exactly (no graph) while fewer agents than this are indexed.
+        reindex_after: after this many writes (once at least ``exact_below`` agents are indexed)
+            build the graph again in the background, so new points leave the plain-scanned segment.
+        indexing_threads: threads the child uses to build the graph (0: one per core).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        path: Path | str | None = None,
+        *,
+        m: int = 16,
+        ef_construct: int = 100,
+        ef: int = 64,
+        exact_below: int = 0,
+        reindex_after: int = 20_000,
+        indexing_threads: int = 0,
+    ) -> None:
+        self.dim = dim
+        self.ef = ef
+        self.exact_below = exact_below
+        self.reindex_after = reindex_after
+        self._lock = threading.RLock()
+        self._rebuild_lock = threading.Lock()
+        self._replay: list[qe.UpdateOperation] | None = None
+        self._rebuilder: threading.Thread | None = None
+        self._writes = 0
+        self._closed = False
+        self._temp = path is None
+        self.root = Path(tempfile.mkdtemp(prefix="aos-index-")) if path is None else Path(path)
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.root, True) if self._temp else None
+        self._config = qe.EdgeConfig(
+            vectors={VECTOR: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            hnsw_config=qe.HnswIndexConfig(
+                m=m, ef_construct=ef_construct, full_scan_threshold=10_000, max_indexing_threads=indexing_threads
+            ),
+            # segments above ~1,000 vectors get a graph when optimised (the default waits for ~10 MB)
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=max(1, dim * 4 * 1000 // 1024)),
+        )
+        current = self._current()
+        try:
+            if current is not None:
+                self._check_dim(current)
+                self._shard = qe.EdgeShard.load(str(current))
+            else:
+                current = self.root / "gen-000001"
+                self._shard = qe.EdgeShard.create(str(current), self._config)
+                for name in _KEYWORDS:
+                    self._shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+                self._shard.update(qe.UpdateOperation.create_field_index("cost", qe.PayloadSchemaType.Float))
+                self._shard.update(
+                    qe.UpdateOperation.create_field_index(
+                        "p95_latency_ms", qe.IntegerIndexParams(lookup=False, range=True)
+                    )
+                )
+                self._set_current(current)
+            self._gen = current
+            self._count = self._shard.info().points_count
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise IndexBackendError(f"cannot open the qdrant index at {self.root}: {exc}") from exc
+
+    # -- layout -----------------------------------------------------------------------------
+
+    @staticmethod
+    def exists(path: Path | str) -> bool:
+        """True when ``path`` holds a persisted index."""
+        return (Path(path) / "CURRENT").is_file()
+
+    def _current(self) -> Path | None:
+        marker = self.root / "CURRENT"
+        if not marker.is_file():
+            return None
+        gen = self.root / marker.read_text().strip()
+        if not gen.is_dir():
+            raise IndexBackendError(f"{marker} names {gen.name}, which does not exist")
+        return gen
+
+    def _set_current(self, gen: Path) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / "CURRENT.tmp"
+        tmp.write_text(gen.name + "\n")
+        tmp.replace(self.root / "CURRENT")
+
+    def _check_dim(self, gen: Path) -> None:
+        try:
+            size = json.loads((gen / "edge_config.json").read_text())["vectors"][VECTOR]["size"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexBackendError(f"{gen} is not an index of agents: {exc}") from exc
+        if size != self.dim:
+            raise ConfigError(f"the index at {self.root} holds {size}-dim vectors, the encoder makes {self.dim}")
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _apply(self, op: qe.UpdateOperation) -> None:
+        try:
+            self._shard.update(op)
+        except Exception as exc:
+            raise IndexBackendError(f"qdrant update failed: {exc}") from exc
+        if self._replay is not None:
+            self._replay.append(op)
+
+    def _point(self, card: AgentCard, vec: FloatArray, version: int) -> qe.Point:
+        return qe.Point(point_id(card["agent_id"]), {VECTOR: vec.tolist()}, _payload(card, version))
+
+    def upsert(self, card: AgentCard, vector: FloatArray) -> IndexedAgent:
+        """Add or replace an agent; the version counts card changes seen."""
+        vec = check_vector(vector, self.dim)
+        with self._lock:
+            self._check_open()
+            old = self._get(card["agent_id"])
+            entry = IndexedAgent(card=card, version=next_version(old, card))
+            self._apply(qe.UpdateOperation.upsert_points([self._point(card, vec, entry.version)]))
+            self._count += old is None
+            self._writes += 1
+        self._maybe_reindex()
+        return entry
+
+    def put_many(self, entries: Iterable[tuple[IndexedAgent, FloatArray]]) -> None:
+        """Load agents with the versions they already have (moving from another backend)."""
+        batch: list[tuple[IndexedAgent, FloatArray]] = []
+        for item in entries:
+            batch.append(item)
+            if len(batch) >= _BATCH:
+                self._put_batch(batch)
+                batch = []
+        if batch:
+            self._put_batch(batch)
+
+    def _put_batch(self, batch: list[tuple[IndexedAgent, FloatArray]]) -> None:
+        with self._lock:
+            self._check_open()
+            ids = [point_id(e.card["agent_id"]) for e, _ in batch]
+            try:
+                known = len(self._shard.retrieve(list(ids), False, False))
+            except Exception as exc:
+                raise IndexBackendError(f"qdrant retrieve failed: {exc}") from exc
+            points = [self._point(e.card, check_vector(v, self.dim), e.version) for e, v in batch]
+            self._apply(qe.UpdateOperation.upsert_points(points))
+            self._count += len(batch) - known
+            self._writes += len(batch)
+
+    def remove(self, agent_id: str) -> bool:
+        with self._lock:
+            self._check_open()
+            if self._get(agent_id) is None:
+                return False
+            self._apply(qe.UpdateOperation.delete_points([point_id(agent_id)]))
+            self._count -= 1
+            self._writes += 1
+            return True
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _get(self, agent_id: str) -> IndexedAgent | None:
+        try:
+            recs = self._shard.retrieve([point_id(agent_id)], ["card", "version"], False)
+        except Exception as exc:
+            raise IndexBackendError(f"qdrant retrieve failed: {exc}") from exc
+        return _agent(recs[0].payload) if recs else None
+
+    def get(self, agent_id: str) -> IndexedAgent | None:
+        with self._lock:
+            self._check_open()
+            return self._get(agent_id)
+
+    def agents(self) -> list[IndexedAgent]:
+        out: list[IndexedAgent] = []
+        offset: Any = None
+        with self._lock:
+            self._check_open()
+            while True:
+                try:
+                    recs, offset = self._shard.scroll(
+                        qe.ScrollRequest(offset=offset, limit=1000, with_payload=["card", "version"])
+                    )
+                except Exception as exc:
+                    raise IndexBackendError(f"qdrant scroll failed: {exc}") from exc
+                out += [_agent(r.payload) for r in recs]
+                if offset is None:
+                    return out
+
+    def search(self, queries: FloatArray, k: int, constraints: TaskConstraints | None = None) -> list[list[Hit]]:
+        """For each query row, up to k agents that satisfy ``constraints`` (HNSW, or exact when small)."""
+        q = check_queries(queries, k, self.dim)
+        flt = to_filter(constraints) if constraints is not None else None
+        params = qe.SearchParams(hnsw_ef=max(self.ef, k), exact=self._count < self.exact_below)
+        reqs = [
+            qe.QueryRequest(
+                limit=k,
+                query=qe.Query.Nearest(row.tolist(), using=VECTOR),
+                filter=flt,
+                params=params,
+                with_payload=["card", "version"],
+            )
+            for row in q
+        ]
+        with self._lock:
+            self._check_open()
+            try:
+                if len(reqs) == 1:
+                    found = [self._shard.query(reqs[0])]
+                else:
+                    found = self._shard.query_batch(qe.QueryBatchRequest(reqs))
+            except Exception as exc:
+                raise IndexBackendError(f"qdrant search failed: {exc}") from exc
+        return [[Hit(agent=_agent(p.payload), similarity=float(p.score)) for p in pts] for pts in found]
+
+    def info(self) -> dict[str, int]:
+        """Points, points in an HNSW graph, segments: how much is searched by a plain scan."""
+        with self._lock:
+            self._check_open()
+            i = self._shard.info()
+            return {
+                "points": i.points_count,
+                "indexed": i.indexed_vectors_count,
+                "segments": i.segments_count,
+            }
+
+    # -- the graph --------------------------------------------------------------------------
+
+    def _maybe_reindex(self) -> None:
+        if self._writes < self.reindex_after or self._count < self.exact_below or self._replay is not None:
+            return
+        if self._rebuilder is not None and self._rebuilder.is_alive():
+            return
+        self._rebuilder = threading.Thread(target=self._reindex_quietly, name="aos-index-optimize", daemon=True)
+        self._rebuilder.start()
+
+    def _reindex_quietly(self) -> None:
+        try:
+            self.optimize()
+        except Exception:  # a failed rebuild leaves the live shard as it was: log, keep serving
+            log.exception("building the HNSW graph of %s failed", self.root)
+
+    def optimize(self) -> dict[str, Any]:
+        """Build the HNSW graph in a child process on a copy, then swap it in (searches go on meanwhile).
+
+        Returns what it took: seconds of copy, child build and swap, and the child's peak RSS.
+        """
+        with self._rebuild_lock:
+            t0 = time.perf_counter()
+            with self._lock:
+                self._check_open()
+                old_gen = self._gen
+                new_gen = self.root / f"gen-{int(old_gen.name.split('-')[1]) + 1:06d}"
+                shutil.rmtree(new_gen, ignore_errors=True)
+                try:
+                    self._shard.flush()
+                    _copy_tree(old_gen, new_gen)
+                except Exception as exc:
+                    raise IndexBackendError(f"cannot copy the shard for a rebuild: {exc}") from exc
+                self._replay = []
+                self._writes = 0
+            t1 = time.perf_counter()
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-c", _OPTIMIZE, str(new_gen)], capture_output=True, text=True, check=False
+                )
+                if proc.returncode != 0:
+                    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                    raise IndexBackendError(f"building the HNSW graph failed (exit {proc.returncode}): {tail}")
+                t2 = time.perf_counter()
+                with self._lock:
+                    self._check_open()
+                    fresh = qe.EdgeShard.load(str(new_gen))
+                    for op in self._replay:
+                        fresh.update(op)
+                    old, self._shard, self._gen = self._shard, fresh, new_gen
+                    self._set_current(new_gen)
+                    self._replay = None
+                    old.close()
+            except BaseException:
+                with self._lock:
+                    self._replay = None
+                shutil.rmtree(new_gen, ignore_errors=True)
+                raise
+            shutil.rmtree(old_gen, ignore_errors=True)
+            t3 = time.perf_counter()
+        return {
+            "copy_s": round(t1 - t0, 3),
+            "build_s": round(t2 - t1, 3),
+            "swap_s": round(t3 - t2, 3),
+            "child_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        }
+
+    # -- life -------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IndexBackendError("the qdrant index is closed")
+
+    def close(self) -> None:
+        """Flush and close the shard (a temporary index is deleted)."""
+        if self._rebuilder is not None:
+            self._rebuilder.join()
+        with self._rebuild_lock, self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._shard.flush()
+                self._shard.close()
+            finally:
+                if self._cleanup is not None:
+                    self._cleanup()
+
+
+class HybridIndex:
+    """Exact search while small, qdrant HNSW once past ``threshold`` agents (the ``auto`` backend).
+
+    The move happens once, in the writer's thread, when an upsert crosses the threshold:
+    searches keep using the exact index until the qdrant one, graph built, takes over. A
+    persisted qdrant index found at ``path`` is used from the start, whatever its size.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        threshold: int,
+        path: Path | str | None = None,
+        *,
+        m: int = 16,
+        ef_construct: int = 100,
+        ef: int = 64,
+    ) -> None:
+        self.dim = dim
+        self.threshold = threshold
+        self._path = path
+        self._hnsw = {"m": m, "ef_construct": ef_construct, "ef": ef}
+        self._lock = threading.Lock()
+        self._active: CapabilityIndex = (
+            self._qdrant() if path is not None and QdrantIndex.exists(path) else ExactIndex(dim)
+        )
+
+    def _qdrant(self) -> QdrantIndex:
+        return QdrantIndex(self.dim, self._path, exact_below=self.threshold, **self._hnsw)
+
+    @property
+    def backend(self) -> str:
+        """Which index serves searches now: ``exact`` or ``qdrant``."""
+        return "exact" if isinstance(self._active, ExactIndex) else "qdrant"
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def upsert(self, card: AgentCard, vector: FloatArray) -> IndexedAgent:
+        with self._lock:
+            entry = self._active.upsert(card, vector)
+            if isinstance(self._active, ExactIndex) and len(self._active) > self.threshold:
+                self._move_to_qdrant(self._active)
+            return entry
+
+    def _move_to_qdrant(self, exact: ExactIndex) -> None:
+        log.info("capability index: %d agents > %d, moving to qdrant HNSW", len(exact), self.threshold)
+        q = self._qdrant()
+        try:
+            q.put_many(exact.entries())
+            q.optimize()
+        except BaseException:
+            q.close()
+            raise
+        self._active = q
+
+    def remove(self, agent_id: str) -> bool:
+        with self._lock:
+            return self._active.remove(agent_id)
+
+    def get(self, agent_id: str) -> IndexedAgent | None:
+        return self._active.get(agent_id)
+
+    def agents(self) -> list[IndexedAgent]:
+        return self._active.agents()
+
+    def search(self, queries: FloatArray, k: int, constraints: TaskConstraints | None = None) -> list[list[Hit]]:
+        return self._active.search(queries, k, constraints)
+
+    def close(self) -> None:
+        with self._lock:
+            self._active.close()

@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--n", type=int, default=512)
     be.add_argument("--json", action="store_true")
     be.set_defaults(handler=_cmd_bench)
+    bi = bsub.add_parser("index", help="capability index backends: build time, memory, latency, recall@10")
+    bi.add_argument("--n", type=int, default=100_000, help="synthetic agents (384 dims)")
+    bi.add_argument("--queries", type=int, default=500, help="filtered queries, searched one at a time")
+    bi.add_argument(
+        "--backend", action="append", choices=["exact", "qdrant"], default=None, help="repeat for more (default: both)"
+    )
+    bi.add_argument("--json", action="store_true")
+    bi.set_defaults(handler=_cmd_bench_index)
 
     ev = sub.add_parser("eval", help="offline evaluations")
     esub = ev.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -304,6 +312,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         report = bench.encoder_ceiling(_settings(), args.n)
     else:
         report = bench.run(_settings(), args.rate, args.duration, args.drain, _progress)
+    print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
+    return 0
+
+
+def _cmd_bench_index(args: argparse.Namespace) -> int:
+    from aos_gateway.bench import index as bench
+
+    report = bench.run(_settings(), args.n, args.queries, args.backend or list(bench.BACKENDS), _progress)
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0
 

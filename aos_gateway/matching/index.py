@@ -19,13 +19,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from aos_gateway.contracts.records import AgentCard
 from aos_gateway.errors import ConfigError, ValidationError
-from aos_gateway.matching.filters import TaskConstraints
+from aos_gateway.matching.filters import USABLE, TaskConstraints
 from aos_gateway.perception.vectors import FloatArray, l2_normalize
 
 if TYPE_CHECKING:
@@ -101,12 +102,14 @@ def next_version(old: IndexedAgent | None, card: AgentCard) -> int:
 
 
 class ExactIndex:
-    """Agent vectors as rows of one matrix; search = one matrix product, then the filter.
+    """Agent vectors as rows of one matrix, filter fields as columns beside it; search = one product.
 
-    Rows are slots: a new agent takes a free slot (or grows the matrix), an update overwrites its
-    slot, a removal zeroes and frees it. A search reads the matrix without the lock, so a search
-    running while an agent's vector is overwritten may score that one agent with a partly written
-    vector; a grown matrix is a new array, so nothing else moves under a search.
+    Rows are slots: a new agent takes a free slot (or grows the arrays), an update overwrites its
+    slot, a removal frees it. The filter is evaluated on the columns (status, tenant code, cost,
+    latency) and on cached masks of the agents holding each capability or modality, then
+    ``TaskConstraints.allows`` confirms the k chosen. A search reads the arrays without the lock,
+    so a search running while an agent is overwritten may see that one agent half-updated; a
+    grown array is a new one, so nothing else moves under a search.
     """
 
     def __init__(self, dim: int) -> None:
@@ -117,6 +120,14 @@ class ExactIndex:
         self._slots: list[str | None] = []
         self._free: list[int] = []
         self._matrix: FloatArray = np.zeros((0, dim), dtype=np.float32)
+        self._live: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
+        self._usable: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
+        self._tenant: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
+        self._cost: npt.NDArray[np.float64] = np.zeros(0, dtype=np.float64)
+        self._latency: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._tenant_codes: dict[str, int] = {}
+        self._members: dict[tuple[str, str], set[int]] = {}  # ("c", capability) / ("m", modality) -> slots
+        self._masks: dict[tuple[str, str], npt.NDArray[np.bool_]] = {}
 
     def __len__(self) -> int:
         return len(self._agents)
@@ -126,6 +137,31 @@ class ExactIndex:
         vec = check_vector(vector, self.dim)
         with self._lock:
             return self._put(card, vec, next_version(self._agents.get(card["agent_id"]), card))
+
+    def _grow(self) -> None:
+        cap = max(16, 2 * self._matrix.shape[0])
+        used = len(self._slots)
+
+        def grown(a: npt.NDArray[Any], shape: tuple[int, ...]) -> npt.NDArray[Any]:
+            out = np.zeros(shape, dtype=a.dtype)
+            out[:used] = a[:used]
+            return out
+
+        self._matrix = grown(self._matrix, (cap, self.dim))
+        self._live = grown(self._live, (cap,))
+        self._usable = grown(self._usable, (cap,))
+        self._tenant = grown(self._tenant, (cap,))
+        self._cost = grown(self._cost, (cap,))
+        self._latency = grown(self._latency, (cap,))
+        self._masks.clear()
+
+    def _members_of(self, card: AgentCard) -> set[tuple[str, str]]:
+        return {("c", c) for c in card["capabilities"]} | {("m", m) for m in card["modalities"]}
+
+    def _unlink(self, row: int, card: AgentCard) -> None:
+        for key in self._members_of(card):
+            self._members[key].discard(row)
+            self._masks.pop(key, None)
 
     def _put(self, card: AgentCard, vec: FloatArray, version: int) -> IndexedAgent:
         aid = card["agent_id"]
@@ -137,22 +173,33 @@ class ExactIndex:
             else:
                 row = len(self._slots)
                 if row >= self._matrix.shape[0]:
-                    grown = np.zeros((max(16, 2 * self._matrix.shape[0]), self.dim), dtype=np.float32)
-                    grown[:row] = self._matrix[:row]
-                    self._matrix = grown
+                    self._grow()
                 self._slots.append(aid)
             self._rows[aid] = row
+        else:
+            self._unlink(row, self._agents[aid].card)
         self._matrix[row] = vec
+        self._usable[row] = card["status"] in USABLE
+        self._tenant[row] = self._tenant_codes.setdefault(card["tenant"], len(self._tenant_codes))
+        self._cost[row] = card["cost"]
+        self._latency[row] = card["p95_latency_ms"]
+        for key in self._members_of(card):
+            self._members.setdefault(key, set()).add(row)
+            self._masks.pop(key, None)
+        self._live[row] = True
         entry = IndexedAgent(card=card, version=version)
         self._agents[aid] = entry
         return entry
 
     def remove(self, agent_id: str) -> bool:
         with self._lock:
-            if self._agents.pop(agent_id, None) is None:
+            old = self._agents.pop(agent_id, None)
+            if old is None:
                 return False
             row = self._rows.pop(agent_id)
+            self._unlink(row, old.card)
             self._slots[row] = None
+            self._live[row] = False
             self._matrix[row] = 0.0
             self._free.append(row)
             return True
@@ -170,40 +217,60 @@ class ExactIndex:
             items = [(self._agents[aid], self._matrix[row].copy()) for aid, row in self._rows.items()]
         yield from items
 
+    def _mask(self, cons: TaskConstraints | None, n: int) -> npt.NDArray[np.bool_]:
+        """Slots that pass the filter (called under the lock)."""
+        mask = self._live[:n].copy()
+        if cons is None:
+            return mask
+        mask &= self._usable[:n]
+        codes = [self._tenant_codes[t] for t in cons.tenants if t in self._tenant_codes]
+        tenant = self._tenant[:n]
+        if codes:  # at most two: public and the task's own
+            mask &= (tenant == codes[0]) | (tenant == codes[-1])
+        else:
+            mask[:] = False
+        if cons.max_cost is not None:
+            mask &= self._cost[:n] <= cons.max_cost
+        if cons.max_latency_ms is not None:
+            mask &= self._latency[:n] <= cons.max_latency_ms
+        keys = [("c", c) for c in cons.required_capabilities] + [("m", m) for m in cons.required_modalities]
+        for key in keys:
+            cached = self._masks.get(key)
+            if cached is None:
+                cached = np.zeros(self._matrix.shape[0], dtype=np.bool_)
+                cached[list(self._members.get(key, ()))] = True
+                self._masks[key] = cached
+            mask &= cached[:n]
+        return mask
+
     def search(self, queries: FloatArray, k: int, constraints: TaskConstraints | None = None) -> list[list[Hit]]:
         """For each query row, the k most similar agents that ``constraints`` allow."""
         q = check_queries(queries, k, self.dim)
         with self._lock:
             n = len(self._slots)
             matrix = self._matrix[:n]
+            mask = self._mask(constraints, n)
         if not n:
             return [[] for _ in range(q.shape[0])]
         sims = q @ matrix.T
-        return [self._top(row, k, constraints) for row in sims]
-
-    def _top(self, row: FloatArray, k: int, cons: TaskConstraints | None) -> list[Hit]:
-        """The best k that pass the filter: a partial sort of a pool, widened until k pass."""
-        n = row.shape[0]
-        slots = self._slots  # only grows; a slot freed after the product is skipped below
-        pool = min(n, max(8 * k, 64))
-        while True:
-            if pool < n:
-                cand = np.argpartition(-row, pool - 1)[:pool]
-                order = cand[np.argsort(-row[cand], kind="stable")]
-            else:
-                order = np.argsort(-row, kind="stable")
+        allowed = int(mask.sum())
+        out: list[list[Hit]] = []
+        for row in sims:
+            kk = min(k, allowed)
+            if kk == 0:
+                out.append([])
+                continue
+            row = np.where(mask, row, -np.inf)
+            top = np.argpartition(-row, kk - 1)[:kk]
             hits: list[Hit] = []
-            for j in order:
-                aid = slots[j]
+            for j in top[np.argsort(-row[top], kind="stable")]:
+                aid = self._slots[j]
                 agent = self._agents.get(aid) if aid is not None else None
-                if agent is None or (cons is not None and not cons.allows(agent.card)):
-                    continue
-                hits.append(Hit(agent=agent, similarity=float(row[j])))
-                if len(hits) >= k:
-                    return hits
-            if pool >= n:
-                return hits
-            pool = min(n, pool * 16)
+                # the columns chose; the reference meaning confirms (and drops a slot reused meanwhile)
+                if agent is not None and (constraints is None or constraints.allows(agent.card)):
+                    hits.append(Hit(agent=agent, similarity=float(row[j])))
+            out.append(hits)
+        return out
 
     def close(self) -> None:
         """Nothing to release: the index lives in memory."""

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from aos_gateway.bench import index as bench
+from aos_gateway.cli.main import main
+from aos_gateway.errors import ConfigError
+from aos_gateway.settings import Settings
+
+
+def test_synthetic_payloads_are_varied_and_the_truth_mask_means_what_allows_means() -> None:
+    agents = bench.synthetic_agents(2000, dim=16, seed=3)
+    cards = agents.cards
+    assert len({c["agent_id"] for c in cards}) == 2000
+    assert np.allclose(np.linalg.norm(agents.vectors, axis=1), 1.0, atol=1e-5)
+    assert 0.6 < np.mean([c["tenant"] == "public" for c in cards]) < 0.8
+    assert {c["status"] for c in cards} == {"ACTIVE", "DEGRADED", "INACTIVE"}
+    assert all(1 <= len(c["capabilities"]) <= 5 for c in cards)
+    queries, cons = bench.synthetic_queries(agents, 60, seed=4)
+    assert queries.shape == (60, 16) and any(c.required_capabilities for c in cons) and any(c.max_cost for c in cons)
+    for c in cons:
+        assert bench._mask(agents, c).tolist() == [c.allows(card) for card in cards]
+
+
+def test_exact_truth_is_the_filtered_top_k() -> None:
+    agents = bench.synthetic_agents(500, dim=8, seed=1)
+    queries, cons = bench.synthetic_queries(agents, 10, seed=2)
+    for q, c, rows in zip(queries, cons, bench.exact_truth(agents, queries, cons, k=5), strict=True):
+        ok = [i for i, card in enumerate(agents.cards) if c.allows(card)]
+        want = sorted(ok, key=lambda i: -float(agents.vectors[i] @ q))[:5]
+        assert rows == want
+
+
+def test_run_reports_every_backend_at_a_tiny_n() -> None:
+    lines: list[str] = []
+    r = bench.run(Settings(), 300, 20, ["exact", "qdrant"], lines.append)
+    assert set(r["backends"]) == {"exact", "qdrant"} and r["n"] == 300 and r["dim"] == 384
+    ex, qd = r["backends"]["exact"], r["backends"]["qdrant"]
+    assert ex["recall_at_10"] == 1.0 and ex["filter_violations"] == 0 and qd["filter_violations"] == 0
+    assert qd["recall_at_10"] >= 0.9 and qd["shard"]["points"] == 300 and qd["graph"]["build_s"] > 0
+    for b in (ex, qd):
+        assert b["build_s"] > 0 and 0 < b["latency_ms"]["p50"] <= b["latency_ms"]["p95"] <= b["latency_ms"]["p99"]
+    assert r["speedup_p50"] > 0 and any("upserted" in x for x in lines)
+    text = bench.format_report(r)
+    assert "recall@10" in text and "exact/qdrant latency" in text and text.count("\n") >= 5
+
+
+def test_bad_arguments_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="at least 1"):
+        bench.run(Settings(), 0, 5, ["exact"], print)
+    with pytest.raises(ConfigError, match="unknown bench backend"):
+        bench.run(Settings(), 10, 5, ["faiss"], print)
+
+
+def test_cli_bench_index_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "index", "--n", "200", "--queries", "10", "--backend", "exact", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["backends"]) == ["exact"] and out["backends"]["exact"]["recall_at_10"] == 1.0
+    assert main(["bench", "index", "--n", "0"]) == 1  # a ConfigError: one line, exit 1
+    assert "at least 1" in capsys.readouterr().err

@@ -6,7 +6,8 @@ skewed vocabulary; log-normal costs and p95 latencies; some DEGRADED and INACTIV
 lie near agents and carry filters (tenant always, often a capability, a cost or a latency
 limit), as tasks do.
 
-For each backend: build time (every card through ``upsert``, then the HNSW graph for qdrant),
+For each backend: build time (every card through ``upsert``, then the HNSW graph for qdrant,
+built once after the load: background rebuilds are off in the bench),
 memory (RSS growth after the build and peak growth during it; the graph is built in a child
 process, reported apart), search latency at batch 1 (p50/p95/p99 over the queries) and
 recall@10 against exact search with the same filters, computed by a separate vectorised scan.
@@ -199,15 +200,24 @@ def _du_mb(path: Path) -> float | None:
     return round(int(out[0]) / 1024, 1) if out else None
 
 
-def _make(backend: str, settings: Settings) -> CapabilityIndex:
+def _make(backend: str, settings: Settings, n_agents: int) -> CapabilityIndex:
     m = settings.matching
     if backend == "exact":
         return ExactIndex(DIM)
     if backend == "qdrant":
         from aos_gateway.matching.qdrant_index import QdrantIndex
 
-        # exact_below=0: measure the graph at every size (the auto backend would scan below the threshold)
-        return QdrantIndex(DIM, None, m=m.hnsw_m, ef_construct=m.hnsw_ef_construct, ef=m.hnsw_ef, exact_below=0)
+        # exact_below=0: measure the graph at every size (the auto backend would scan below the threshold);
+        # no background rebuilds during the bulk load: the bench builds the graph once, after it
+        return QdrantIndex(
+            DIM,
+            None,
+            m=m.hnsw_m,
+            ef_construct=m.hnsw_ef_construct,
+            ef=m.hnsw_ef,
+            exact_below=0,
+            reindex_after=n_agents + 1,
+        )
     raise ConfigError(f"unknown bench backend {backend!r}: use {', '.join(BACKENDS)}")
 
 
@@ -228,7 +238,7 @@ def bench_backend(
     rss0, _ = _rss_mb()
     _reset_peak()
     t0 = time.perf_counter()
-    idx = _make(backend, settings)
+    idx = _make(backend, settings, n)
     try:
         every = max(1, n // 10)
         last = time.perf_counter()

@@ -131,8 +131,10 @@ class QdrantIndex:
         path: directory to persist in; None = a temporary directory removed by :meth:`close`.
         m, ef_construct: HNSW graph parameters; ef: candidates per search (at least k).
         exact_below: scan exactly (no graph) while fewer agents than this are indexed.
-        reindex_after: after this many writes (once at least ``exact_below`` agents are indexed)
-            build the graph again in the background, so new points leave the plain-scanned segment.
+        reindex_after: after this many writes, or a tenth of the index if more (once at least
+            ``exact_below`` agents are indexed), build the graph again in the background, so new
+            points leave the plain-scanned segment; growing with the index keeps a bulk load from
+            rebuilding a large graph every few thousand writes.
         indexing_threads: threads the child uses to build the graph (0: one per core).
     """
 
@@ -356,7 +358,8 @@ class QdrantIndex:
     # -- the graph --------------------------------------------------------------------------
 
     def _maybe_reindex(self) -> None:
-        if self._writes < self.reindex_after or self._count < self.exact_below or self._replay is not None:
+        due = max(self.reindex_after, self._count // 10)
+        if self._writes < due or self._count < self.exact_below or self._replay is not None:
             return
         if self._rebuilder is not None and self._rebuilder.is_alive():
             return

@@ -176,6 +176,17 @@ def export_ref(ref: str) -> Path:
     return out
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` with every NaN as null: strict JSON has no NaN."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
 def run_child(cmd: list[str], env: Mapping[str, str], cwd: Path = ROOT) -> Run:
     """Run one child to its end; stderr passes through (progress), stdout holds the report."""
     run = Run(cmd)
@@ -207,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--peer-python", default=str(ROOT / ".venv-peer" / "bin" / "python"))
     ap.add_argument("--peer-arg", action="append", default=[], help="passed to the peer script (repeatable)")
     ap.add_argument("--json", action="store_true", help="print both reports and the ratios as one JSON object")
+    ap.add_argument("--json-out", type=Path, default=None, help="also write that JSON object to this file")
     args = ap.parse_args(argv)
     if not Path(args.peer_python).exists():
         raise SystemExit(f"peer_compare: {args.peer_python} is missing: run scripts/peer-venv")
@@ -228,23 +240,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(src, ignore_errors=True)
     peer = run_child([args.peer_python, str(PEER_SCRIPT), *data, *args.peer_arg], env)
 
+    out = {
+        "ours": {**ours.report, "wall_s": ours.wall_s, "peak_rss_mb": ours.peak_rss_mb},
+        "peer": {**peer.report, "wall_s": peer.wall_s, "peak_rss_mb_process": peer.peak_rss_mb},
+        "learned_vs_peer": ratios(ours.report.get("learned", {}), peer.report),
+        "zero_shot_vs_peer": ratios(ours.report.get("zero_shot", {}), peer.report),
+        "loadavg": {"ours": [ours.load_before, ours.load_after], "peer": [peer.load_before, peer.load_after]},
+        "ours_code": code,
+        "env": {
+            k: os.environ[k]
+            for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "AOS_PERCEPTION__TORCH_THREADS")
+            if k in os.environ
+        },
+        "commands": [ours.cmd, peer.cmd],
+    }
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(jsonable(out), allow_nan=False) + "\n", encoding="utf-8")
     if args.json:
-        out = {
-            "ours": {**ours.report, "wall_s": ours.wall_s, "peak_rss_mb": ours.peak_rss_mb},
-            "peer": {**peer.report, "wall_s": peer.wall_s, "peak_rss_mb_process": peer.peak_rss_mb},
-            "learned_vs_peer": ratios(ours.report.get("learned", {}), peer.report),
-            "zero_shot_vs_peer": ratios(ours.report.get("zero_shot", {}), peer.report),
-            "loadavg": {"ours": [ours.load_before, ours.load_after], "peer": [peer.load_before, peer.load_after]},
-            "ours_code": code,
-            "commands": [ours.cmd, peer.cmd],
-        }
-        print(json.dumps(out))
+        print(json.dumps(jsonable(out), allow_nan=False))
         return 0
     rep = peer.report
     cfg = rep.get("config", {})
     print(f"{rep.get('agents')} agents, {rep.get('train')} training tasks, {rep.get('test')} test tasks, batch 1")
     dirty = " + uncommitted edits in aos_gateway/" if code["dirty"] else ""
     print(f"ours: {code['ref']} at {code['commit']}{dirty}")
+    if out["env"]:
+        print("environment (both sides): " + " ".join(f"{k}={v}" for k, v in out["env"].items()))
     print(table(columns(ours, peer)))
     print()
     print(summary(ours.report.get("learned", {}), rep, "ours learned"))

@@ -66,3 +66,11 @@ def test_report_is_the_last_json_line(pc: ModuleType) -> None:
     assert pc.last_json_object(out) == {"top1": 0.5}
     with pytest.raises(ValueError):
         pc.last_json_object("no report here\n")
+
+
+def test_json_has_no_nan(pc: ModuleType) -> None:
+    assert pc.jsonable({"a": math.nan, "b": [1.0, math.nan], "c": (math.nan,)}) == {
+        "a": None,
+        "b": [1.0, None],
+        "c": [None],
+    }

@@ -58,6 +58,8 @@ WEIGHTS = TopicSpec(
     compacted=True,
     retention_ms=None,
     doc="learned state (compacted by name)",
+    # a learned matching state carries task vectors: several MB (aos_gateway.matching.weights)
+    extra={"max.message.bytes": str(80 * 1024 * 1024)},
 )
 DEADLETTER = TopicSpec(
     "aos.deadletter.v1",

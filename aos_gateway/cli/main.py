@@ -155,10 +155,30 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--agents", type=_existing_file, required=True, help="agent cards (agents.jsonl form)")
     em.add_argument("--train", type=_existing_file, required=True, help="past tasks with the right agent")
     em.add_argument("--test", type=_existing_file, required=True, help="tasks to measure on")
-    em.add_argument("--feedback", choices=["gold"], default="gold", help="what is learned from: the right agent (gold)")
+    em.add_argument(
+        "--feedback",
+        choices=["gold", "bandit"],
+        default="gold",
+        help="what is learned from: the right agent (gold), or only whether the chosen agent was right (bandit)",
+    )
     em.add_argument("--limit", type=int, default=None, help="use only the first N train and test tasks")
     em.add_argument("--json", action="store_true")
     em.set_defaults(handler=_cmd_eval)
+
+    ln = sub.add_parser("learn", help="learn from experience and publish the learned state")
+    lsub = ln.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    lm = lsub.add_parser(
+        "matching",
+        help="learn the matcher's state from a labelled file or the experience history; publish it to aos.weights.v1",
+    )
+    lm.add_argument("--agents", type=_existing_file, default=None, help="agent cards (agents.jsonl form)")
+    lm.add_argument("--train", type=_existing_file, default=None, help="past tasks with the right agent")
+    lm.add_argument("--feedback", choices=["gold", "bandit"], default="gold")
+    lm.add_argument("--from-experience", action="store_true", help="replay aos.experience.v1 instead of a file")
+    lm.add_argument("--out", default=None, help="also write the state to this file")
+    lm.add_argument("--no-publish", action="store_true", help="do not send it to aos.weights.v1")
+    lm.add_argument("--json", action="store_true")
+    lm.set_defaults(handler=_cmd_learn)
 
     dm = sub.add_parser("demo", help="register the MetaTool agents, submit sample tasks, print plans")
     dm.add_argument("--agents", type=_existing_file, default=None)
@@ -337,16 +357,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         cards,
         read_examples(args.train, args.limit),
         read_examples(args.test, args.limit),
-        TextEncoder(p.text_model, p.device, p.cache_size, p.torch_threads),
+        # no cache: each path (zero-shot, learned) pays for its own encoding of a task
+        TextEncoder(p.text_model, p.device, 0, p.torch_threads),
+        args.feedback,
         _progress,
     )
     if args.json:
         print(json.dumps(report))
         return 0
+    if "bandit_success_rate" in report:
+        print(
+            f"bandit: {report['bandit_trials']} tries, {report['bandit_success_rate']:.4f} chosen right while learning"
+        )
     for name in ("zero_shot", "learned"):
         r = report[name]
         print(f"{name:<10} top1 {r['top1']:.4f}  R@5 {r['r5']:.4f}  MRR {r['mrr']:.4f}  p95 {r['p95_ms']} ms/query")
     return 0
+
+
+def _cmd_learn(args: argparse.Namespace) -> int:
+    from aos_gateway.cli import learn_cmds
+
+    return learn_cmds.run(args, _settings(), _progress)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

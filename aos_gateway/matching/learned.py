@@ -1,68 +1,331 @@
-"""Learning which agent is right from labelled experience (the agent that was right is known).
+"""What the matcher learns from experience, and how it scores agents with it.
 
-A first learned state over frozen task vectors: a logistic-regression classifier and a
-nearest-neighbour vote over past tasks, added as probabilities. Agents never seen in the
-experience keep their zero-shot (card similarity) score in the blend.
+The learned state (:class:`LearnedState`) is small numeric data, serialisable to bytes for
+``aos.weights.v1``:
+
+- a **memory** of past tasks: task vectors with the agent that handled them and whether that
+  was right (success) or not (failure), capped per agent (most recent kept);
+- a **classifier** over task vectors (multinomial logistic regression; one row per agent),
+  fitted on the successes.
+
+Scoring (:func:`score_agents`) blends three probability distributions over agents: the cards
+(softmax of cosine similarity), a similarity-weighted vote of the nearest successful past
+tasks, and the classifier. The blend is normalised, so a score is an estimate of "this agent
+is the right one" that an abstain threshold can use. Agents with no history keep only their
+card share. Two feedback modes feed the memory: the right agent is known (gold), or only the
+success or failure of the chosen agent is (bandit; see :mod:`aos_gateway.matching.bandit`).
 """
 
 from __future__ import annotations
 
+import io
+import json
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from aos_gateway.errors import ValidationError
 from aos_gateway.perception.vectors import FloatArray
+
+IntArray = npt.NDArray[np.int32]
+BoolArray = npt.NDArray[np.bool_]
+
+FORMAT = "aos-matching-npz-v1"
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    """How much each source counts, and the softmax temperatures (cosine units)."""
+
+    card: float = 0.3
+    knn: float = 1.0
+    classifier: float = 1.0
+    card_temperature: float = 0.05
+    knn_temperature: float = 0.05
+    k: int = 20
+    evidence_k: int = 200  # neighbours counted for local success / failure evidence
+
+
+@dataclass
+class LearnedState:
+    """Everything the matcher learned; ``agent_ids`` index the classifier rows and memory labels."""
+
+    agent_ids: list[str]
+    memory: FloatArray  # (n, d) task vectors (stored as float16 on the wire)
+    memory_agent: IntArray  # (n,) index into agent_ids
+    memory_success: BoolArray  # (n,)
+    coef: FloatArray | None = None  # (len(classes), d)
+    intercept: FloatArray | None = None  # (len(classes),)
+    classes: IntArray | None = None  # agent indices the classifier knows
+    version: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.memory.shape[1])
+
+    @property
+    def successes(self) -> int:
+        return int(self.memory_success.sum())
+
+    def to_bytes(self) -> bytes:
+        """A compressed numpy archive (``FORMAT``); floats travel as float16."""
+        buf = io.BytesIO()
+        arrays: dict[str, npt.NDArray[np.generic]] = {
+            "agent_ids": np.array(json.dumps(self.agent_ids)),
+            "memory": self.memory.astype(np.float16),
+            "memory_agent": self.memory_agent.astype(np.int32),
+            "memory_success": self.memory_success.astype(np.bool_),
+            "version": np.array(self.version, dtype=np.int64),
+            "metadata": np.array(json.dumps(self.metadata)),
+        }
+        if self.coef is not None and self.intercept is not None and self.classes is not None:
+            arrays |= {
+                "coef": self.coef.astype(np.float16),
+                "intercept": self.intercept.astype(np.float32),
+                "classes": self.classes.astype(np.int32),
+            }
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LearnedState:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                agent_ids = json.loads(str(z["agent_ids"]))
+                has_clf = "coef" in z.files
+                state = cls(
+                    agent_ids=[str(a) for a in agent_ids],
+                    memory=z["memory"].astype(np.float32),
+                    memory_agent=z["memory_agent"].astype(np.int32),
+                    memory_success=z["memory_success"].astype(np.bool_),
+                    coef=z["coef"].astype(np.float32) if has_clf else None,
+                    intercept=z["intercept"].astype(np.float32) if has_clf else None,
+                    classes=z["classes"].astype(np.int32) if has_clf else None,
+                    version=int(z["version"]),
+                    metadata={str(k): str(v) for k, v in json.loads(str(z["metadata"])).items()},
+                )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValidationError(f"not a learned matching state ({FORMAT}): {exc}") from exc
+        n = state.memory.shape[0]
+        if state.memory_agent.shape != (n,) or state.memory_success.shape != (n,):
+            raise ValidationError("learned matching state: memory arrays disagree in length")
+        if n and int(state.memory_agent.max()) >= len(state.agent_ids):
+            raise ValidationError("learned matching state: memory refers to an unknown agent")
+        return state
+
+
+def empty_state(agent_ids: Sequence[str], dim: int) -> LearnedState:
+    return LearnedState(
+        agent_ids=list(agent_ids),
+        memory=np.zeros((0, dim), dtype=np.float32),
+        memory_agent=np.zeros(0, dtype=np.int32),
+        memory_success=np.zeros(0, dtype=np.bool_),
+    )
+
+
+def cap_memory(state: LearnedState, per_agent: int) -> LearnedState:
+    """Keep the ``per_agent`` most recent memories of each (agent, outcome)."""
+    n = state.memory.shape[0]
+    if n == 0:
+        return state
+    keep = np.zeros(n, dtype=np.bool_)
+    seen: dict[tuple[int, bool], int] = {}
+    for i in range(n - 1, -1, -1):
+        key = (int(state.memory_agent[i]), bool(state.memory_success[i]))
+        if seen.get(key, 0) < per_agent:
+            seen[key] = seen.get(key, 0) + 1
+            keep[i] = True
+    state.memory = state.memory[keep]
+    state.memory_agent = state.memory_agent[keep]
+    state.memory_success = state.memory_success[keep]
+    return state
+
+
+def fit_classifier(state: LearnedState, c: float = 10.0, max_iter: int = 3000) -> LearnedState:
+    """(Re)fit the classifier on the successes in memory; needs two agents with successes."""
+    from sklearn.linear_model import LogisticRegression
+
+    ok = state.memory_success
+    x, y = state.memory[ok], state.memory_agent[ok]
+    if len(np.unique(y)) < 2:
+        state.coef = state.intercept = state.classes = None
+        return state
+    with warnings.catch_warnings():  # early in a stream, few tasks per agent: sklearn warns, rightly but uselessly
+        warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
+        lr = LogisticRegression(C=c, max_iter=max_iter).fit(x, y)
+    state.coef = np.asarray(lr.coef_, dtype=np.float32)
+    state.intercept = np.asarray(lr.intercept_, dtype=np.float32)
+    state.classes = np.asarray(lr.classes_, dtype=np.int32)
+    return state
+
+
+def learn_gold(
+    agent_ids: Sequence[str],
+    vectors: FloatArray,
+    labels: Sequence[str],
+    per_agent: int = 1000,
+    c: float = 10.0,
+) -> LearnedState:
+    """A state from (task vector, right agent) pairs; labels naming no known agent are skipped."""
+    index = {a: i for i, a in enumerate(agent_ids)}
+    keep = [i for i, a in enumerate(labels) if a in index]
+    vecs = np.asarray(vectors, dtype=np.float32)
+    dim = vecs.shape[1] if vecs.ndim == 2 else 0
+    state = empty_state(agent_ids, dim)
+    state.memory = vecs[keep]
+    state.memory_agent = np.array([index[labels[i]] for i in keep], dtype=np.int32)
+    state.memory_success = np.ones(len(keep), dtype=np.bool_)
+    return fit_classifier(cap_memory(state, per_agent), c=c)
 
 
 def _softmax(s: FloatArray, temperature: float) -> FloatArray:
     z = s / temperature
-    z = z - z.max(axis=1, keepdims=True)
+    z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    out: FloatArray = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    out: FloatArray = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
     return out
 
 
-class GoldLearner:
-    """Scores agents for task vectors from (task vector, right agent) pairs."""
+def knn_votes(state: LearnedState, queries: FloatArray, k: int, temperature: float, success: bool = True) -> FloatArray:
+    """(n, agents): similarity-weighted votes of the k nearest memories with this outcome.
 
-    def __init__(self, agent_ids: Sequence[str], k: int = 20, temperature: float = 0.05, c: float = 10.0) -> None:
-        self.agent_ids = list(agent_ids)
-        self._index = {a: i for i, a in enumerate(self.agent_ids)}
-        self.k = k
-        self.temperature = temperature
-        self.c = c
-        self._x: FloatArray | None = None
-        self._y: npt.NDArray[np.int64] | None = None
-        self._lr: object | None = None
-
-    def fit(self, vectors: FloatArray, labels: Sequence[str]) -> GoldLearner:
-        from sklearn.linear_model import LogisticRegression
-
-        keep = [i for i, a in enumerate(labels) if a in self._index]
-        self._x = np.asarray(vectors, dtype=np.float32)[keep]
-        self._y = np.array([self._index[labels[i]] for i in keep], dtype=np.int64)
-        if len(set(self._y.tolist())) >= 2:
-            self._lr = LogisticRegression(C=self.c, max_iter=3000).fit(self._x, self._y)
-        return self
-
-    def scores(self, queries: FloatArray, card_scores: FloatArray) -> FloatArray:
-        """Per query, a score per agent (rows align with ``agent_ids``)."""
-        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        n, m = q.shape[0], len(self.agent_ids)
-        out = 0.3 * _softmax(np.atleast_2d(card_scores), self.temperature)
-        if self._x is None or self._y is None or len(self._y) == 0:
-            return out
-        sims = q @ self._x.T
-        k = min(self.k, sims.shape[1])
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        knn = np.zeros((n, m), dtype=np.float32)
-        for i in range(n):
-            np.add.at(knn[i], self._y[top[i]], np.exp((sims[i, top[i]] - 1.0) / self.temperature))
-        knn /= np.maximum(knn.sum(axis=1, keepdims=True), 1e-12)
-        out = out + knn
-        if self._lr is not None:
-            proba = np.zeros((n, m), dtype=np.float32)
-            proba[:, self._lr.classes_] = self._lr.predict_proba(q)  # type: ignore[attr-defined]
-            out = out + proba
+    Unnormalised: the weight of a neighbour is exp((cos - 1) / temperature), 1 for an exact
+    repeat, so the sum says how much close evidence there is.
+    """
+    q = np.atleast_2d(queries)
+    out = np.zeros((q.shape[0], len(state.agent_ids)), dtype=np.float32)
+    sel = state.memory_success == success
+    n = int(sel.sum())
+    if n == 0:
         return out
+    sims = q @ state.memory.T  # no copy of the memory: the other outcome is masked out instead
+    if n < sel.shape[0]:
+        sims[:, ~sel] = -np.inf
+    kk = min(k, n)
+    top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+    lab = state.memory_agent
+    for i in range(q.shape[0]):
+        np.add.at(out[i], lab[top[i]], np.exp((sims[i, top[i]] - 1.0) / temperature))
+    return out
+
+
+def classifier_proba(state: LearnedState, queries: FloatArray) -> FloatArray | None:
+    """(n, agents) class probabilities, or None without a classifier."""
+    if state.coef is None or state.intercept is None or state.classes is None:
+        return None
+    q = np.atleast_2d(queries)
+    logits = q @ state.coef.T + state.intercept
+    out = np.zeros((q.shape[0], len(state.agent_ids)), dtype=np.float32)
+    if state.coef.shape[0] == 1:  # sklearn's binary case: one row for the second class
+        p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        out[:, state.classes[0]] = 1.0 - p1
+        out[:, state.classes[1]] = p1
+    else:
+        out[:, state.classes] = _softmax(logits, 1.0)
+    return out
+
+
+class Ranker:
+    """Scores candidate agents for one task vector with a learned state (or zero-shot without).
+
+    Candidates are any agents (ids): those the state never saw keep only their card share.
+    ``propose`` names the agents the learned state favours, so a matcher can add them to the
+    ones its similarity search found.
+    """
+
+    def __init__(self, state: LearnedState | None = None, weights: BlendWeights | None = None) -> None:
+        self.state = state if state is not None and state.successes else None
+        self.weights = weights or BlendWeights()
+        self._pos = {a: i for i, a in enumerate(state.agent_ids)} if state is not None else {}
+        self.version = state.version if state is not None else 0
+        self._failures = self.state is not None and self.state.successes < self.state.memory.shape[0]
+        # the encoder whose vectors the state holds ("" or absent: not recorded)
+        self.model = self.state.metadata.get("model") if self.state is not None else None
+
+    @property
+    def learned(self) -> bool:
+        return self.state is not None
+
+    def learned_distribution(self, query: FloatArray, card_sims: FloatArray | None = None) -> FloatArray | None:
+        """Over ``state.agent_ids``: kNN + classifier probabilities, backed off to the cards.
+
+        The cards count as memories too: each agent's card votes with the same kernel as a past
+        task, exp((cos - 1) / T). Where past tasks are close, they outweigh the cards (task-task
+        similarity runs higher than task-card); where none is, the cards decide, so one success
+        does not pull every task to its agent. The classifier is trusted in the same proportion.
+        ``card_sims`` are aligned with ``state.agent_ids`` (NaN: unknown, no vote).
+        """
+        if self.state is None:
+            return None
+        w = self.weights
+        q = np.atleast_2d(np.asarray(query, dtype=np.float32))
+        votes = knn_votes(self.state, q, w.k, w.knn_temperature)[0]
+        mass = float(votes.sum())
+        n = len(self.state.agent_ids)
+        if card_sims is None:
+            card_votes = np.zeros(n, dtype=np.float32)
+        else:
+            card_votes = np.nan_to_num(np.exp((np.asarray(card_sims, dtype=np.float32) - 1.0) / w.knn_temperature))
+        cmass = float(card_votes.sum())
+        trust = mass / max(mass + cmass, 1e-30)
+        back = card_votes / cmass if cmass > 0 else np.full(n, 1.0 / n, dtype=np.float32)
+        dist = w.knn * (votes + card_votes) / max(mass + cmass, 1e-30)
+        total = w.knn
+        proba = classifier_proba(self.state, q)
+        if proba is not None:
+            dist = dist + w.classifier * (trust * proba[0] + (1.0 - trust) * back)
+            total += w.classifier
+        out: FloatArray = (dist / total).astype(np.float32)
+        return out
+
+    def propose(self, query: FloatArray, n: int) -> list[str]:
+        """The n agents with the highest learned probability (none without a state)."""
+        dist = self.learned_distribution(query)
+        if dist is None or n <= 0:
+            return []
+        top = np.argsort(-dist)[:n]
+        assert self.state is not None
+        return [self.state.agent_ids[j] for j in top if dist[j] > 0]
+
+    def score(
+        self, query: FloatArray, agent_ids: Sequence[str], card_sims: FloatArray
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """(scores, learned probabilities or None), aligned with ``agent_ids``.
+
+        score = (card * softmax(card_sims / T) + learned mass) / total weight: a probability
+        spread over the candidates (it sums to at most 1).
+        """
+        w = self.weights
+        sims = np.asarray(card_sims, dtype=np.float32).reshape(-1)
+        if sims.shape[0] == 0:
+            return sims, None
+        card = _softmax(sims, w.card_temperature)
+        total = w.card * card
+        mass = w.card
+        learned: FloatArray | None = None
+        if self.state is not None:
+            cols = np.array([self._pos.get(a, -1) for a in agent_ids])
+            known = cols >= 0
+            back = np.full(len(self.state.agent_ids), np.nan, dtype=np.float32)
+            back[cols[known]] = sims[known]
+            dist = self.learned_distribution(query, back)
+            assert dist is not None
+            learned = np.where(known, dist[np.maximum(cols, 0)], 0.0).astype(np.float32)
+            lmass = w.knn + (w.classifier if self.state.coef is not None else 0.0)
+            total = total + lmass * learned
+            mass += lmass
+            if self._failures:
+                # bandit feedback: an agent that failed on tasks like this one is discounted by its
+                # local success odds, (1 + wins) / (1 + wins + losses) (kernel-weighted counts)
+                q = np.atleast_2d(np.asarray(query, dtype=np.float32))
+                wins = knn_votes(self.state, q, w.evidence_k, w.knn_temperature, success=True)[0]
+                losses = knn_votes(self.state, q, w.evidence_k, w.knn_temperature, success=False)[0]
+                c = np.maximum(cols, 0)
+                odds = np.where(known, (1.0 + wins[c]) / (1.0 + wins[c] + losses[c]), 1.0)
+                total = total * odds
+        out: FloatArray = (total / mass).astype(np.float32)
+        return out, learned

@@ -9,25 +9,23 @@ from then on. A tombstone removes the agent. Bad records are skipped here and lo
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from aos_gateway.contracts.wire import RecordCodec
 from aos_gateway.errors import AosError
 from aos_gateway.matching.cards import card_text
 from aos_gateway.matching.index import ExactIndex
 from aos_gateway.perception.vectors import FloatArray
-from aos_gateway.streams.kafka import end_offsets, poll_batch, strike_reached
+from aos_gateway.streams.compacted import CompactedView
 
 log = logging.getLogger("aos_gateway.registry")
 
 
-class RegistryView:
-    """A background thread that keeps an ExactIndex equal to the registry topic."""
+class RegistryView(CompactedView):
+    """A background thread that keeps an index equal to the registry topic."""
+
+    name = "registry view"
 
     def __init__(
         self,
@@ -37,32 +35,16 @@ class RegistryView:
         embed: Callable[[list[str]], FloatArray],
         codec: RecordCodec,
     ) -> None:
-        self._conf = consumer_conf
-        self._topic = topic
+        super().__init__(consumer_conf, topic)
         self.index = index
         self._embed = embed
         self._codec = codec
-        self._caught_up = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
         self.skipped = 0
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="aos-registry-view", daemon=True)
-            self._thread.start()
+    def caught_up_message(self, seconds: float) -> str:
+        return f"registry: {len(self.index)} agents indexed in {seconds:.1f}s"
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def wait_caught_up(self, timeout: float) -> bool:
-        """True once every card present at start is in the index."""
-        return self._caught_up.wait(timeout)
-
-    def _apply(self, msgs: list[Any]) -> None:
+    def apply(self, msgs: list[Any]) -> None:
         latest: dict[str, Any] = {}
         for m in msgs:
             key = m.key().decode("utf-8", "replace") if m.key() else None
@@ -85,32 +67,3 @@ class RegistryView:
         for aid, c in latest.items():
             if c is None:
                 self.index.remove(aid)
-
-    def _run(self) -> None:
-        try:
-            consumer = Consumer(self._conf)
-        except KafkaException as exc:
-            self.error = exc
-            return
-        try:
-            md = consumer.list_topics(self._topic, timeout=30)
-            parts = sorted(md.topics[self._topic].partitions) if self._topic in md.topics else []
-            consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in parts])
-            targets = end_offsets(consumer, self._topic, parts, 30)
-            if not targets:
-                self._caught_up.set()
-            t0 = time.monotonic()
-            while not self._stop.is_set():
-                msgs = poll_batch(consumer, 500, 0.5)
-                good = [m for m in msgs if m.error() is None]
-                if good:
-                    self._apply(good)
-                    strike_reached(targets, good)
-                if not targets and not self._caught_up.is_set():
-                    log.info("registry: %d agents indexed in %.1fs", len(self.index), time.monotonic() - t0)
-                    self._caught_up.set()
-        except Exception as exc:  # the thread must report, not vanish
-            self.error = exc
-            log.exception("registry view stopped")
-        finally:
-            consumer.close()

@@ -35,6 +35,7 @@ from aos_gateway.settings import Settings
 from aos_gateway.streams.deadletter import as_bytes, dead_letter
 from aos_gateway.streams.kafka import consumer_config
 from aos_gateway.streams.registry_view import RegistryView
+from aos_gateway.streams.weights_view import WeightsView
 
 log = logging.getLogger("aos_gateway.stages")
 
@@ -85,6 +86,7 @@ class Pipeline:
         self.encoder = TextEncoder(p.text_model, p.device, p.cache_size, p.torch_threads)
         self.index: ExactIndex | None = None
         self.view: RegistryView | None = None
+        self.weights_view: WeightsView | None = None
         self.topics = {
             spec.name: app.topic(spec.name, value_serializer="raw", key_serializer="raw") for spec in topics.CATALOG
         }
@@ -114,6 +116,22 @@ class Pipeline:
                     "registry view did not catch up in %.0fs; matching with %d agents", timeout, len(self.index)
                 )
         return self.view
+
+    async def start_weights_view(self, matcher: Matcher) -> WeightsView | None:
+        """Follow aos.weights.v1: the latest learned matching state now, and every new one later."""
+        if self.weights_view is None and self.settings.matching.follow_weights:
+            self.weights_view = WeightsView(
+                consumer_config(self.settings.kafka),
+                topics.WEIGHTS.name,
+                self.codecs[topics.WEIGHTS.name],
+                matcher.set_state,
+            )
+            self.weights_view.start()
+            timeout = self.settings.matching.registry_catchup_timeout_s
+            ok = await asyncio.get_running_loop().run_in_executor(None, self.weights_view.wait_caught_up, timeout)
+            if not ok:
+                log.warning("weights view did not catch up in %.0fs; matching with what it has", timeout)
+        return self.weights_view
 
     async def send(self, topic: str, key: str | bytes | None, record: dict[str, Any] | Any) -> Awaitable[Any]:
         value = self.codecs[topic].encode(record) if topic in self.codecs else record
@@ -223,7 +241,9 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
     async def match_agents(stream: faust.StreamT[Any]) -> None:
         await pipe.start_registry_view()
         assert pipe.index is not None
-        matcher = Matcher(pipe.index, settings.matching.top_k, settings.matching.min_score)
+        m = settings.matching
+        matcher = Matcher(pipe.index, m.top_k, m.min_similarity, m.min_confidence, m.search_factor)
+        await pipe.start_weights_view(matcher)
         async for events in stream.take_events(  # type: ignore[attr-defined]
             p.batch_max, within=p.batch_window_ms / 1000
         ):

@@ -71,7 +71,7 @@ def test_index_versions_and_removal() -> None:
 
 
 def test_matcher_filters_and_ranks() -> None:
-    m = Matcher(_index(), top_k=5, min_score=0.2)
+    m = Matcher(_index(), top_k=5, min_similarity=0.2)
     (res,) = m.match(_perceived(), 10)
     assert [c["agent_id"] for c in res["candidates"]] == ["a", "b"]  # c: other tenant, d: inactive
     (res,) = m.match(_perceived(tenant="acme"), 10)
@@ -84,9 +84,48 @@ def test_matcher_filters_and_ranks() -> None:
 
 
 def test_matcher_abstains_with_a_reason() -> None:
-    (res,) = Matcher(_index(), min_score=0.2).match(_perceived(required_capabilities=["nope"]), 1)
+    (res,) = Matcher(_index(), min_similarity=0.2).match(_perceived(required_capabilities=["nope"]), 1)
     assert res["abstained"] and res["reason"] == "no agent satisfies the task's constraints"
     (res,) = Matcher(ExactIndex(4)).match(_perceived(), 1)
     assert res["abstained"] and res["reason"] == "no agent is registered"
-    (res,) = Matcher(_index(), min_score=1.5).match(_perceived(), 1)
+    (res,) = Matcher(_index(), min_similarity=1.5).match(_perceived(), 1)
     assert res["abstained"] and "below the threshold" in (res["reason"] or "")
+
+
+def _far_index() -> ExactIndex:
+    """Agent e is far from every task vector the FakeEncoder makes; f also, but for tenant acme only."""
+    idx = _index()
+    idx.upsert(_card("e"), np.array([0, 0, 0, 1]))  # type: ignore[arg-type]
+    idx.upsert(_card("f", tenant="acme"), np.array([0, 0, 0, 1]))  # type: ignore[arg-type]
+    return idx
+
+
+def test_learned_state_brings_in_agents_the_search_missed_and_respects_filters() -> None:
+    from aos_gateway.matching.learned import learn_gold
+
+    (task,) = _perceived()
+    from aos_gateway.perception.vectors import unpack
+
+    q = unpack(task["fused"])
+    state = learn_gold(["a", "e", "f"], np.stack([q] * 3 + [-q] * 3), ["e", "e", "e", "a", "a", "f"])
+    m = Matcher(_far_index(), top_k=1, search_factor=1)  # the search alone returns one agent: a
+    (zero,) = m.match([task], 1)
+    assert [c["agent_id"] for c in zero["candidates"]] == ["a"] and zero["candidates"][0]["quality"] is None
+    m.set_state(state)
+    (res,) = m.match([task], 2)
+    assert res["candidates"][0]["agent_id"] == "e"  # learned: tasks like this one went to e
+    assert res["candidates"][0]["quality"] is not None and res["candidates"][0]["quality"] > 0.5
+    assert 0 < res["candidates"][0]["score"] <= 1
+    ranked = [c["agent_id"] for c in m.rank(q, None, 3)]
+    assert "f" in ranked  # with no constraints f may be proposed ...
+    from aos_gateway.matching.filters import TaskConstraints
+
+    cons = TaskConstraints.of(task)
+    assert "f" not in [c["agent_id"] for c in m.rank(q, cons, 3)]  # ... but not to another tenant's task
+
+
+def test_matcher_abstains_below_the_confidence_threshold() -> None:
+    (res,) = Matcher(_index(), min_confidence=0.99).match(_perceived(), 1)
+    assert res["abstained"] and "confidence threshold" in (res["reason"] or "")
+    (res,) = Matcher(_index(), min_confidence=0.1).match(_perceived(), 1)
+    assert not res["abstained"]

@@ -1,0 +1,155 @@
+"""``aos learn matching``: learn the matcher's state and publish it to ``aos.weights.v1``.
+
+Two sources: a labelled file (``--train``: tasks with the right agent, MetaTool form; gold or
+bandit feedback as in ``aos eval matching``), or the experience history (``--from-experience``:
+``aos.experience.v1`` replayed from the beginning). Running matchers hot-reload the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aos_gateway import topics
+from aos_gateway.contracts.records import EXPERIENCE, WEIGHTS, ExperienceRecord
+from aos_gateway.contracts.wire import codec_for
+from aos_gateway.errors import AosError, KafkaError, ValidationError
+from aos_gateway.matching import weights
+from aos_gateway.matching.learned import LearnedState
+from aos_gateway.settings import Settings
+from aos_gateway.streams.kafka import admin, ensure_topics, make_producer, read_to_end
+
+
+def learn_from_file(
+    settings: Settings, agents: Path, train: Path, feedback: str, progress: Callable[[str], None]
+) -> tuple[LearnedState, dict[str, Any]]:
+    from threadpoolctl import threadpool_limits
+
+    from aos_gateway.matching.cards import card_text, read_cards
+    from aos_gateway.matching.dataset import read_examples
+    from aos_gateway.matching.evaluate import learn
+    from aos_gateway.perception.text import TextEncoder
+
+    p = settings.perception
+    cards = list(read_cards(agents))
+    examples = read_examples(train)
+    encoder = TextEncoder(p.text_model, p.device, 0, p.torch_threads)
+    progress(f"learn: encoding {len(cards)} cards and {len(examples)} tasks with {encoder.name}")
+    agent_vecs = encoder.encode([card_text(c) for c in cards])
+    train_vecs = encoder.encode([e.text for e in examples], batch_size=64)
+    progress(f"learn: fitting ({feedback} feedback)")
+    with threadpool_limits(1, user_api="blas"):
+        state, info = learn(feedback, [c["agent_id"] for c in cards], agent_vecs, examples, train_vecs, progress)
+    state.metadata |= {"model": encoder.name, "source": str(train), "feedback": feedback}
+    return state, {**info, "tasks": len(examples)}
+
+
+def learn_from_experience(settings: Settings, progress: Callable[[str], None]) -> tuple[LearnedState, dict[str, Any]]:
+    from aos_gateway.cli.registry_cmds import current_cards
+    from aos_gateway.matching.experience import learn_from_memories, memories
+
+    codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name, settings.schema_registry)
+    progress(f"learn: replaying {topics.EXPERIENCE.name}")
+    records: list[ExperienceRecord] = []
+    bad = 0
+    for m in read_to_end(settings.kafka, topics.EXPERIENCE.name, timeout=120):
+        try:
+            records.append(codec.decode(m.value()))  # type: ignore[arg-type]
+        except AosError:
+            bad += 1
+    mems, skipped = memories(records)
+    if not mems:
+        raise ValidationError(
+            f"{topics.EXPERIENCE.name} holds no usable experience ({len(records)} records, skipped {skipped})"
+        )
+    agent_ids = sorted(current_cards(settings))
+    progress(f"learn: {len(mems)} memories from {len(records)} records; fitting")
+    state = learn_from_memories(mems, agent_ids)
+    state.metadata |= {"source": topics.EXPERIENCE.name}
+    return state, {"records": len(records), "undecodable": bad, "skipped": skipped, "memories": len(mems)}
+
+
+def publish(settings: Settings, state: LearnedState) -> int:
+    """Send the state as a new version (epoch ms); returns the version."""
+    ensure_topics(settings.kafka, [topics.WEIGHTS])
+    _allow_large_records(settings)
+    state.version = int(time.time() * 1000)
+    record = weights.to_record(state, state.version)
+    value = codec_for(WEIGHTS, topics.WEIGHTS.name, settings.schema_registry).encode(record)
+    producer = make_producer(settings.kafka, **{"message.max.bytes": weights.MAX_RECORD_BYTES + 1024 * 1024})
+    errors: list[str] = []
+    producer.produce(
+        topics.WEIGHTS.name,
+        key=weights.NAME.encode(),
+        value=value,
+        on_delivery=lambda err, _m: errors.append(str(err)) if err is not None else None,
+    )
+    if producer.flush(settings.kafka.request_timeout_s * 3):
+        raise KafkaError("the weights record was not delivered in time; is Kafka up? (`aos dev status`)")
+    if errors:
+        raise KafkaError(f"publishing the weights failed: {errors[0]}")
+    return state.version
+
+
+def _allow_large_records(settings: Settings) -> None:
+    """Topics made before the size setting existed get it now (idempotent)."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+    )
+
+    res = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topics.WEIGHTS.name,
+        incremental_configs=[
+            ConfigEntry(
+                "max.message.bytes",
+                topics.WEIGHTS.configs()["max.message.bytes"],
+                incremental_operation=AlterConfigOpType.SET,
+            )
+        ],
+    )
+    for fut in admin(settings.kafka).incremental_alter_configs([res]).values():
+        try:
+            fut.result()
+        except Exception as exc:
+            raise KafkaError(f"cannot set max.message.bytes on {topics.WEIGHTS.name}: {exc}") from exc
+
+
+def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], None]) -> int:
+    t0 = time.monotonic()
+    if args.from_experience:
+        state, info = learn_from_experience(settings, progress)
+    else:
+        if args.agents is None or args.train is None:
+            raise ValidationError("give --agents and --train (a labelled file), or --from-experience")
+        state, info = learn_from_file(settings, args.agents, args.train, args.feedback, progress)
+    payload = state.to_bytes()
+    if args.out:
+        Path(args.out).write_bytes(payload)
+    version = None if args.no_publish else publish(settings, state)
+    report = {
+        **info,
+        "agents": len(state.agent_ids),
+        "memories": int(state.memory.shape[0]),
+        "successes": state.successes,
+        "classifier": state.coef is not None,
+        "bytes": len(payload),
+        "version": version,
+        "topic": None if version is None else topics.WEIGHTS.name,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        where = f"published v{version} to {topics.WEIGHTS.name}" if version else "not published"
+        print(
+            f"learned from {report['memories']} memories ({report['successes']} successes) over "
+            f"{report['agents']} agents, {len(payload) / 1e6:.1f} MB; {where}"
+        )
+    return 0

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aos_gateway.errors import ValidationError
+from aos_gateway.matching.bandit import ThompsonLearner
+from aos_gateway.matching.learned import (
+    LearnedState,
+    Ranker,
+    cap_memory,
+    empty_state,
+    learn_gold,
+)
+from aos_gateway.perception.vectors import l2_normalize
+
+AGENTS = ["a", "b", "c"]
+
+
+def _clusters(n: int = 20, seed: int = 0) -> tuple[np.ndarray, list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = np.eye(3, 8, dtype=np.float32)
+    x = np.concatenate([c + 0.05 * rng.normal(size=(n, 8)) for c in centers]).astype(np.float32)
+    return l2_normalize(x), [a for a in AGENTS for _ in range(n)], centers
+
+
+def test_learned_ranking_beats_a_misleading_card_score() -> None:
+    x, y, centers = _clusters()
+    ranker = Ranker(learn_gold(AGENTS, x, y))
+    misleading = np.array([0.9, 0.1, 0.1], dtype=np.float32)  # the cards point at "a"
+    scores, learned = ranker.score(centers[1], AGENTS, misleading)
+    assert int(np.argmax(scores)) == 1 and learned is not None and int(np.argmax(learned)) == 1
+    assert 0.0 < float(scores.sum()) <= 1.0 + 1e-5  # a probability spread over the candidates
+    zero_scores, none = Ranker(None).score(centers[1], AGENTS, misleading)
+    assert none is None and int(np.argmax(zero_scores)) == 0
+
+
+def test_candidates_the_state_never_saw_keep_their_card_share() -> None:
+    x, y, centers = _clusters()
+    ranker = Ranker(learn_gold(AGENTS, x, y))
+    scores, learned = ranker.score(centers[0], ["new", "a"], np.array([0.5, 0.5], dtype=np.float32))
+    assert learned is not None and learned[0] == 0.0 and scores[0] > 0.0 and scores[1] > scores[0]
+    assert ranker.propose(centers[2], 1) == ["c"]
+    assert Ranker(None).propose(centers[2], 3) == []
+
+
+def test_state_round_trips_through_bytes() -> None:
+    x, y, _ = _clusters()
+    state = learn_gold(AGENTS, x, y)
+    state.version, state.metadata = 7, {"trained_on": "60 tasks"}
+    back = LearnedState.from_bytes(state.to_bytes())
+    assert back.agent_ids == AGENTS and back.version == 7 and back.metadata == {"trained_on": "60 tasks"}
+    assert back.memory.shape == state.memory.shape and np.allclose(back.memory, state.memory, atol=1e-3)
+    assert back.coef is not None and state.coef is not None and np.allclose(back.coef, state.coef, atol=1e-2)
+    q = x[5]
+    sims = np.array([0.2, 0.3, 0.1], dtype=np.float32)
+    assert np.allclose(Ranker(back).score(q, AGENTS, sims)[0], Ranker(state).score(q, AGENTS, sims)[0], atol=1e-3)
+
+
+def test_state_from_bad_bytes_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match="not a learned matching state"):
+        LearnedState.from_bytes(b"garbage")
+
+
+def test_cap_memory_keeps_the_most_recent_per_agent_and_outcome() -> None:
+    s = empty_state(AGENTS, 2)
+    s.memory = np.arange(12, dtype=np.float32).reshape(6, 2)
+    s.memory_agent = np.array([0, 0, 0, 1, 0, 0], dtype=np.int32)
+    s.memory_success = np.array([True, True, True, True, False, False])
+    cap_memory(s, 2)
+    assert s.memory_agent.tolist() == [0, 0, 1, 0, 0]
+    assert s.memory[:, 0].tolist() == [2.0, 4.0, 6.0, 8.0, 10.0]
+
+
+def test_thompson_learner_finds_the_right_agents_from_success_and_failure_only() -> None:
+    x, y, centers = _clusters(n=60, seed=1)
+    order = np.random.default_rng(2).permutation(len(y))
+    misleading = np.array([0.9, 0.1, 0.1], dtype=np.float32)  # zero-shot would always pick "a"
+    learner = ThompsonLearner(AGENTS, 8, candidates=3, seed=0, first_refit=50)
+    for i in order:
+        chosen = learner.choose(x[i], AGENTS, misleading)
+        learner.observe(x[i], chosen, chosen == y[i])
+    assert learner.trials == len(y) and learner.successes > len(y) / 2
+    ranker = Ranker(learner.finish())
+    picks = [AGENTS[int(np.argmax(ranker.score(c, AGENTS, misleading)[0]))] for c in centers]
+    assert picks == AGENTS
+    assert learner.state.memory_success.sum() < learner.state.memory.shape[0]  # failures were kept too

@@ -114,9 +114,10 @@ def _allow_large_records(settings: Settings) -> None:
             )
         ],
     )
-    for fut in admin(settings.kafka).incremental_alter_configs([res]).values():
+    client = admin(settings.kafka)  # held until the futures resolve: a collected client cancels them
+    for fut in client.incremental_alter_configs([res]).values():
         try:
-            fut.result()
+            fut.result(timeout=30)
         except Exception as exc:
             raise KafkaError(f"cannot set max.message.bytes on {topics.WEIGHTS.name}: {exc}") from exc
 

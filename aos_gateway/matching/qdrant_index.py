@@ -179,12 +179,19 @@ class QdrantIndex:
             else:
                 current = self.root / "gen-000001"
                 self._shard = qe.EdgeShard.create(str(current), self._config)
+                # Extra graph links per payload value (enable_hnsw) only for the tenant: with them on
+                # every field, 100k agents took 938 s to build instead of 245 s (measured); filters
+                # on the other fields are served by the payload index (small sets: exact scan) and
+                # by ACORN during the graph search.
                 for name in _KEYWORDS:
-                    self._shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
-                self._shard.update(qe.UpdateOperation.create_field_index("cost", qe.PayloadSchemaType.Float))
+                    params = qe.KeywordIndexParams(is_tenant=name == "tenant", enable_hnsw=name == "tenant")
+                    self._shard.update(qe.UpdateOperation.create_field_index(name, params))
+                self._shard.update(
+                    qe.UpdateOperation.create_field_index("cost", qe.FloatIndexParams(enable_hnsw=False))
+                )
                 self._shard.update(
                     qe.UpdateOperation.create_field_index(
-                        "p95_latency_ms", qe.IntegerIndexParams(lookup=False, range=True)
+                        "p95_latency_ms", qe.IntegerIndexParams(lookup=False, range=True, enable_hnsw=False)
                     )
                 )
                 self._set_current(current)
@@ -322,7 +329,11 @@ class QdrantIndex:
         """For each query row, up to k agents that satisfy ``constraints`` (HNSW, or exact when small)."""
         q = check_queries(queries, k, self.dim)
         flt = to_filter(constraints) if constraints is not None else None
-        params = qe.SearchParams(hnsw_ef=max(self.ef, k), exact=self._count < self.exact_below)
+        params = qe.SearchParams(
+            hnsw_ef=max(self.ef, k),
+            exact=self._count < self.exact_below,
+            acorn=qe.AcornSearchParams(enable=True) if flt is not None else None,
+        )
         reqs = [
             qe.QueryRequest(
                 limit=k,

@@ -15,7 +15,7 @@ from typing import Any
 from aos_gateway.contracts.wire import RecordCodec
 from aos_gateway.errors import AosError
 from aos_gateway.matching.cards import card_text
-from aos_gateway.matching.index import ExactIndex
+from aos_gateway.matching.index import CapabilityIndex
 from aos_gateway.perception.vectors import FloatArray
 from aos_gateway.streams.compacted import CompactedView
 
@@ -31,7 +31,7 @@ class RegistryView(CompactedView):
         self,
         consumer_conf: dict[str, Any],
         topic: str,
-        index: ExactIndex,
+        index: CapabilityIndex,
         embed: Callable[[list[str]], FloatArray],
         codec: RecordCodec,
     ) -> None:

@@ -26,7 +26,7 @@ from aos_gateway import topics
 from aos_gateway.contracts import records
 from aos_gateway.contracts.wire import RecordCodec, codec_for
 from aos_gateway.errors import AosError, StoreError
-from aos_gateway.matching.index import ExactIndex
+from aos_gateway.matching.index import CapabilityIndex, make_index
 from aos_gateway.matching.matcher import Matcher
 from aos_gateway.network.sequential import plan_sequential
 from aos_gateway.perception.task import perceive, validate_request
@@ -84,7 +84,7 @@ class Pipeline:
         self.io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aos-io")
         p = settings.perception
         self.encoder = TextEncoder(p.text_model, p.device, p.cache_size, p.torch_threads)
-        self.index: ExactIndex | None = None
+        self.index: CapabilityIndex | None = None
         self.view: RegistryView | None = None
         self.weights_view: WeightsView | None = None
         self.topics = {
@@ -100,7 +100,7 @@ class Pipeline:
         """Load the encoder and index every registered card before matching starts."""
         if self.view is None:
             await self.in_model_thread(self.encoder.load)
-            self.index = ExactIndex(self.encoder.dim)
+            self.index = make_index(self.settings, self.encoder.dim)
             self.view = RegistryView(
                 consumer_config(self.settings.kafka),
                 topics.AGENTS.name,

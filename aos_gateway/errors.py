@@ -10,6 +10,7 @@ can catch one type. The tree::
     │   └── SchemaMismatchError     a well-formed record of another (unknown) schema
     ├── SchemaCompatibilityError    a schema change that breaks backward/forward compatibility
     ├── ValidationError             a decoded record that breaks a rule (empty task, oversize text)
+    │   └── MediaError              an image or audio part that cannot be used (corrupt, too large, silent)
     ├── StackError                  the local stack cannot start or answer (port taken, Java missing)
     ├── KafkaError                  the broker refused or did not answer in time
     ├── StoreError                  PostgreSQL refused or did not answer
@@ -53,6 +54,10 @@ class SchemaCompatibilityError(AosError):
 
 class ValidationError(AosError):
     """A decoded record that breaks a rule of its stage."""
+
+
+class MediaError(ValidationError):
+    """An image or audio part that cannot be used: corrupt, unsupported, too large or long, silent."""
 
 
 class StackError(AosError):

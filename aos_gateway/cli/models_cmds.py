@@ -1,0 +1,146 @@
+"""``aos models ...``: prepare the model files the encoders need, and list what each will load.
+
+``prepare`` converts the packaged CTranslate2 Whisper tiny.en into an openai-whisper checkpoint
+(once; later runs verify its sha256 and reuse it). ``list`` resolves the settings the way each
+encoder does and says whether the files are there, without loading any model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from aos_gateway.errors import AosError
+from aos_gateway.settings import Settings
+
+
+def add_parser(sub: argparse._SubParsersAction[Any], handler: Callable[[argparse.Namespace], int]) -> None:
+    """Register ``models prepare`` and ``models list`` under ``sub``; both call ``handler``."""
+    mp = sub.add_parser("models", help="model files the encoders load")
+    msub = mp.add_subparsers(dest="action", required=True)
+    pr = msub.add_parser(
+        "prepare", help="convert Whisper tiny.en for the openai-whisper backend (idempotent; verifies checksums)"
+    )
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(handler=handler)
+    ls = msub.add_parser("list", help="what the text, vision and audio encoders will load, and whether it is here")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=handler)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One encoder's model as the settings resolve it."""
+
+    encoder: str
+    model: str
+    location: str
+    present: bool | None  # None: fetched from a hub on first use, cannot tell offline
+    detail: str
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _text_entry(settings: Settings) -> ModelEntry:
+    from aos_gateway.perception.text import DEFAULT_TEXT_MODEL, default_model_path
+
+    ref = settings.perception.text_model
+    if ref is None:
+        try:
+            path = default_model_path()
+        except AosError as exc:
+            return ModelEntry("text", DEFAULT_TEXT_MODEL, "-", False, str(exc))
+        return ModelEntry("text", DEFAULT_TEXT_MODEL, str(path), path.is_dir(), "sentence-transformers")
+    if os.path.exists(ref):
+        return ModelEntry("text", Path(ref).name, str(Path(ref).resolve()), True, "sentence-transformers")
+    return ModelEntry("text", ref, "hub", None, "sentence-transformers name: downloaded on first use")
+
+
+def _vision_entry(settings: Settings) -> ModelEntry:
+    v = settings.vision
+    name = f"open_clip {v.model}"
+    if not v.enabled:
+        return ModelEntry("vision", name, "-", None, "disabled (AOS_VISION__ENABLED=false)")
+    extra = "" if _installed("open_clip") else "; open_clip is not installed: pip install 'aos-gateway[vision]'"
+    w = v.weights
+    if not w:
+        return ModelEntry("vision", name, "-", True, "no weights configured: RANDOM weights" + extra)
+    if w.startswith("hf-hub:"):
+        return ModelEntry("vision", w, "hub", None, "downloaded on first use" + extra)
+    if w.startswith("local-dir:"):
+        d = w.removeprefix("local-dir:")
+        return ModelEntry("vision", name, d, os.path.isdir(d), "local directory" + extra)
+    if os.path.isfile(w):
+        return ModelEntry("vision", name, str(Path(w).resolve()), True, "weights file" + extra)
+    return ModelEntry("vision", f"{name} ({w})", "hub", None, "pretrained tag: downloaded on first use" + extra)
+
+
+def _audio_entry(settings: Settings) -> ModelEntry:
+    from aos_gateway.perception.audio import DEFAULT_MODEL_LABEL
+    from aos_gateway.perception.whisper_convert import default_checkpoint_path, packaged_ct2_dir
+
+    a = settings.audio
+    name = f"{Path(a.model).name if a.model else DEFAULT_MODEL_LABEL} ({a.backend})"
+    if not a.enabled:
+        return ModelEntry("audio", name, "-", None, "disabled (AOS_AUDIO__ENABLED=false)")
+    package = "faster_whisper" if a.backend == "faster-whisper" else "whisper"
+    extra = "" if _installed(package) else f"; {a.backend} is not installed: pip install 'aos-gateway[audio]'"
+    if a.backend == "faster-whisper":
+        if a.model:
+            d = Path(a.model)
+        else:
+            try:
+                d = packaged_ct2_dir()
+            except AosError as exc:
+                return ModelEntry("audio", name, "-", False, str(exc))
+        return ModelEntry("audio", name, str(d), (d / "model.bin").is_file(), f"CTranslate2, {a.compute_type}" + extra)
+    if a.model:
+        if os.path.isfile(a.model):
+            return ModelEntry("audio", name, str(Path(a.model).resolve()), True, "checkpoint file" + extra)
+        return ModelEntry("audio", name, "hub", None, "openai-whisper name: downloaded on first use" + extra)
+    ckpt = default_checkpoint_path(a)
+    here = ckpt.is_file()
+    detail = "converted from the packaged CTranslate2 model" if here else "missing: run `aos models prepare`"
+    return ModelEntry("audio", name, str(ckpt.resolve()), here, detail + extra)
+
+
+def list_models(settings: Settings) -> list[ModelEntry]:
+    """What each encoder will load under ``settings``; loads nothing."""
+    return [_text_entry(settings), _vision_entry(settings), _audio_entry(settings)]
+
+
+def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], None]) -> int:
+    if args.action == "prepare":
+        from aos_gateway.perception.whisper_convert import prepare_whisper_info
+
+        info = prepare_whisper_info(settings.audio, progress)
+        if args.json:
+            out = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(info).items()}
+            out["path"] = str(info.path.resolve())
+            print(json.dumps(out, indent=2))
+        else:
+            print(f"whisper checkpoint: {info.path.resolve()}")
+            print(f"size:   {info.size_bytes / 1e6:.1f} MB ({info.size_bytes} bytes)")
+            print(f"sha256: {info.sha256}")
+            print("converted now" if info.converted else "already prepared (checksum verified)")
+        return 0
+    entries = list_models(settings)
+    if args.json:
+        print(json.dumps([asdict(e) for e in entries], indent=2))
+        return 0
+    for e in entries:
+        state = {True: "present", False: "MISSING", None: "-"}[e.present]
+        print(f"{e.encoder:<7} {state:<8} {e.model:<36} {e.location}")
+        print(f"{'':<16} {e.detail}")
+    return 0 if all(e.present is not False for e in entries) else 1

@@ -162,11 +162,11 @@ class GatewayClient:
         if err is not None:
             self._delivery_errors.append(str(err))
 
-    def submit(self, task: TaskRequest | str, *, listen: bool = True, **fields: Any) -> str:
-        """Send a task (a TaskRequest, or text plus new_task's fields); returns its id."""
+    def submit(self, task: TaskRequest | str | None = None, *, listen: bool = True, **fields: Any) -> str:
+        """Send a task (a TaskRequest, or text and/or media plus new_task's fields); returns its id."""
         if listen:
             self._ensure_reader()  # before the task is stamped: its latency starts at the send
-        req = new_task(task, **fields) if isinstance(task, str) else task
+        req = task if isinstance(task, dict) else new_task(task, **fields)
         value = self._codec.encode(req)
         self._producer.produce(
             topics.TASKS.name, key=req["task_id"].encode(), value=value, on_delivery=self._on_delivery
@@ -187,7 +187,7 @@ class GatewayClient:
         self.flush()
         return self._ensure_reader().wait(task_id, timeout)
 
-    def submit_and_wait(self, text: str, timeout: float = 30.0, **fields: Any) -> Plan:
+    def submit_and_wait(self, text: str | None, timeout: float = 30.0, **fields: Any) -> Plan:
         return self.wait(self.submit(text, **fields), timeout)
 
     def close(self) -> None:

@@ -37,6 +37,16 @@ def _positive_float(text: str) -> float:
     return val
 
 
+def _positive_int(text: str) -> int:
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if val <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return val
+
+
 def _existing_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
@@ -89,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     hi.add_argument("--json", action="store_true")
     hi.set_defaults(handler=_cmd_agents)
 
-    sb = sub.add_parser("submit", help="submit a task")
-    sb.add_argument("--text", required=True)
+    sb = sub.add_parser("submit", help="submit a task: text, an image and/or an audio clip")
+    sb.add_argument("--text", default=None)
+    sb.add_argument("--image", default=None, metavar="FILE", help="an image (inline when small, else by reference)")
+    sb.add_argument("--audio", default=None, metavar="FILE", help="a speech clip (WAV, FLAC, OGG, MP3)")
     sb.add_argument("--tenant", default=None)
     sb.add_argument("--require", action="append", default=[], metavar="CAPABILITY")
     sb.add_argument("--max-cost", type=float, default=None)
@@ -148,6 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bi.add_argument("--json", action="store_true")
     bi.set_defaults(handler=_cmd_bench_index)
+    bq = bsub.add_parser("perception", help="each modality through the perceive stage and the bare model")
+    bq.add_argument(
+        "--modality", action="append", choices=["text", "image", "audio"], default=None, help="repeat (default: all)"
+    )
+    bq.add_argument("--n", type=_positive_int, default=512, help="texts (images: n/8, at least 64)")
+    bq.add_argument("--audio-n", type=_positive_int, default=24, help="speech clips (espeak-ng)")
+    bq.add_argument(
+        "--audio-backend",
+        action="append",
+        choices=["faster-whisper", "openai-whisper"],
+        default=None,
+        help="repeat (default: both, side by side)",
+    )
+    bq.add_argument("--json", action="store_true")
+    bq.set_defaults(handler=_cmd_bench_perception)
 
     ev = sub.add_parser("eval", help="offline evaluations")
     esub = ev.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -184,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--agents", type=_existing_file, default=None)
     dm.add_argument("--timeout", type=_positive_float, default=120.0)
     dm.set_defaults(handler=_cmd_demo)
+    from aos_gateway.cli import models_cmds
+
+    models_cmds.add_parser(sub, _cmd_models)
     return parser
 
 
@@ -248,9 +278,20 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from aos_gateway.client import GatewayClient
 
     s = _settings()
+    if not (args.text or args.image or args.audio):
+        print("aos submit: error: give --text, --image or --audio (or several)", file=sys.stderr)
+        raise SystemExit(2)
+    media: dict[str, Any] = {}
+    for kind in ("image", "audio"):
+        path = getattr(args, kind)
+        if path:
+            from aos_gateway.perception.media import media_part_from_file
+
+            media[kind] = media_part_from_file(Path(path), None, s.media)
     with GatewayClient(s) as client:
         tid = client.submit(
             args.text,
+            **media,
             listen=args.wait,
             tenant=args.tenant or s.tenant,
             required_capabilities=args.require,
@@ -273,6 +314,10 @@ def format_plan(plan: Any) -> str:
     if plan["reason"]:
         head += f" ({plan['reason']})"
     lines = [head]
+    if plan.get("transcript"):
+        lines.append(f"  heard: {plan['transcript']!r}")
+    for note in plan.get("notes", []):
+        lines.append(f"  note: {note}")
     for st in plan["steps"]:
         fb = f", fallback {st['fallback_agent_id']}" if st["fallback_agent_id"] else ""
         lines.append(f"  stage {st['stage']}: {st['agent_name']} (score {st['score']:.3f}{fb})")
@@ -332,6 +377,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         report = bench.encoder_ceiling(_settings(), args.n)
     else:
         report = bench.run(_settings(), args.rate, args.duration, args.drain, _progress)
+    print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from aos_gateway.cli import models_cmds
+
+    return models_cmds.run(args, _settings(), _progress)
+
+
+def _cmd_bench_perception(args: argparse.Namespace) -> int:
+    from aos_gateway.bench import perception as bench
+
+    report = bench.run(
+        _settings(),
+        args.modality or list(bench.MODALITIES),
+        args.n,
+        _progress,
+        args.audio_backend or ["faster-whisper", "openai-whisper"],
+        args.audio_n,
+    )
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0
 

@@ -63,6 +63,7 @@ class PerceivedTask(TypedDict):
     tenant: str
     submitted_at: int
     text: str | None
+    transcript: str | None
     modalities: list[str]
     vectors: list[NamedVector]
     fused: NamedVector
@@ -92,6 +93,8 @@ class MatchedTask(TypedDict):
     tenant: str
     submitted_at: int
     text: str | None
+    transcript: str | None
+    modalities: list[str]
     fused: NamedVector
     candidates: list[Candidate]
     abstained: bool
@@ -129,6 +132,8 @@ class Plan(TypedDict):
     predicted_quality: float | None
     estimated_duration_ms: int
     trace_id: str | None
+    transcript: str | None
+    modalities: list[str]
     notes: list[str]
     timings: dict[str, int]
 

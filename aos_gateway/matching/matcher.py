@@ -33,8 +33,15 @@ class Matcher:
         min_confidence: float = 0.0,
         search_factor: int = 3,
         state: LearnedState | None = None,
+        spaces: dict[str, CapabilityIndex] | None = None,
+        space_min_similarity: float = 0.2,
     ) -> None:
         self.index = index
+        #: other vector spaces by encoder name (e.g. CLIP for image-only tasks): a task whose fused
+        #: vector comes from one of these encoders is matched there, zero-shot (learned states are
+        #: learned in the text space)
+        self.spaces = dict(spaces or {})
+        self.space_min_similarity = space_min_similarity
         self.top_k = top_k
         self.min_similarity = min_similarity
         self.min_confidence = min_confidence
@@ -61,15 +68,16 @@ class Matcher:
         is not used for it (zero-shot instead).
         """
         ranker = self.ranker  # one state for the whole task, even if a new one arrives meanwhile
-        if model and ranker.model and model != ranker.model:
+        index = self.spaces.get(model or "", self.index)
+        if (model and ranker.model and model != ranker.model) or index is not self.index:
             ranker = self._zero
-        hits = self.index.search(query, self.search_factor * k, constraints=constraints)[0]
+        hits = index.search(query, self.search_factor * k, constraints=constraints)[0]
         if not hits:
             return []
         found = {h.agent.card["agent_id"] for h in hits}
         floor = hits[-1].similarity  # an agent the search did not return is at most this similar
         for agent_id in ranker.propose(query, self.search_factor * k):
-            agent = self.index.get(agent_id) if agent_id not in found else None
+            agent = index.get(agent_id) if agent_id not in found else None
             if agent is not None and (constraints is None or constraints.allows(agent.card)):
                 hits.append(Hit(agent=agent, similarity=floor))
                 found.add(agent_id)
@@ -91,12 +99,13 @@ class Matcher:
             for j in order
         ]
 
-    def abstain_reason(self, cands: list[Candidate]) -> str | None:
+    def abstain_reason(self, cands: list[Candidate], min_similarity: float | None = None) -> str | None:
         if not cands:
             return "no agent is registered" if len(self.index) == 0 else "no agent satisfies the task's constraints"
+        floor = self.min_similarity if min_similarity is None else min_similarity
         best_sim = max(c["similarity"] for c in cands)
-        if best_sim < self.min_similarity:
-            return f"best agent similarity {best_sim:.3f} is below the threshold {self.min_similarity}"
+        if best_sim < floor:
+            return f"best agent similarity {best_sim:.3f} is below the threshold {floor}"
         if cands[0]["score"] < self.min_confidence:
             return f"best agent score {cands[0]['score']:.3f} is below the confidence threshold {self.min_confidence}"
         return None
@@ -107,13 +116,16 @@ class Matcher:
         for task in tasks:
             fused = task["fused"]
             cands = self.rank(unpack(fused), TaskConstraints.of(task), task["top_k"] or self.top_k, fused["model"])
-            reason = self.abstain_reason(cands)
+            other_space = fused["model"] in self.spaces
+            reason = self.abstain_reason(cands, self.space_min_similarity if other_space else None)
             out.append(
                 MatchedTask(
                     task_id=task["task_id"],
                     tenant=task["tenant"],
                     submitted_at=task["submitted_at"],
                     text=task["text"],
+                    transcript=task["transcript"],
+                    modalities=list(task["modalities"]),
                     fused=task["fused"],
                     candidates=cands,
                     abstained=reason is not None,

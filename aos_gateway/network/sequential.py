@@ -35,6 +35,8 @@ def plan_sequential(
         predicted_quality=None,
         estimated_duration_ms=0,
         trace_id=task["trace_id"],
+        transcript=task["transcript"],
+        modalities=list(task["modalities"]),
         notes=list(task["notes"]),
         timings={**task["timings"], "planned": now_ms},
     )

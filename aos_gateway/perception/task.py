@@ -1,15 +1,34 @@
-"""The perceive stage's logic: validate task requests and turn them into perceived tasks."""
+"""The perceive stage's logic: validate task requests and turn them into perceived tasks.
+
+A task carries text, an image and/or an audio clip. Each part present is loaded (inline or by
+reference), decoded and encoded in batches:
+
+- text -> the text encoder (MiniLM by default); the audio's transcript is appended to the text;
+- image -> the CLIP image tower (named vector ``image``);
+- audio -> Whisper: a transcript (-> the text encoder) and pooled encoder features (``audio``).
+
+The named vectors are fused (:mod:`aos_gateway.perception.fusion`) into the vector the task is
+matched with. A part that cannot be used (corrupt, too large, silent) fails only its own task,
+with a :class:`~aos_gateway.errors.MediaError` that names the reason; a modality whose encoder is
+not available (extra not installed, disabled) is reported in the task's notes and the others are
+used; a task left with nothing to perceive fails.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
-from aos_gateway.contracts.records import PerceivedTask, TaskRequest
-from aos_gateway.errors import ValidationError
+from aos_gateway.contracts.records import NamedVector, PerceivedTask, TaskRequest
+from aos_gateway.errors import AosError, MediaError, MissingExtraError, ValidationError
 from aos_gateway.perception.vectors import FloatArray, pack
+from aos_gateway.settings import Settings
+
+log = logging.getLogger("aos_gateway.perception")
 
 
 class Encoder(Protocol):
@@ -19,13 +38,11 @@ class Encoder(Protocol):
 
 
 def validate_request(req: TaskRequest, max_text_chars: int) -> str:
-    """The task's text, or a ValidationError saying what is wrong with the request."""
+    """The task's text ("" when it has only media), or a ValidationError saying what is wrong."""
     if not req["task_id"].strip():
         raise ValidationError("task_id is empty")
     text = (req["text"] or "").strip()
-    if (req["image"] is not None or req["audio"] is not None) and not text:
-        raise ValidationError("image and audio perception are not available in this version: the task has no text")
-    if not text:
+    if not text and req["image"] is None and req["audio"] is None:
         raise ValidationError("empty task: no text, image or audio")
     if len(text) > max_text_chars:
         raise ValidationError(f"text has {len(text)} characters, the limit is {max_text_chars}")
@@ -36,6 +53,247 @@ def validate_request(req: TaskRequest, max_text_chars: int) -> str:
     return text
 
 
+@dataclass
+class _Item:
+    req: TaskRequest
+    text: str
+    image: bytes | None = None
+    clip: FloatArray | None = None
+    transcript: str | None = None
+    audio_features: FloatArray | None = None
+    notes: list[str] = field(default_factory=list)
+    modalities: list[str] = field(default_factory=list)
+    vectors: dict[str, FloatArray] = field(default_factory=dict)
+    error: AosError | None = None
+
+
+class Perceiver:
+    """Every encoder of a worker, loaded once; turns validated requests into perceived tasks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        text: Encoder,
+        image: Any | None = None,
+        audio: Any | None = None,
+    ) -> None:
+        self.settings = settings
+        self.text = text
+        self.image = image
+        self.audio = audio
+        self.image_unavailable: str | None = None if image is not None else "image encoder not configured"
+        self.audio_unavailable: str | None = None if audio is not None else "audio encoder not configured"
+        self.fusion: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, text: Encoder) -> Perceiver:
+        """The text encoder given, plus image and audio encoders when enabled (not loaded yet)."""
+        image = audio = None
+        why_image = why_audio = None
+        threads = settings.perception.torch_threads
+        if not settings.vision.enabled:
+            why_image = "image perception is disabled (AOS_VISION__ENABLED=false)"
+        else:
+            try:
+                from aos_gateway.perception.image import ImageEncoder
+
+                image = ImageEncoder(settings.vision, threads)
+            except (ImportError, MissingExtraError) as exc:
+                why_image = f"image perception unavailable: {exc}"
+        if not settings.audio.enabled:
+            why_audio = "audio perception is disabled (AOS_AUDIO__ENABLED=false)"
+        else:
+            try:
+                from aos_gateway.perception.audio import AudioEncoder
+
+                audio = AudioEncoder(settings.audio, threads)
+            except (ImportError, MissingExtraError) as exc:
+                why_audio = f"audio perception unavailable: {exc}"
+        out = cls(settings, text, image, audio)
+        out.image_unavailable = why_image or out.image_unavailable if image is None else None
+        out.audio_unavailable = why_audio or out.audio_unavailable if audio is None else None
+        return out
+
+    def load(self) -> None:
+        """Load every encoder now; an image or audio encoder that cannot load is reported, not fatal."""
+        from aos_gateway.perception.fusion import Fusion
+
+        if self.fusion is not None:
+            return
+        load_text = getattr(self.text, "load", None)
+        if load_text is not None:
+            load_text()
+        text_dim = int(getattr(self.text, "dim", 0) or self.text.encode(["probe"]).shape[1])
+        dims = {"text": text_dim}
+        if self.image is not None:
+            try:
+                self.image.load()
+                dims["image"] = int(self.image.dim)
+            except AosError as exc:
+                log.error("perception: image encoder failed to load, images will not be perceived: %s", exc)
+                self.image_unavailable, self.image = f"image perception unavailable: {exc}", None
+        if self.audio is not None:
+            try:
+                self.audio.load()
+                dims["audio"] = int(self.audio.feature_dim)
+            except AosError as exc:
+                log.error("perception: audio encoder failed to load, audio will not be perceived: %s", exc)
+                self.audio_unavailable, self.audio = f"audio perception unavailable: {exc}", None
+        self.fusion = Fusion(dims, text_dim, weights_path=self.settings.perception.fusion_weights)
+
+    @property
+    def image_model(self) -> str | None:
+        return None if self.image is None else str(self.image.name)
+
+    def perceive(
+        self, reqs: Sequence[TaskRequest], texts: Sequence[str], now_ms: int
+    ) -> list[PerceivedTask | AosError]:
+        """One perceived task, or the error that stops it, per validated request, in order."""
+        if self.fusion is None:
+            self.load()
+        items = [_Item(req, text) for req, text in zip(reqs, texts, strict=True)]
+        self._audio(items)
+        self._image(items)
+        self._text(items)
+        self._fuse(items)
+        return [it.error if it.error is not None else self._record(it, now_ms) for it in items]
+
+    # -- stages, each over the whole batch; an item that fails keeps its error and is skipped --
+
+    def _load_part(self, it: _Item, kind: str) -> bytes | None:
+        part = it.req[kind]  # type: ignore[literal-required]
+        if part is None:
+            return None
+        unavailable = self.image_unavailable if kind == "image" else self.audio_unavailable
+        if unavailable is not None:
+            it.notes.append(f"{kind} not perceived: {unavailable}")
+            return None
+        from aos_gateway.perception.media import load_media
+
+        data: bytes = load_media(part, kind, self.settings.media)
+        return data
+
+    def _audio(self, items: list[_Item]) -> None:
+        todo: list[tuple[_Item, FloatArray]] = []
+        for it in items:
+            try:
+                data = self._load_part(it, "audio")
+                if data is not None:
+                    from aos_gateway.perception.audio import decode_audio
+
+                    a = self.settings.audio
+                    todo.append((it, decode_audio(data, max_duration_s=a.max_duration_s, silence_dbfs=a.silence_dbfs)))
+            except AosError as exc:
+                it.error = exc
+        if not todo:
+            return
+        assert self.audio is not None
+        results = self.audio.transcribe([clip for _, clip in todo])
+        for (it, _), res in zip(todo, results, strict=True):
+            transcript = res.text.strip()
+            if not transcript and not it.text and it.req["image"] is None:
+                it.error = MediaError("audio: no speech recognised in the clip")
+                continue
+            it.transcript = transcript
+            it.audio_features = np.asarray(res.features, dtype=np.float32)
+            it.modalities.append("audio")
+            if not transcript:
+                it.notes.append("audio: no speech recognised; its encoder features are kept")
+
+    def _image(self, items: list[_Item]) -> None:
+        todo: list[_Item] = []
+        for it in items:
+            if it.error is not None:
+                continue
+            try:
+                data = self._load_part(it, "image")
+                if data is not None:
+                    from aos_gateway.perception.image import decode_image
+
+                    decode_image(data, self.settings.vision.max_pixels)  # a clear error for this task alone
+                    it.image = data
+                    todo.append(it)
+            except AosError as exc:
+                it.error = exc
+        if not todo:
+            return
+        assert self.image is not None
+        vecs = self.image.encode_images([it.image for it in todo])
+        for it, vec in zip(todo, vecs, strict=True):
+            it.clip = np.asarray(vec, dtype=np.float32)
+            it.modalities.append("image")
+            if getattr(self.image, "random_weights", False):
+                it.notes.append(
+                    "image encoded with RANDOM CLIP weights (AOS_VISION__WEIGHTS is not set): "
+                    "its similarities to agents mean nothing"
+                )
+
+    def _text(self, items: list[_Item]) -> None:
+        todo = [it for it in items if it.error is None and (it.text or it.transcript)]
+        if not todo:
+            return
+        inputs = ["\n".join(t for t in (it.text, it.transcript) if t) for it in todo]
+        vecs = self.text.encode(inputs, batch_size=self.settings.perception.encode_batch_size)
+        for it, vec in zip(todo, np.asarray(vecs), strict=True):
+            it.vectors["text"] = vec
+            if it.text:
+                it.modalities.insert(0, "text")
+
+    def _fuse(self, items: list[_Item]) -> None:
+        live = [it for it in items if it.error is None]
+        for it in live:
+            if it.clip is not None:
+                it.vectors["image"] = it.clip
+            if it.audio_features is not None:
+                it.vectors["audio"] = it.audio_features
+            if not it.vectors:
+                it.error = MediaError("nothing to perceive: " + "; ".join(it.notes or ["no usable part"]))
+        live = [it for it in live if it.error is None]
+        fused = self.fusion.fuse([it.vectors for it in live])
+        for it, vec in zip(live, fused, strict=True):
+            if vec is None and it.clip is None:  # audio features alone do not reach the text space yet
+                it.error = MediaError("audio: no speech recognised and no other part to match with")
+            it.vectors["fused"] = vec if vec is not None else np.zeros(0, dtype=np.float32)
+
+    def _record(self, it: _Item, now_ms: int) -> PerceivedTask:
+        dtype = self.settings.perception.wire_dtype.upper()
+        text_model = self.text.name
+        models = {"text": text_model, "image": self.image_model or "", "audio": getattr(self.audio, "name", "")}
+        named: list[NamedVector] = [
+            pack(m, v, dtype, models[m]) for m, v in it.vectors.items() if m != "fused" and v.size
+        ]
+        fused_vec = it.vectors["fused"]
+        if fused_vec.size:
+            # text-led fusion lives in the text space: the text model's name lets the matcher use
+            # the learned state (learned from text-space vectors) for it
+            fused = pack("fused", fused_vec, dtype, text_model)
+        else:
+            # no modality reaches the text space (image-only task, fusion untrained): the task is
+            # matched in the CLIP space, against cards embedded by the CLIP text tower
+            assert it.clip is not None
+            fused = pack("fused", it.clip, dtype, self.image_model or "")
+            it.notes.append("matched in the CLIP space (image only)")
+        req = it.req
+        return PerceivedTask(
+            task_id=req["task_id"],
+            tenant=req["tenant"],
+            submitted_at=req["submitted_at"],
+            text=it.text or None,
+            transcript=it.transcript,
+            modalities=it.modalities,
+            vectors=named,
+            fused=fused,
+            required_capabilities=list(req["required_capabilities"]),
+            max_cost=req["max_cost"],
+            max_latency_ms=req["max_latency_ms"],
+            top_k=req["top_k"],
+            reply_to=req["reply_to"],
+            trace_id=req["trace_id"],
+            notes=it.notes,
+            timings={"submitted": req["submitted_at"], "perceived": now_ms},
+        )
+
+
 def perceive(
     reqs: Sequence[TaskRequest],
     texts: Sequence[str],
@@ -44,35 +302,15 @@ def perceive(
     wire_dtype: str,
     batch_size: int = 8,
 ) -> list[PerceivedTask]:
-    """Encode validated requests in one batch; one perceived task each, in order."""
-    if not reqs:
-        return []
-    vecs = encoder.encode(list(texts), batch_size=batch_size)
+    """Text-only perception in one batch (media parts noted, not perceived); raises on any failure."""
+    settings = Settings()
+    settings.perception.wire_dtype = wire_dtype
+    settings.perception.encode_batch_size = batch_size
+    perceiver = Perceiver(settings, encoder)
+    perceiver.image_unavailable = perceiver.audio_unavailable = "text-only perception"
     out: list[PerceivedTask] = []
-    notes: list[str] = []
-    if reqs and any(r["image"] is not None or r["audio"] is not None for r in reqs):
-        notes = ["image/audio parts were not perceived (text only in this version)"]
-    for req, text, vec in zip(reqs, texts, np.asarray(vecs), strict=True):
-        named = pack("text", vec, wire_dtype.upper(), encoder.name)
-        fused = pack("fused", vec, wire_dtype.upper(), encoder.name)
-        has_media = req["image"] is not None or req["audio"] is not None
-        out.append(
-            PerceivedTask(
-                task_id=req["task_id"],
-                tenant=req["tenant"],
-                submitted_at=req["submitted_at"],
-                text=text,
-                modalities=["text"],
-                vectors=[named],
-                fused=fused,
-                required_capabilities=list(req["required_capabilities"]),
-                max_cost=req["max_cost"],
-                max_latency_ms=req["max_latency_ms"],
-                top_k=req["top_k"],
-                reply_to=req["reply_to"],
-                trace_id=req["trace_id"],
-                notes=list(notes) if has_media else [],
-                timings={"submitted": req["submitted_at"], "perceived": now_ms},
-            )
-        )
+    for res in perceiver.perceive(reqs, texts, now_ms):
+        if isinstance(res, AosError):
+            raise res
+        out.append(res)
     return out

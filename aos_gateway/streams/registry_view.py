@@ -34,11 +34,14 @@ class RegistryView(CompactedView):
         index: CapabilityIndex,
         embed: Callable[[list[str]], FloatArray],
         codec: RecordCodec,
+        extra: list[tuple[CapabilityIndex, Callable[[list[str]], FloatArray]]] | None = None,
     ) -> None:
         super().__init__(consumer_conf, topic)
         self.index = index
         self._embed = embed
         self._codec = codec
+        # more vector spaces kept equal to the registry (e.g. the CLIP text space for image tasks)
+        self._spaces = [(index, embed), *(extra or [])]
         self.skipped = 0
 
     def caught_up_message(self, seconds: float) -> str:
@@ -60,10 +63,11 @@ class RegistryView(CompactedView):
                 continue
             latest[card["agent_id"]] = card
         upserts = [(aid, c) for aid, c in latest.items() if c is not None]
-        if upserts:
-            vecs = self._embed([card_text(c) for _, c in upserts])
-            for (_, card), vec in zip(upserts, vecs, strict=True):
-                self.index.upsert(card, vec)
-        for aid, c in latest.items():
-            if c is None:
-                self.index.remove(aid)
+        for index, embed in self._spaces:
+            if upserts:
+                vecs = embed([card_text(c) for _, c in upserts])
+                for (_, card), vec in zip(upserts, vecs, strict=True):
+                    index.upsert(card, vec)
+            for aid, c in latest.items():
+                if c is None:
+                    index.remove(aid)

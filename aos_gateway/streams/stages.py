@@ -1,6 +1,6 @@
 """The pipeline's Faust agents: thin wiring around the pure stage logic.
 
-perceive_task   aos.tasks.v1           -> aos.tasks.perceived.v1   (micro-batched text encoding)
+perceive_task   aos.tasks.v1           -> aos.tasks.perceived.v1   (micro-batched text/image/audio encoding)
 match_agents    aos.tasks.perceived.v1 -> aos.tasks.matched.v1     (capability index from the registry)
 plan_task       aos.tasks.matched.v1   -> aos.plans.v1 / reply_to  (deduplicated by task id)
 record_card     aos.agents.v1          -> PostgreSQL card history
@@ -26,10 +26,10 @@ from aos_gateway import topics
 from aos_gateway.contracts import records
 from aos_gateway.contracts.wire import RecordCodec, codec_for
 from aos_gateway.errors import AosError, StoreError
-from aos_gateway.matching.index import CapabilityIndex, make_index
+from aos_gateway.matching.index import CapabilityIndex, ExactIndex, make_index
 from aos_gateway.matching.matcher import Matcher
 from aos_gateway.network.sequential import plan_sequential
-from aos_gateway.perception.task import perceive, validate_request
+from aos_gateway.perception.task import Perceiver, validate_request
 from aos_gateway.perception.text import TextEncoder
 from aos_gateway.settings import Settings
 from aos_gateway.streams.deadletter import as_bytes, dead_letter
@@ -83,8 +83,10 @@ class Pipeline:
         self.model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aos-model")
         self.io_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aos-io")
         p = settings.perception
-        self.encoder = TextEncoder(p.text_model, p.device, p.cache_size, p.torch_threads)
+        self.encoder = TextEncoder(p.text_model, p.device, p.cache_size, p.torch_threads, p.quantize_int8)
+        self.perceiver = Perceiver.from_settings(settings, self.encoder)
         self.index: CapabilityIndex | None = None
+        self.spaces: dict[str, CapabilityIndex] = {}
         self.view: RegistryView | None = None
         self.weights_view: WeightsView | None = None
         self.topics = {
@@ -99,14 +101,21 @@ class Pipeline:
     async def start_registry_view(self) -> RegistryView:
         """Load the encoder and index every registered card before matching starts."""
         if self.view is None:
-            await self.in_model_thread(self.encoder.load)
+            await self.in_model_thread(self.perceiver.load)
             self.index = make_index(self.settings, self.encoder.dim)
+            extra: list[tuple[CapabilityIndex, Callable[[list[str]], Any]]] = []
+            image = self.perceiver.image
+            if image is not None:  # cards in the CLIP text space too, for image-only tasks
+                clip_index = ExactIndex(image.dim)
+                self.spaces[image.name] = clip_index
+                extra.append((clip_index, image.encode_texts))
             self.view = RegistryView(
                 consumer_config(self.settings.kafka),
                 topics.AGENTS.name,
                 self.index,
                 self.encoder.encode,
                 self.codecs[topics.AGENTS.name],
+                extra,
             )
             self.view.start()
             timeout = self.settings.matching.registry_catchup_timeout_s
@@ -219,17 +228,16 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                 try:
                     t_model = time.perf_counter()
                     out = await pipe.in_model_thread(
-                        perceive,
-                        [r for _, r, _ in ok],
-                        [t for _, _, t in ok],
-                        pipe.encoder,
-                        now_ms(),
-                        p.wire_dtype,
-                        p.encode_batch_size,
+                        pipe.perceiver.perceive, [r for _, r, _ in ok], [t for _, _, t in ok], now_ms()
                     )
                     pipe.stats.add(len(ok), time.perf_counter() - t_model)
-                    for task in out:
-                        futures.append(await pipe.send(topics.PERCEIVED.name, task["task_id"], task))
+                    for (event, req, _), res in zip(ok, out, strict=True):
+                        if isinstance(res, AosError):  # this task's media: dead-lettered alone
+                            futures.append(
+                                await pipe.send_dead_letter("perceive", event, res, req["task_id"], req["tenant"])
+                            )
+                        else:
+                            futures.append(await pipe.send(topics.PERCEIVED.name, res["task_id"], res))
                 except Exception as exc:
                     for event, req, _ in ok:
                         futures.append(
@@ -242,7 +250,15 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
         await pipe.start_registry_view()
         assert pipe.index is not None
         m = settings.matching
-        matcher = Matcher(pipe.index, m.top_k, m.min_similarity, m.min_confidence, m.search_factor)
+        matcher = Matcher(
+            pipe.index,
+            m.top_k,
+            m.min_similarity,
+            m.min_confidence,
+            m.search_factor,
+            spaces=pipe.spaces,
+            space_min_similarity=m.min_image_similarity,
+        )
         await pipe.start_weights_view(matcher)
         async for events in stream.take_events(  # type: ignore[attr-defined]
             p.batch_max, within=p.batch_window_ms / 1000

@@ -91,6 +91,8 @@ def test_bad_events_are_dead_lettered_and_the_stream_goes_on(settings: Settings,
                     "predicted_quality": None,
                     "estimated_duration_ms": 0,
                     "trace_id": None,
+                    "transcript": None,
+                    "modalities": [],
                     "notes": [],
                     "timings": {},
                 }

@@ -39,6 +39,8 @@ def test_a_record_of_another_schema_is_named_in_the_error() -> None:
                 "tenant": "d",
                 "submitted_at": 1,
                 "text": "x",
+                "transcript": None,
+                "modalities": ["text"],
                 "fused": {"name": "f", "model": "", "dim": 0, "dtype": "FLOAT32", "scale": 1.0, "data": b""},
                 "candidates": [],
                 "abstained": True,

@@ -129,3 +129,23 @@ def test_matcher_abstains_below_the_confidence_threshold() -> None:
     assert res["abstained"] and "confidence threshold" in (res["reason"] or "")
     (res,) = Matcher(_index(), min_confidence=0.1).match(_perceived(), 1)
     assert not res["abstained"]
+
+
+def test_a_task_fused_in_another_space_is_matched_there_zero_shot_with_its_own_threshold() -> None:
+    from aos_gateway.matching.learned import learn_gold
+    from aos_gateway.perception.vectors import pack
+
+    clip = ExactIndex(3)
+    clip.upsert(_card("a", capabilities=["x"]), np.array([0, 0, 1]))  # type: ignore[arg-type]
+    clip.upsert(_card("b"), np.array([0, 1, 0]))  # type: ignore[arg-type]
+    (task,) = _perceived()
+    # learned in the text space: "b" for everything; it must not leak into the CLIP space
+    state = learn_gold(["a", "b"], np.stack([np.array([1, 0, 0, 0], dtype=np.float32)] * 2), ["b", "b"])
+    m = Matcher(_index(), min_similarity=0.9, state=state, spaces={"clip-model": clip}, space_min_similarity=0.5)
+    task["fused"] = pack("fused", np.array([0, 0.6, 0.8]), "FLOAT32", "clip-model")
+    (res,) = m.match([task], 1)
+    assert [c["agent_id"] for c in res["candidates"]] == ["a", "b"] and res["candidates"][0]["quality"] is None
+    assert not res["abstained"]  # 0.8 passes the CLIP threshold (0.5), not the text one (0.9)
+    task["fused"] = pack("fused", np.array([0.9, 0.3, 0.3]), "FLOAT32", "clip-model")
+    (res,) = m.match([task], 1)
+    assert res["abstained"] and "below the threshold 0.5" in (res["reason"] or "")

@@ -24,6 +24,8 @@ def _matched(scores: list[float], abstained: bool = False) -> Any:
         "tenant": "d",
         "submitted_at": 1,
         "text": "x",
+        "transcript": None,
+        "modalities": ["text"],
         "fused": {},
         "candidates": cands,
         "abstained": abstained,

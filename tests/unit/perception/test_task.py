@@ -5,7 +5,7 @@ import pytest
 
 from aos_gateway.client import new_task
 from aos_gateway.contracts.records import MediaPart
-from aos_gateway.errors import ValidationError
+from aos_gateway.errors import MediaError, ValidationError
 from aos_gateway.perception.task import perceive, validate_request
 from aos_gateway.perception.vectors import FloatArray, unpack
 
@@ -34,10 +34,15 @@ def test_validate_rejects_empty_and_oversize() -> None:
     assert validate_request(new_task("  hi  "), 10) == "hi"
 
 
-def test_media_without_text_is_rejected_with_a_clear_reason() -> None:
+def test_media_without_text_is_valid_and_fails_only_when_nothing_can_be_perceived() -> None:
     img = MediaPart(mime_type="image/png", data=b"\x89PNG", uri=None, size_bytes=4, sha256=None)
-    with pytest.raises(ValidationError, match="image and audio perception are not available"):
-        validate_request(new_task(None, image=img), 100)
+    req = new_task(None, image=img)
+    assert validate_request(req, 100) == ""
+    # text-only perception: the image is noted as not perceived, and a task left with nothing fails
+    with pytest.raises(MediaError, match="nothing to perceive: image not perceived"):
+        perceive([req], [""], FakeEncoder(), now_ms=1, wire_dtype="float16")
+    (both,) = perceive([new_task("hi", image=img)], ["hi"], FakeEncoder(), now_ms=1, wire_dtype="float16")
+    assert both["modalities"] == ["text"] and any("image not perceived" in n for n in both["notes"])
 
 
 def test_perceive_keeps_order_and_constraints() -> None:

@@ -111,6 +111,12 @@ class PerceptionSettings(BaseModel):
         description="trained modality-fusion weights (a torch state dict); default: text leads, image and "
         "audio are not mapped into the text space until trained",
     )
+    split_clauses: bool = Field(
+        default=True,
+        description="complexity analysis: split a text into clauses and encode each, so the matcher can "
+        "find one agent per sub-task (costs one more short encoding per clause of a multi-clause task)",
+    )
+    max_clauses: int = Field(default=4, ge=2, le=16)
     quantize_int8: bool = Field(
         default=False,
         description="int8 dynamic quantisation of the text model's linear layers on CPU (faster; measured "
@@ -195,6 +201,18 @@ class MatchingSettings(BaseModel):
         "similarities run lower than text vs text)",
     )
     search_factor: int = Field(default=3, ge=1, le=100, description="search this many times top_k, then rank")
+    max_roles: int = Field(
+        default=4, ge=1, le=16, description="complexity analysis: sub-tasks (roles, one agent each) at most"
+    )
+    runner_up_ratio: float = Field(
+        default=0.5,
+        ge=0.0,
+        description="a second role from the whole task's ranking when its runner-up scores at least this "
+        "share of the best (above 1: never)",
+    )
+    min_clause_score: float = Field(
+        default=0.3, ge=0.0, description="a clause becomes a role when its best agent scores at least this"
+    )
     follow_weights: bool = Field(
         default=True, description="load learned matching state from aos.weights.v1 and hot-reload it"
     )
@@ -229,10 +247,38 @@ class WeaviateSettings(BaseModel):
 
 
 class PlanningSettings(BaseModel):
-    """The plan stage."""
+    """The plan stage: the collaboration network generator (or the sequential chain)."""
 
-    max_steps: int = Field(default=3, ge=1, le=50)
-    step_timeout_ms: int = Field(default=30_000, ge=1)
+    planner: Literal["network", "sequential"] = Field(
+        default="network",
+        description="network: roles -> greedy -> genetic optimisation -> quality check; sequential: the "
+        "top candidates as a chain (the first planner)",
+    )
+    max_steps: int = Field(default=3, ge=1, le=50, description="sequential planner: steps at most")
+    options_per_role: int = Field(default=5, ge=1, le=100, description="network: candidates per role")
+    min_quality: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="a network predicted to succeed less often is REJECTED (LowQualityNetwork), with the reason",
+    )
+    cost_weight: float = Field(default=0.01, ge=0.0, description="lambda: fitness = quality - lambda*cost - mu*s")
+    latency_weight: float = Field(default=0.01, ge=0.0, description="mu, per second of the critical path")
+    ga_population: int = Field(default=24, ge=2)
+    ga_offspring: int = Field(default=36, ge=1)
+    ga_max_generations: int = Field(default=40, ge=1)
+    ga_patience: int = Field(default=8, ge=1, description="stop after this many generations without improvement")
+    exact_limit: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="enumerate every network (exact, vectorised) instead of the GA when there are at most this many "
+        "(measured: 778,752 networks in 17 ms p50; aos bench network); 0: always the GA",
+    )
+    step_timeout_ms: int = Field(default=30_000, ge=1, description="the longest a step may take")
+    min_step_timeout_ms: int = Field(default=1_000, ge=1)
+    timeout_factor: float = Field(
+        default=3.0, gt=0, description="a step's timeout: this times its agent's p95 latency, within the bounds"
+    )
     step_retries: int = Field(default=1, ge=0)
     dedupe_retention_s: int = Field(default=24 * 3600, ge=60)
 

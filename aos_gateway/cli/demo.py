@@ -16,6 +16,8 @@ SAMPLE_TASKS = (
     "Find me a cheap flight and a hotel for a weekend in Lisbon.",
     "Make a word cloud from the comments on my blog post.",
     "Teach my five-year-old the alphabet with a fun game.",
+    "Show me the weather for the next 10 days in Paris and convert it into a PDF file.",
+    "What is the latest news about Tesla, and how has its stock price moved this week?",
 )
 
 

@@ -54,6 +54,13 @@ def _existing_file(text: str) -> Path:
     return path
 
 
+def _existing_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {text}")
+    return path
+
+
 def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -175,6 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bq.add_argument("--json", action="store_true")
     bq.set_defaults(handler=_cmd_bench_perception)
+
+    bw = bsub.add_parser(
+        "network", help="network generator: GA vs exhaustive search, planning latency, two-agent tasks"
+    )
+    bw.add_argument("--instances", type=_positive_int, default=30, help="random instances per size (n = 10, 25, 50)")
+    bw.add_argument(
+        "--data",
+        type=_existing_dir,
+        default=None,
+        help="a MetaTool-form folder (agents, train, multi_dev, dev .jsonl) for the two-agent tasks",
+    )
+    bw.add_argument("--dev-limit", type=int, default=1000, help="one-agent dev tasks to check (0: none)")
+    bw.add_argument("--seed", type=int, default=0)
+    bw.add_argument("--json", action="store_true")
+    bw.set_defaults(handler=_cmd_bench_network)
 
     ev = sub.add_parser("eval", help="offline evaluations")
     esub = ev.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -318,9 +340,17 @@ def format_plan(plan: Any) -> str:
         lines.append(f"  heard: {plan['transcript']!r}")
     for note in plan.get("notes", []):
         lines.append(f"  note: {note}")
+    if plan.get("predicted_quality") is not None:
+        lines.append(
+            f"  {plan['planner']}: predicted quality {plan['predicted_quality']:.3f}, "
+            f"estimated {plan['estimated_duration_ms']} ms"
+        )
     for st in plan["steps"]:
         fb = f", fallback {st['fallback_agent_id']}" if st["fallback_agent_id"] else ""
-        lines.append(f"  stage {st['stage']}: {st['agent_name']} (score {st['score']:.3f}{fb})")
+        after = f", after {'+'.join(st['depends_on'])}" if st["depends_on"] else ""
+        role = f" for {st['role']!r}" if st.get("role") else ""
+        what = f"{st['agent_name']}{role} (score {st['score']:.3f}{after}{fb})"
+        lines.append(f"  stage {st['stage']} {st['step_id']}: {what}")
     t = plan["timings"]
     if "submitted" in t and "planned" in t:
         lines.append(f"  planned in {t['planned'] - t['submitted']} ms")
@@ -406,6 +436,21 @@ def _cmd_bench_index(args: argparse.Namespace) -> int:
     from aos_gateway.bench import index as bench
 
     report = bench.run(_settings(), args.n, args.queries, args.backend or list(bench.BACKENDS), _progress)
+    print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
+    return 0
+
+
+def _cmd_bench_network(args: argparse.Namespace) -> int:
+    from aos_gateway.bench import network as bench
+    from aos_gateway.network.planner import planner_settings_from
+
+    if args.data is not None:
+        missing = [f for f in bench.DATA_FILES if not (args.data / f).is_file()]
+        if missing:
+            raise AosError(f"{args.data} lacks {', '.join(missing)}")
+    report = bench.run(
+        planner_settings_from(_settings().planning), args.instances, args.data, args.dev_limit, args.seed, _progress
+    )
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0
 

@@ -6,7 +6,7 @@ them types. Timestamps are epoch milliseconds (UTC). Record names are the schema
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 TASK_REQUEST = "aos.tasks.TaskRequest"
 PERCEIVED_TASK = "aos.tasks.PerceivedTask"
@@ -58,6 +58,12 @@ class TaskRequest(TypedDict):
     metadata: dict[str, str]
 
 
+class Clause(TypedDict):
+    text: str
+    vector: NamedVector
+    depends_on_previous: bool
+
+
 class PerceivedTask(TypedDict):
     task_id: str
     tenant: str
@@ -73,6 +79,7 @@ class PerceivedTask(TypedDict):
     top_k: int | None
     reply_to: str | None
     trace_id: str | None
+    clauses: NotRequired[list[Clause]]
     notes: list[str]
     timings: dict[str, int]
 
@@ -88,6 +95,13 @@ class Candidate(TypedDict):
     p95_latency_ms: int
 
 
+class Role(TypedDict):
+    role_id: str
+    text: str
+    depends_on: list[str]
+    candidates: list[Candidate]
+
+
 class MatchedTask(TypedDict):
     task_id: str
     tenant: str
@@ -97,6 +111,7 @@ class MatchedTask(TypedDict):
     modalities: list[str]
     fused: NamedVector
     candidates: list[Candidate]
+    roles: NotRequired[list[Role]]
     abstained: bool
     reason: str | None
     index_size: int
@@ -117,6 +132,7 @@ class PlanStep(TypedDict):
     retries: int
     fallback_agent_id: str | None
     expected_latency_ms: int
+    role: NotRequired[str | None]
 
 
 class Plan(TypedDict):

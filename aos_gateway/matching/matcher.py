@@ -11,14 +11,17 @@ about this task), or when the best score is below ``min_confidence``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from aos_gateway.contracts.records import Candidate, MatchedTask, PerceivedTask
+from aos_gateway.contracts.records import Candidate, MatchedTask, PerceivedTask, Role
 from aos_gateway.errors import ValidationError
 from aos_gateway.matching.filters import USABLE as USABLE  # re-exported: it lived here
 from aos_gateway.matching.filters import TaskConstraints
 from aos_gateway.matching.index import CapabilityIndex, Hit
 from aos_gateway.matching.learned import LearnedState, Ranker
+from aos_gateway.network.complexity import Clause, find_roles
 from aos_gateway.perception.vectors import FloatArray, unpack
 
 
@@ -35,6 +38,7 @@ class Matcher:
         state: LearnedState | None = None,
         spaces: dict[str, CapabilityIndex] | None = None,
         space_min_similarity: float = 0.2,
+        roles: RoleRules | None = None,
     ) -> None:
         self.index = index
         #: other vector spaces by encoder name (e.g. CLIP for image-only tasks): a task whose fused
@@ -48,6 +52,7 @@ class Matcher:
         self.search_factor = search_factor
         self.ranker = Ranker(state)
         self._zero = Ranker(None)
+        self.roles = roles or RoleRules()
 
     def set_state(self, state: LearnedState | None) -> None:
         """Use a new learned state from the next task on (one reference swap: thread-safe).
@@ -118,6 +123,7 @@ class Matcher:
             cands = self.rank(unpack(fused), TaskConstraints.of(task), task["top_k"] or self.top_k, fused["model"])
             other_space = fused["model"] in self.spaces
             reason = self.abstain_reason(cands, self.space_min_similarity if other_space else None)
+            roles = [] if reason is not None or other_space else self.find_roles(task, cands)
             out.append(
                 MatchedTask(
                     task_id=task["task_id"],
@@ -128,6 +134,7 @@ class Matcher:
                     modalities=list(task["modalities"]),
                     fused=task["fused"],
                     candidates=cands,
+                    roles=roles,
                     abstained=reason is not None,
                     reason=reason,
                     index_size=len(self.index),
@@ -138,3 +145,41 @@ class Matcher:
                 )
             )
         return out
+
+    def find_roles(self, task: PerceivedTask, whole: list[Candidate]) -> list[Role]:
+        """The sub-capabilities of the task, each with its own ranking (empty: one role, ``whole``).
+
+        Each clause of the text is ranked on its own, under the task's constraints; see
+        :func:`aos_gateway.network.complexity.find_roles` for when a clause or the runner-up of the
+        whole task becomes a role.
+        """
+        r = self.roles
+        if r.max_roles < 2:
+            return []
+        model = task["fused"]["model"]
+        constraints = TaskConstraints.of(task)
+        k = max(len(whole), 1)
+        clause_recs = task.get("clauses") or []
+        clauses = [Clause(c["text"], c["depends_on_previous"]) for c in clause_recs]
+        rankings = [self.rank(unpack(c["vector"]), constraints, k, c["vector"]["model"] or model) for c in clause_recs]
+        specs = find_roles(
+            task["text"] or task["transcript"] or "",
+            whole,
+            clauses,
+            rankings,
+            runner_up_ratio=r.runner_up_ratio,
+            min_clause_score=r.min_clause_score,
+            max_roles=r.max_roles,
+        )
+        if len(specs) < 2:
+            return []
+        return [Role(role_id=s.role_id, text=s.text, depends_on=s.depends_on, candidates=s.candidates) for s in specs]
+
+
+@dataclass(frozen=True)
+class RoleRules:
+    """When a task has several roles (see :func:`aos_gateway.network.complexity.find_roles`)."""
+
+    max_roles: int = 4
+    runner_up_ratio: float = 0.5
+    min_clause_score: float = 0.3

@@ -26,7 +26,7 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -281,8 +281,18 @@ class ImageEncoder:
             )
             self._model = model
 
-    def encode_images(self, images: list[bytes], batch_size: int = 32) -> FloatArray:
+    @property
+    def input_size(self) -> int:
+        """The side in pixels the model takes (images are decoded at least this large)."""
+        return self._image_size
+
+    def encode_images(
+        self, images: list[bytes], batch_size: int = 32, decoded: Sequence[PILImage.Image | None] | None = None
+    ) -> FloatArray:
         """One unit row per encoded image, in order; a repeated image is served from the cache.
+
+        ``decoded``: the images already decoded by :func:`decode_image` (the caller validated
+        them), so they are not decoded twice; the bytes still key the cache.
 
         Raises:
             MediaError: an image cannot be decoded (the message gives its index in ``images``);
@@ -293,6 +303,9 @@ class ImageEncoder:
         max_pixels, size = self.settings.max_pixels, self._image_size
 
         def prepare(data: bytes, i: int) -> Any:
+            done = decoded[i] if decoded is not None else None
+            if done is not None:
+                return self._preprocess(done)
             try:
                 return self._preprocess(decode_image(data, max_pixels, target_size=size))
             except MediaError as exc:

@@ -23,8 +23,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from aos_gateway.contracts.records import Clause as ClauseRecord
 from aos_gateway.contracts.records import NamedVector, PerceivedTask, TaskRequest
 from aos_gateway.errors import AosError, MediaError, MissingExtraError, ValidationError
+from aos_gateway.network.complexity import Clause, split_clauses
 from aos_gateway.perception.vectors import FloatArray, pack
 from aos_gateway.settings import Settings
 
@@ -58,12 +60,14 @@ class _Item:
     req: TaskRequest
     text: str
     image: bytes | None = None
+    decoded: Any = None  # the image decoded once, for the encoder
     clip: FloatArray | None = None
     transcript: str | None = None
     audio_features: FloatArray | None = None
     notes: list[str] = field(default_factory=list)
     modalities: list[str] = field(default_factory=list)
     vectors: dict[str, FloatArray] = field(default_factory=dict)
+    clauses: list[tuple[Clause, FloatArray]] = field(default_factory=list)
     error: AosError | None = None
 
 
@@ -210,7 +214,9 @@ class Perceiver:
                 if data is not None:
                     from aos_gateway.perception.image import decode_image
 
-                    decode_image(data, self.settings.vision.max_pixels)  # a clear error for this task alone
+                    size = getattr(self.image, "input_size", None)
+                    # a clear error for this task alone; the decoded image goes to the encoder
+                    it.decoded = decode_image(data, self.settings.vision.max_pixels, target_size=size)
                     it.image = data
                     todo.append(it)
             except AosError as exc:
@@ -218,7 +224,7 @@ class Perceiver:
         if not todo:
             return
         assert self.image is not None
-        vecs = self.image.encode_images([it.image for it in todo])
+        vecs = self.image.encode_images([it.image for it in todo], decoded=[it.decoded for it in todo])
         for it, vec in zip(todo, vecs, strict=True):
             it.clip = np.asarray(vec, dtype=np.float32)
             it.modalities.append("image")
@@ -232,10 +238,24 @@ class Perceiver:
         todo = [it for it in items if it.error is None and (it.text or it.transcript)]
         if not todo:
             return
+        p = self.settings.perception
         inputs = ["\n".join(t for t in (it.text, it.transcript) if t) for it in todo]
-        vecs = self.text.encode(inputs, batch_size=self.settings.perception.encode_batch_size)
-        for it, vec in zip(todo, np.asarray(vecs), strict=True):
+        # complexity analysis: the clauses of a text that splits (see aos_gateway.network.complexity)
+        clauses = [split_clauses(t, max_clauses=p.max_clauses) if p.split_clauses else [] for t in inputs]
+        clauses = [c if len(c) > 1 else [] for c in clauses]
+        # clause vectors come from the same model pass: mean of each clause's token vectors
+        encode_spans = getattr(self.text, "encode_spans", None)
+        if encode_spans is None:  # an encoder without token vectors: no clauses
+            vecs = np.asarray(self.text.encode(inputs, batch_size=p.encode_batch_size))
+            span_vecs: list[FloatArray] = [np.zeros((0, 0), dtype=np.float32) for _ in inputs]
+            clauses = [[] for _ in inputs]
+        else:
+            vecs, span_vecs = encode_spans(
+                inputs, [[(c.start, c.end) for c in cs] for cs in clauses], batch_size=p.encode_batch_size
+            )
+        for it, vec, cs, sv in zip(todo, vecs, clauses, span_vecs, strict=True):
             it.vectors["text"] = vec
+            it.clauses = [(c, sv[j]) for j, c in enumerate(cs)]
             if it.text:
                 it.modalities.insert(0, "text")
 
@@ -289,6 +309,14 @@ class Perceiver:
             top_k=req["top_k"],
             reply_to=req["reply_to"],
             trace_id=req["trace_id"],
+            clauses=[
+                ClauseRecord(
+                    text=c.text, vector=pack("text", v, dtype, text_model), depends_on_previous=c.depends_on_previous
+                )
+                for c, v in it.clauses
+            ]
+            if fused_vec.size and fused["model"] == text_model
+            else [],
             notes=it.notes,
             timings={"submitted": req["submitted_at"], "perceived": now_ms},
         )

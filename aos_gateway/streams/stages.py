@@ -27,7 +27,8 @@ from aos_gateway.contracts import records
 from aos_gateway.contracts.wire import RecordCodec, codec_for
 from aos_gateway.errors import AosError, StoreError
 from aos_gateway.matching.index import CapabilityIndex, ExactIndex, make_index
-from aos_gateway.matching.matcher import Matcher
+from aos_gateway.matching.matcher import Matcher, RoleRules
+from aos_gateway.network.planner import plan_network, planner_settings_from
 from aos_gateway.network.sequential import plan_sequential
 from aos_gateway.perception.task import Perceiver, validate_request
 from aos_gateway.perception.text import TextEncoder
@@ -258,6 +259,7 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
             m.search_factor,
             spaces=pipe.spaces,
             space_min_similarity=m.min_image_similarity,
+            roles=RoleRules(m.max_roles, m.runner_up_ratio, m.min_clause_score),
         )
         await pipe.start_weights_view(matcher)
         async for events in stream.take_events(  # type: ignore[attr-defined]
@@ -278,6 +280,8 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     futures.append(await pipe.send_dead_letter("match", event, exc, task["task_id"], task["tenant"]))
             await _settle(futures)
 
+    planner_settings = planner_settings_from(planning)
+
     @app.agent(matched_topic, name="plan_task")
     async def plan_task(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
@@ -288,13 +292,16 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                 if planned.get(task["task_id"]) is not None:
                     log.info("plan: task %s already planned; duplicate dropped", task["task_id"])
                     continue
-                plan = plan_sequential(
-                    task,
-                    now_ms(),
-                    planning.max_steps,
-                    step_timeout_ms=planning.step_timeout_ms,
-                    retries=planning.step_retries,
-                )
+                if planning.planner == "network":  # GA: tens of ms of CPU, off the event loop
+                    plan = await asyncio.to_thread(plan_network, task, now_ms(), planner_settings)
+                else:
+                    plan = plan_sequential(
+                        task,
+                        now_ms(),
+                        planning.max_steps,
+                        step_timeout_ms=planning.step_timeout_ms,
+                        retries=planning.step_retries,
+                    )
                 target = task["reply_to"] or topics.PLANS.name
                 if target not in pipe.codecs:
                     pipe.codecs[target] = codec_for(records.PLAN, target, settings.schema_registry)

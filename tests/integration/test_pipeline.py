@@ -70,6 +70,27 @@ def test_python_client_round_trip_with_constraints(settings: Settings, agents: d
         assert none["status"] == "NO_MATCH" and "constraints" in (none["reason"] or "")
 
 
+def test_a_two_part_task_gets_a_network_of_two_agents(settings: Settings, agents: dict[str, str]) -> None:
+    with GatewayClient(settings) as client:
+        both = client.submit_and_wait(
+            "What's the weather in Paris tomorrow? Also, write an SQL query listing the customers from Berlin.",
+            timeout=30,
+        )
+        chain = client.submit_and_wait(
+            "Get the latest news headlines about Tesla, then turn them into an SQL query.", timeout=30
+        )
+    assert both["status"] == "PLANNED" and both["planner"].startswith("network")
+    steps = {s["agent_id"]: s for s in both["steps"]}
+    assert set(steps) == {agents["weather"], agents["sql"]}
+    assert all(s["stage"] == 0 and s["depends_on"] == [] for s in steps.values())  # independent: in parallel
+    assert both["predicted_quality"] is not None and both["predicted_quality"] > 0
+    steps = {s["agent_id"]: s for s in chain["steps"]}
+    assert set(steps) == {agents["news"], agents["sql"]}
+    news, sql = steps[agents["news"]], steps[agents["sql"]]
+    assert sql["depends_on"] == [news["step_id"]] and sql["stage"] == news["stage"] + 1  # "then": in sequence
+    assert chain["estimated_duration_ms"] == news["expected_latency_ms"] + sql["expected_latency_ms"]
+
+
 def test_bad_events_are_dead_lettered_and_the_stream_goes_on(settings: Settings, agents: dict[str, str]) -> None:
     codec = SingleObjectCodec(TASK_REQUEST)
     tag = uuid.uuid4().hex[:8]

@@ -15,6 +15,8 @@ from aos_gateway.cli.main import main
         (["submit"], "--text"),
         (["bench", "pipeline", "--rate", "-1"], "must be > 0"),
         (["agents", "register", "/no/such/file.jsonl"], "no such file"),
+        (["bench", "network", "--data", "/no/such/dir"], "no such folder"),
+        (["bench", "network", "--instances", "0"], "must be > 0"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(
@@ -48,3 +50,35 @@ def test_importing_the_package_does_not_import_torch_or_faust() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_network_plan_reads_as_stages_with_roles_and_dependencies() -> None:
+    from aos_gateway.cli.main import format_plan
+
+    step = {
+        "step_id": "s2",
+        "stage": 1,
+        "agent_id": "pdf",
+        "agent_name": "PDF",
+        "score": 0.9,
+        "depends_on": ["s1"],
+        "timeout_ms": 1000,
+        "retries": 1,
+        "fallback_agent_id": "p2",
+        "expected_latency_ms": 200,
+        "role": "convert it into a PDF",
+    }
+    plan = {
+        "task_id": "t",
+        "status": "PLANNED",
+        "reason": None,
+        "planner": "network-genetic",
+        "predicted_quality": 0.5,
+        "estimated_duration_ms": 1100,
+        "steps": [step],
+        "notes": [],
+        "timings": {"submitted": 1, "planned": 31},
+    }
+    out = format_plan(plan)
+    assert "network-genetic: predicted quality 0.500, estimated 1100 ms" in out
+    assert "stage 1 s2: PDF for 'convert it into a PDF' (score 0.900, after s1, fallback p2)" in out

@@ -52,3 +52,22 @@ def test_perceive_keeps_order_and_constraints() -> None:
     assert out[0]["required_capabilities"] == ["x"] and out[0]["top_k"] == 2 and out[1]["max_cost"] == 1.5
     assert out[0]["timings"]["perceived"] == 123
     assert np.argmax(unpack(out[1]["fused"])) == 2 and out[1]["fused"]["dtype"] == "FLOAT16"
+
+
+def test_a_text_that_splits_carries_its_clauses_with_vectors() -> None:
+    from aos_gateway.perception.text import TextEncoder
+
+    enc = TextEncoder()
+    text = "Show me the weather for the next 10 days in Paris and convert it into a PDF file."
+    single = "What's the weather in Paris tomorrow?"
+    two, one = perceive([new_task(text), new_task(single)], [text, single], enc, now_ms=1, wire_dtype="float32")
+    assert [c["text"] for c in two["clauses"]] == [
+        "Show me the weather for the next 10 days in Paris",
+        "convert it into a PDF file.",
+    ]
+    assert [c["depends_on_previous"] for c in two["clauses"]] == [False, True]
+    assert all(unpack(c["vector"]).shape == (384,) and c["vector"]["model"] == enc.name for c in two["clauses"])
+    assert one["clauses"] == []
+    # an encoder without token vectors (the fake) gives no clauses, and the task still flows
+    (fake,) = perceive([new_task(text)], [text], FakeEncoder(), now_ms=1, wire_dtype="float32")
+    assert fake["clauses"] == []

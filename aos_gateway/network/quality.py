@@ -1,0 +1,179 @@
+"""The network quality predictor, learned from experience.
+
+Two things are learned from experience records (:class:`~aos_gateway.contracts.records.ExperienceRecord`):
+
+- **reliability** — the probability that an agent succeeds when called, per agent and per task
+  cluster (k-means over the task vectors of the STEP records). Estimates are shrunk towards the
+  agent's overall rate, and that towards ``prior`` (Beta pseudo-counts), so an agent with little
+  history is neither trusted nor condemned;
+- **synergy** — for each pair of agents that ran as an edge of a plan (``metadata["edges"]`` of an
+  EXECUTION record: JSON ``[[from, to], ...]``), the success rate of those executions over what the
+  two agents' own rates predict, shrunk towards 1 (neutral).
+
+A network's predicted quality (:mod:`aos_gateway.network.problem`) multiplies, along the DAG, each
+role's fit × reliability and each edge's synergy. The state serialises to one ``aos.weights.v1``
+record (name ``network.quality``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from aos_gateway.contracts.records import ExperienceRecord
+from aos_gateway.errors import ValidationError
+from aos_gateway.perception.vectors import FloatArray, unpack
+
+FORMAT = "aos-network-quality-npz-v1"
+NAME = "network.quality"
+_OK = {"SUCCEEDED": 1.0, "PARTIAL": 0.5}
+
+
+@dataclass
+class QualityModel:
+    """Reliability per agent and task cluster, and synergy per agent pair."""
+
+    agent_ids: list[str] = field(default_factory=list)
+    centroids: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    #: (agents, clusters + 1) success and trial counts (last column: steps without a cluster);
+    #: partial outcomes count half
+    successes: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
+    trials: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
+    #: (from, to) -> [successes, trials] of executions with that edge
+    pairs: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    prior: float = 0.9  # reliability of an agent nobody has seen yet
+    prior_strength: float = 4.0  # pseudo-trials behind the prior
+    cluster_strength: float = 8.0  # pseudo-trials of the agent's overall rate behind a cluster's
+    pair_strength: float = 10.0
+    version: int = 0
+
+    def __post_init__(self) -> None:
+        self._pos = {a: i for i, a in enumerate(self.agent_ids)}
+
+    def cluster_of(self, vector: FloatArray | None) -> int | None:
+        if vector is None or self.centroids.shape[0] == 0 or vector.shape[0] != self.centroids.shape[1]:
+            return None
+        return int(np.argmax(self.centroids @ vector))
+
+    def reliability(self, agent_id: str, cluster: int | None = None) -> float:
+        i = self._pos.get(agent_id)
+        if i is None:
+            return self.prior
+        s_all, n_all = float(self.successes[i].sum()), float(self.trials[i].sum())
+        overall = (s_all + self.prior * self.prior_strength) / (n_all + self.prior_strength)
+        if cluster is None:
+            return overall
+        s, n = float(self.successes[i, cluster]), float(self.trials[i, cluster])
+        return (s + overall * self.cluster_strength) / (n + self.cluster_strength)
+
+    def synergy(self, a: str, b: str) -> float:
+        sn = self.pairs.get((a, b))
+        if sn is None:
+            return 1.0
+        s, n = sn
+        expected = self.reliability(a) * self.reliability(b)
+        rate = (s + expected * self.pair_strength) / (n + self.pair_strength)
+        return rate / expected if expected > 0 else 1.0
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        meta = {
+            "format": FORMAT,
+            "agent_ids": self.agent_ids,
+            "pairs": [[a, b, s, n] for (a, b), (s, n) in sorted(self.pairs.items())],
+            "prior": self.prior,
+            "prior_strength": self.prior_strength,
+            "cluster_strength": self.cluster_strength,
+            "pair_strength": self.pair_strength,
+        }
+        np.savez_compressed(
+            buf,
+            meta=np.array(json.dumps(meta)),
+            centroids=self.centroids.astype(np.float32),
+            successes=self.successes,
+            trials=self.trials,
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> QualityModel:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("format") != FORMAT:
+                    raise ValidationError(f"not a network quality model (format {meta.get('format')!r})")
+                return cls(
+                    agent_ids=list(meta["agent_ids"]),
+                    centroids=np.asarray(z["centroids"], dtype=np.float32),
+                    successes=np.asarray(z["successes"], dtype=np.float64),
+                    trials=np.asarray(z["trials"], dtype=np.float64),
+                    pairs={(a, b): (float(s), float(n)) for a, b, s, n in meta["pairs"]},
+                    prior=float(meta["prior"]),
+                    prior_strength=float(meta["prior_strength"]),
+                    cluster_strength=float(meta["cluster_strength"]),
+                    pair_strength=float(meta["pair_strength"]),
+                )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValidationError(f"cannot read a network quality model: {exc}") from exc
+
+
+def learn_quality(records: Iterable[ExperienceRecord], clusters: int = 16, seed: int = 0) -> QualityModel:
+    """A quality model from experience: STEP records give reliability, EXECUTION records synergy.
+
+    Records are deduplicated by ``experience_id`` (the experience topic is at-least-once).
+    """
+    seen: set[str] = set()
+    steps: list[tuple[str, float, FloatArray | None]] = []
+    pair_counts: dict[tuple[str, str], list[float]] = {}
+    for rec in records:
+        if rec["experience_id"] in seen:
+            continue
+        seen.add(rec["experience_id"])
+        ok = _OK.get(rec["outcome"], 0.0)
+        if rec["kind"] == "STEP" and rec["agent_id"]:
+            vec = unpack(rec["task_vector"]) if rec["task_vector"] else None
+            steps.append((rec["agent_id"], ok, vec))
+        elif rec["kind"] == "EXECUTION":
+            for a, b in _edges(rec):
+                sn = pair_counts.setdefault((a, b), [0.0, 0.0])
+                sn[0] += ok
+                sn[1] += 1.0
+    agent_ids = sorted({a for a, _, _ in steps})
+    pos = {a: i for i, a in enumerate(agent_ids)}
+    vecs = [v for _, _, v in steps if v is not None]
+    dims = {v.shape[0] for v in vecs}
+    centroids = np.zeros((0, 0), dtype=np.float32)
+    if vecs and len(dims) == 1 and len(vecs) >= clusters:
+        from sklearn.cluster import KMeans
+
+        x = np.stack(vecs).astype(np.float32)
+        km = KMeans(n_clusters=clusters, n_init=3, random_state=seed).fit(x)
+        c = km.cluster_centers_.astype(np.float32)
+        centroids = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    k = centroids.shape[0]  # one column per cluster, and a last one for steps without a cluster
+    succ = np.zeros((len(agent_ids), k + 1))
+    trials = np.zeros((len(agent_ids), k + 1))
+    model = QualityModel(agent_ids=agent_ids, centroids=centroids, successes=succ, trials=trials)
+    for a, ok, v in steps:
+        c_i = model.cluster_of(v)
+        col = k if c_i is None else c_i
+        succ[pos[a], col] += ok
+        trials[pos[a], col] += 1.0
+    model.pairs = {p: (sn[0], sn[1]) for p, sn in pair_counts.items()}
+    return model
+
+
+def _edges(rec: ExperienceRecord) -> list[tuple[str, str]]:
+    raw = rec["metadata"].get("edges")
+    if not raw:
+        return []
+    try:
+        edges = json.loads(raw)
+        return [(str(a), str(b)) for a, b in edges]
+    except (ValueError, TypeError):
+        return []

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aos_gateway import topics
-from aos_gateway.contracts.records import EXPERIENCE, WEIGHTS, ExperienceRecord
+from aos_gateway.contracts.records import EXPERIENCE, WEIGHTS, ExperienceRecord, Weights
 from aos_gateway.contracts.wire import codec_for
 from aos_gateway.errors import AosError, KafkaError, ValidationError
 from aos_gateway.matching import weights
@@ -48,10 +48,8 @@ def learn_from_file(
     return state, {**info, "tasks": len(examples)}
 
 
-def learn_from_experience(settings: Settings, progress: Callable[[str], None]) -> tuple[LearnedState, dict[str, Any]]:
-    from aos_gateway.cli.registry_cmds import current_cards
-    from aos_gateway.matching.experience import learn_from_memories, memories
-
+def replay_experience(settings: Settings, progress: Callable[[str], None]) -> tuple[list[ExperienceRecord], int]:
+    """Every record of aos.experience.v1, and how many could not be decoded."""
     codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name, settings.schema_registry)
     progress(f"learn: replaying {topics.EXPERIENCE.name}")
     records: list[ExperienceRecord] = []
@@ -61,6 +59,14 @@ def learn_from_experience(settings: Settings, progress: Callable[[str], None]) -
             records.append(codec.decode(m.value()))  # type: ignore[arg-type]
         except AosError:
             bad += 1
+    return records, bad
+
+
+def learn_from_experience(settings: Settings, progress: Callable[[str], None]) -> tuple[LearnedState, dict[str, Any]]:
+    from aos_gateway.cli.registry_cmds import current_cards
+    from aos_gateway.matching.experience import learn_from_memories, memories
+
+    records, bad = replay_experience(settings, progress)
     mems, skipped = memories(records)
     if not mems:
         raise ValidationError(
@@ -75,16 +81,20 @@ def learn_from_experience(settings: Settings, progress: Callable[[str], None]) -
 
 def publish(settings: Settings, state: LearnedState) -> int:
     """Send the state as a new version (epoch ms); returns the version."""
+    state.version = int(time.time() * 1000)
+    return publish_record(settings, weights.to_record(state, state.version))
+
+
+def publish_record(settings: Settings, record: Weights) -> int:
+    """Send one learned-state record to aos.weights.v1 (keyed by its name); returns its version."""
     ensure_topics(settings.kafka, [topics.WEIGHTS])
     _allow_large_records(settings)
-    state.version = int(time.time() * 1000)
-    record = weights.to_record(state, state.version)
     value = codec_for(WEIGHTS, topics.WEIGHTS.name, settings.schema_registry).encode(record)
     producer = make_producer(settings.kafka, **{"message.max.bytes": weights.MAX_RECORD_BYTES + 1024 * 1024})
     errors: list[str] = []
     producer.produce(
         topics.WEIGHTS.name,
-        key=weights.NAME.encode(),
+        key=record["name"].encode(),
         value=value,
         on_delivery=lambda err, _m: errors.append(str(err)) if err is not None else None,
     )
@@ -92,7 +102,7 @@ def publish(settings: Settings, state: LearnedState) -> int:
         raise KafkaError("the weights record was not delivered in time; is Kafka up? (`aos dev status`)")
     if errors:
         raise KafkaError(f"publishing the weights failed: {errors[0]}")
-    return state.version
+    return record["version"]
 
 
 def _allow_large_records(settings: Settings) -> None:
@@ -152,5 +162,42 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
         print(
             f"learned from {report['memories']} memories ({report['successes']} successes) over "
             f"{report['agents']} agents, {len(payload) / 1e6:.1f} MB; {where}"
+        )
+    return 0
+
+
+def run_network(args: argparse.Namespace, settings: Settings, progress: Callable[[str], None]) -> int:
+    """``aos learn network``: the network quality predictor from the experience history."""
+    from aos_gateway.network import quality
+
+    t0 = time.monotonic()
+    records, bad = replay_experience(settings, progress)
+    model = quality.learn_quality(records, clusters=args.clusters)
+    if not model.agent_ids and not model.pairs:
+        raise ValidationError(
+            f"{topics.EXPERIENCE.name} holds no step or execution outcome to learn from ({len(records)} records)"
+        )
+    model.version = int(time.time() * 1000)
+    if args.out:
+        Path(args.out).write_bytes(model.to_bytes())
+    version = None if args.no_publish else publish_record(settings, quality.to_record(model, model.version))
+    report = {
+        "records": len(records),
+        "undecodable": bad,
+        "agents": len(model.agent_ids),
+        "clusters": int(model.centroids.shape[0]),
+        "steps": int(model.trials.sum()),
+        "pairs": len(model.pairs),
+        "version": version,
+        "topic": None if version is None else topics.WEIGHTS.name,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        where = f"published v{version} to {topics.WEIGHTS.name}" if version else "not published"
+        print(
+            f"network quality from {report['steps']} step outcomes of {report['agents']} agents in "
+            f"{report['clusters']} task clusters and {report['pairs']} agent pairs; {where}"
         )
     return 0

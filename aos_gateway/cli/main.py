@@ -228,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--no-publish", action="store_true", help="do not send it to aos.weights.v1")
     lm.add_argument("--json", action="store_true")
     lm.set_defaults(handler=_cmd_learn)
+    lq = lsub.add_parser(
+        "network",
+        help="learn the network quality predictor (reliability per agent and task cluster, edge synergy) from "
+        "aos.experience.v1; publish it to aos.weights.v1",
+    )
+    lq.add_argument("--clusters", type=_positive_int, default=16, help="task clusters (k-means over task vectors)")
+    lq.add_argument("--out", default=None, help="also write the model to this file")
+    lq.add_argument("--no-publish", action="store_true")
+    lq.add_argument("--json", action="store_true")
+    lq.set_defaults(handler=_cmd_learn_network)
 
     dm = sub.add_parser("demo", help="register the MetaTool agents, submit sample tasks, print plans")
     dm.add_argument("--agents", type=_existing_file, default=None)
@@ -484,6 +494,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         r = report[name]
         print(f"{name:<10} top1 {r['top1']:.4f}  R@5 {r['r5']:.4f}  MRR {r['mrr']:.4f}  p95 {r['p95_ms']} ms/query")
     return 0
+
+
+def _cmd_learn_network(args: argparse.Namespace) -> int:
+    from aos_gateway.cli import learn_cmds
+
+    return learn_cmds.run_network(args, _settings(), _progress)
 
 
 def _cmd_learn(args: argparse.Namespace) -> int:

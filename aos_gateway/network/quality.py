@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from aos_gateway.contracts.records import ExperienceRecord
+from aos_gateway.contracts.records import ExperienceRecord, Weights
 from aos_gateway.errors import ValidationError
 from aos_gateway.perception.vectors import FloatArray, unpack
 
@@ -177,3 +177,30 @@ def _edges(rec: ExperienceRecord) -> list[tuple[str, str]]:
         return [(str(a), str(b)) for a, b in edges]
     except (ValueError, TypeError):
         return []
+
+
+def to_record(model: QualityModel, created_at: int) -> Weights:
+    """The model as an ``aos.weights.v1`` record (name ``network.quality``)."""
+    return Weights(
+        name=NAME,
+        version=model.version,
+        format=FORMAT,
+        payload=model.to_bytes(),
+        created_at=created_at,
+        metadata={
+            "agents": str(len(model.agent_ids)),
+            "clusters": str(model.centroids.shape[0]),
+            "steps": str(int(model.trials.sum())),
+            "pairs": str(len(model.pairs)),
+        },
+    )
+
+
+def from_record(record: Weights) -> QualityModel:
+    if record["name"] != NAME:
+        raise ValidationError(f"weights {record['name']!r} are not {NAME!r}")
+    if record["format"] != FORMAT:
+        raise ValidationError(f"weights {NAME!r} v{record['version']}: unknown format {record['format']!r}")
+    model = QualityModel.from_bytes(record["payload"])
+    model.version = record["version"]
+    return model

@@ -28,7 +28,9 @@ from aos_gateway.contracts.wire import RecordCodec, codec_for
 from aos_gateway.errors import AosError, StoreError
 from aos_gateway.matching.index import CapabilityIndex, ExactIndex, make_index
 from aos_gateway.matching.matcher import Matcher, RoleRules
+from aos_gateway.network import quality as network_quality
 from aos_gateway.network.planner import plan_network, planner_settings_from
+from aos_gateway.network.quality import QualityModel
 from aos_gateway.network.sequential import plan_sequential
 from aos_gateway.perception.task import Perceiver, validate_request
 from aos_gateway.perception.text import TextEncoder
@@ -90,6 +92,8 @@ class Pipeline:
         self.spaces: dict[str, CapabilityIndex] = {}
         self.view: RegistryView | None = None
         self.weights_view: WeightsView | None = None
+        #: the network quality predictor, from aos.weights.v1 (None: fit only, reliability 1)
+        self.quality: QualityModel | None = None
         self.topics = {
             spec.name: app.topic(spec.name, value_serializer="raw", key_serializer="raw") for spec in topics.CATALOG
         }
@@ -128,13 +132,15 @@ class Pipeline:
         return self.view
 
     async def start_weights_view(self, matcher: Matcher) -> WeightsView | None:
-        """Follow aos.weights.v1: the latest learned matching state now, and every new one later."""
+        """Follow aos.weights.v1: the latest learned matching state and network quality predictor
+        now, and every new one later."""
         if self.weights_view is None and self.settings.matching.follow_weights:
             self.weights_view = WeightsView(
                 consumer_config(self.settings.kafka),
                 topics.WEIGHTS.name,
                 self.codecs[topics.WEIGHTS.name],
                 matcher.set_state,
+                extra={network_quality.NAME: (network_quality.from_record, self._set_quality)},
             )
             self.weights_view.start()
             timeout = self.settings.matching.registry_catchup_timeout_s
@@ -142,6 +148,9 @@ class Pipeline:
             if not ok:
                 log.warning("weights view did not catch up in %.0fs; matching with what it has", timeout)
         return self.weights_view
+
+    def _set_quality(self, model: QualityModel) -> None:
+        self.quality = model  # one reference swap: the next plan uses it
 
     async def send(self, topic: str, key: str | bytes | None, record: dict[str, Any] | Any) -> Awaitable[Any]:
         value = self.codecs[topic].encode(record) if topic in self.codecs else record
@@ -293,7 +302,7 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     log.info("plan: task %s already planned; duplicate dropped", task["task_id"])
                     continue
                 if planning.planner == "network":  # GA: tens of ms of CPU, off the event loop
-                    plan = await asyncio.to_thread(plan_network, task, now_ms(), planner_settings)
+                    plan = await asyncio.to_thread(plan_network, task, now_ms(), planner_settings, pipe.quality)
                 else:
                     plan = plan_sequential(
                         task,

@@ -1,8 +1,9 @@
 """Learned weights, followed from the compacted ``aos.weights.v1`` topic and hot-reloaded.
 
-Each consumer of learned state (the matcher) reads the topic from the beginning on start and
-keeps following it. A record whose name it wants, with a version above the one it holds,
-replaces the state through ``on_state``; a bad record is logged and skipped (the state in
+Each consumer of learned state reads the topic from the beginning on start and keeps following
+it. Records are keyed by name: the matcher's state (``matching.ranker``) and the network quality
+predictor (``network.quality``). A record whose name is followed, with a version above the one
+held, replaces that state through its callback; a bad record is logged and skipped (the state in
 use stays).
 """
 
@@ -12,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from aos_gateway.contracts.records import Weights
 from aos_gateway.contracts.wire import RecordCodec
 from aos_gateway.errors import AosError
 from aos_gateway.matching import weights
@@ -20,9 +22,12 @@ from aos_gateway.streams.compacted import CompactedView
 
 log = logging.getLogger("aos_gateway.weights")
 
+#: name -> (record -> state, state -> None)
+Handlers = dict[str, tuple[Callable[[Weights], Any], Callable[[Any], None]]]
+
 
 class WeightsView(CompactedView):
-    """Calls ``on_state`` with each newer learned matching state."""
+    """Calls ``on_state`` with each newer learned matching state (and ``extra`` handlers with theirs)."""
 
     name = "weights view"
 
@@ -31,44 +36,48 @@ class WeightsView(CompactedView):
         consumer_conf: dict[str, Any],
         topic: str,
         codec: RecordCodec,
-        on_state: Callable[[LearnedState], None],
+        on_state: Callable[[LearnedState], None] | None,
+        extra: Handlers | None = None,
     ) -> None:
         super().__init__(consumer_conf, topic)
         self._codec = codec
-        self._on_state = on_state
-        self.version = 0
+        self._handlers: Handlers = dict(extra or {})
+        if on_state is not None:
+            self._handlers[weights.NAME] = (weights.from_record, on_state)
+        self.versions: dict[str, int] = {}
         self.skipped = 0
 
+    @property
+    def version(self) -> int:
+        """The matching state's version held (0: none)."""
+        return self.versions.get(weights.NAME, 0)
+
     def caught_up_message(self, seconds: float) -> str:
-        held = f"version {self.version}" if self.version else "no learned state"
+        held = ", ".join(f"{n} v{v}" for n, v in sorted(self.versions.items())) or "no learned state"
         return f"weights: {held} after {seconds:.1f}s"
 
     def apply(self, msgs: list[Any]) -> None:
-        newest: Any = None
+        newest: dict[str, Weights] = {}
         for m in msgs:
-            if m.value() is None or (m.key() or b"").decode("utf-8", "replace") != weights.NAME:
+            name = (m.key() or b"").decode("utf-8", "replace")
+            if m.value() is None or name not in self._handlers:
                 continue
             try:
-                rec = self._codec.decode(m.value())
+                rec: Weights = self._codec.decode(m.value())  # type: ignore[assignment]
             except AosError as exc:
                 self.skipped += 1
                 log.warning("weights: skipping offset %s: %s", m.offset(), exc)
                 continue
-            if rec["name"] == weights.NAME and rec["version"] > max(self.version, newest["version"] if newest else 0):
-                newest = rec
-        if newest is None:
-            return
-        try:
-            state = weights.from_record(newest)
-        except AosError as exc:
-            self.skipped += 1
-            log.warning("weights: cannot use %s v%s: %s", newest["name"], newest["version"], exc)
-            return
-        try:
-            self._on_state(state)
-        except AosError as exc:
-            self.skipped += 1
-            log.warning("weights: refused %s v%s: %s", newest["name"], newest["version"], exc)
-            return
-        self.version = state.version
-        log.info("weights: matching state v%d loaded (%d memories)", state.version, state.memory.shape[0])
+            held = max(self.versions.get(name, 0), newest[name]["version"] if name in newest else 0)
+            if rec["name"] == name and rec["version"] > held:
+                newest[name] = rec
+        for name, chosen in newest.items():
+            load, use = self._handlers[name]
+            try:
+                use(load(chosen))
+            except AosError as exc:
+                self.skipped += 1
+                log.warning("weights: cannot use %s v%s: %s", name, chosen["version"], exc)
+                continue
+            self.versions[name] = chosen["version"]
+            log.info("weights: %s v%d loaded", name, chosen["version"])

@@ -72,3 +72,77 @@ def test_published_weights_reroute_tasks_in_the_running_worker(
             assert _agent_for(client, "Write an SQL query listing the customers from Berlin", tenant) != target
         finally:  # later tests match without this state
             publish(settings, empty_state(list(ids.values()), 384))
+
+
+def test_learned_reliability_moves_the_plan_to_the_agent_that_succeeds(
+    tmp_path: Path, settings: Settings, stack_env: dict[str, str], worker: subprocess.Popen[bytes]
+) -> None:
+    from confluent_kafka import Producer
+
+    from aos_gateway import topics
+    from aos_gateway.cli.learn_cmds import publish_record
+    from aos_gateway.contracts.records import EXPERIENCE
+    from aos_gateway.contracts.wire import codec_for
+    from aos_gateway.network import quality
+    from aos_gateway.streams.kafka import ensure_topics, producer_config
+
+    tag = uuid.uuid4().hex[:6]
+    tenant = f"quality-{tag}"
+    flaky, steady = f"Forecast-{tag}", f"Weather-{tag}"
+    cards = [
+        {"agent_id": flaky, "description": "Weather forecasts for any city, today and tomorrow."},
+        {"agent_id": steady, "description": "Weather forecasts and current conditions for cities worldwide."},
+    ]
+    run_aos(
+        stack_env,
+        "agents",
+        "register",
+        str(write_cards(tmp_path / "c.jsonl", [{**c, "tenant": tenant} for c in cards])),
+        "--wait",
+    )
+    ask = "What's the weather forecast for Paris tomorrow?"
+    with GatewayClient(settings) as client:
+        before = client.submit_and_wait(ask, timeout=30, tenant=tenant)
+        first = before["steps"][0]["agent_id"]
+        other = steady if first == flaky else flaky
+        # experience: the agent chosen first failed 40 times, the other succeeded 40 times
+        ensure_topics(settings.kafka, [topics.EXPERIENCE])
+        codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name, settings.schema_registry)
+        producer = Producer(producer_config(settings.kafka))
+        now = int(time.time() * 1000)
+        for i in range(80):
+            agent, ok = (first, False) if i % 2 else (other, True)
+            rec = {
+                "experience_id": f"{tag}-{i}",
+                "task_id": f"{tag}-t{i}",
+                "tenant": tenant,
+                "kind": "STEP",
+                "plan_id": None,
+                "agent_id": agent,
+                "agent_ids": [agent],
+                "outcome": "SUCCEEDED" if ok else "FAILED",
+                "latency_ms": 100,
+                "cost": 0.0,
+                "task_vector": None,
+                "error": None if ok else "boom",
+                "feedback_score": None,
+                "occurred_at": now,
+                "trace_id": None,
+                "metadata": {},
+            }
+            producer.produce(topics.EXPERIENCE.name, key=rec["task_id"].encode(), value=codec.encode(rec))
+        assert producer.flush(30) == 0
+        try:
+            out = run_aos(stack_env, "learn", "network", "--json")
+            report = json.loads(out.stdout)
+            assert report["steps"] >= 80 and report["version"] > 0
+            deadline = time.monotonic() + 60
+            after = before
+            while after["steps"][0]["agent_id"] != other and time.monotonic() < deadline:  # reloaded asynchronously
+                time.sleep(1)
+                after = client.submit_and_wait(ask, timeout=30, tenant=tenant)
+            assert after["steps"][0]["agent_id"] == other, after
+            assert after["steps"][0]["fallback_agent_id"] == first
+        finally:  # later tests plan without learned reliability (unknown agents: reliability 1)
+            v = int(time.time() * 1000)
+            publish_record(settings, quality.to_record(quality.QualityModel(prior=1.0, version=v), v))

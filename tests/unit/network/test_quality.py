@@ -76,3 +76,16 @@ def test_round_trip_and_bad_bytes() -> None:
     assert back.reliability("a", 0) == pytest.approx(m.reliability("a", 0))
     with pytest.raises(ValidationError):
         QualityModel.from_bytes(b"nope")
+
+
+def test_weights_record_round_trip_and_wrong_name() -> None:
+    from aos_gateway.network.quality import from_record, to_record
+
+    m = learn_quality(_records(), clusters=2)
+    m.version = 42
+    rec = to_record(m, 7)
+    assert rec["name"] == "network.quality" and rec["metadata"]["clusters"] == "2"
+    back = from_record(rec)
+    assert back.version == 42 and back.reliability("a", 0) == pytest.approx(m.reliability("a", 0))
+    with pytest.raises(ValidationError):
+        from_record({**rec, "name": "matching.ranker"})

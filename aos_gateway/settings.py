@@ -208,7 +208,7 @@ class MatchingSettings(BaseModel):
         default=0.5,
         ge=0.0,
         description="a second role from the whole task's ranking when its runner-up scores at least this "
-        "share of the best (above 1: never)",
+        "share of the best (above 1: never; only with a learned state: card similarities alone are too flat)",
     )
     min_clause_score: float = Field(
         default=0.3, ge=0.0, description="a clause becomes a role when its best agent scores at least this"

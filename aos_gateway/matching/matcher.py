@@ -162,12 +162,15 @@ class Matcher:
         clause_recs = task.get("clauses") or []
         clauses = [Clause(c["text"], c["depends_on_previous"]) for c in clause_recs]
         rankings = [self.rank(unpack(c["vector"]), constraints, k, c["vector"]["model"] or model) for c in clause_recs]
+        # the runner-up rule reads a learned distribution (peaked where one agent is right); card
+        # similarities alone are flat, and their runner-up says little: zero-shot, clauses only
+        learned = whole[0]["quality"] is not None
         specs = find_roles(
             task["text"] or task["transcript"] or "",
             whole,
             clauses,
             rankings,
-            runner_up_ratio=r.runner_up_ratio,
+            runner_up_ratio=r.runner_up_ratio if learned else float("inf"),
             min_clause_score=r.min_clause_score,
             max_roles=r.max_roles,
         )

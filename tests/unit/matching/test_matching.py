@@ -149,3 +149,32 @@ def test_a_task_fused_in_another_space_is_matched_there_zero_shot_with_its_own_t
     task["fused"] = pack("fused", np.array([0.9, 0.3, 0.3]), "FLOAT32", "clip-model")
     (res,) = m.match([task], 1)
     assert res["abstained"] and "below the threshold 0.5" in (res["reason"] or "")
+
+
+def test_a_multi_part_task_gets_one_role_per_clause_agent() -> None:
+    from aos_gateway.matching.learned import learn_gold
+    from aos_gateway.matching.matcher import RoleRules
+    from aos_gateway.perception.text import TextEncoder
+
+    enc = TextEncoder()
+    cards = [
+        _card("weather", description="Weather forecasts and current conditions for any city."),
+        _card("pdf", description="Converts documents and web pages into PDF files."),
+        _card("sql", description="Turns a question into an SQL query."),
+    ]
+    idx = ExactIndex(enc.dim)
+    for c, v in zip(cards, enc.encode([card_text(c) for c in cards]), strict=True):  # type: ignore[arg-type]
+        idx.upsert(c, v)  # type: ignore[arg-type]
+    text = "Show me the weather for the next 10 days in Paris and convert it into a PDF file."
+    single = "Will it rain in Berlin tomorrow?"
+    tasks = perceive([new_task(text), new_task(single)], [text, single], enc, 1, "float32")
+    m = Matcher(idx, top_k=3, roles=RoleRules(runner_up_ratio=0.0, min_clause_score=0.3))
+    two, one = m.match(tasks, 1)
+    assert [r["candidates"][0]["agent_id"] for r in two["roles"]] == ["weather", "pdf"]
+    assert two["roles"][1]["depends_on"] == ["r1"] and two["roles"][1]["text"] == "convert it into a PDF file."
+    assert one["roles"] == []  # zero-shot: even a 0 runner-up ratio adds no role (card scores are flat)
+    # with a learned state the runner-up rule applies: here every agent is learned as likely
+    vecs = enc.encode(["Will it snow in Rome?", "Turn this into SQL", "Make a PDF of this page"])
+    m.set_state(learn_gold(["weather", "sql", "pdf"], vecs, ["weather", "sql", "pdf"]))
+    (learned,) = m.match([tasks[1]], 2)
+    assert len(learned["roles"]) == 2 and learned["roles"][0]["candidates"][0]["agent_id"] == "weather"

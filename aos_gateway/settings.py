@@ -288,7 +288,6 @@ class WorkerSettings(BaseModel):
 
     app_id: str = "aos-gateway"
     data_dir: Path = Path(".aos/worker")
-    web_port: int = 16066
     topic_partitions: int = 4
     producer_linger_ms: int = Field(default=2, ge=0, description="batch produced records for this long")
     stats_interval_s: float = Field(default=60.0, gt=0, description="how often the perceive stage logs its batch stats")

@@ -401,7 +401,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if args.detach:
         worker_proc.start_detached(s, args.loglevel, _progress)
         return 0
-    os.execvp(sys.executable, [sys.executable, "-m", "faust", "-A", "aos_gateway.app", "worker", "-l", args.loglevel])
+    os.execvp(sys.executable, worker_proc.worker_argv(args.loglevel))
 
 
 def _cmd_deadletter(args: argparse.Namespace) -> int:

@@ -27,6 +27,12 @@ def running_pid(settings: Settings) -> int | None:
     return pid
 
 
+def worker_argv(loglevel: str) -> list[str]:
+    """The Faust worker command. ``--without-web``: Faust's CLI turns its web server on by default
+    (port 6066, whatever the app says), so two workers on one host (a demo and the tests) clashed."""
+    return [sys.executable, "-m", "faust", "-A", "aos_gateway.app", "worker", "--without-web", "-l", loglevel]
+
+
 def start_detached(settings: Settings, loglevel: str, progress: Callable[[str], None]) -> int:
     pid = running_pid(settings)
     if pid is not None:
@@ -36,7 +42,7 @@ def start_detached(settings: Settings, loglevel: str, progress: Callable[[str], 
     home.mkdir(parents=True, exist_ok=True)
     log = (home / "worker.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "faust", "-A", "aos_gateway.app", "worker", "-l", loglevel],
+        worker_argv(loglevel),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from aos_gateway.cli.worker_proc import worker_argv
 from aos_gateway.settings import KafkaSettings, PostgresSettings, Settings, StackSettings, WorkerSettings
 
 
@@ -95,7 +96,7 @@ def worker(
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "faust", "-A", "aos_gateway.app", "worker", "-l", "info"],
+        worker_argv("info"),
         env={**os.environ, **stack_env},
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -48,6 +48,8 @@ def run(settings: Settings, agents: Path | None, timeout: float, progress: Calla
     LocalStack(settings).up(progress)
     ensure_topics(settings.kafka, partitions=settings.worker.topic_partitions)
     worker_proc.start_detached(settings, "warn", progress)
+    if not worker_proc.wait_ready(settings, timeout, progress):
+        progress(f"demo: the worker's consumer group is not stable after {timeout:.0f}s; submitting anyway")
     progress(f"demo: registering the agents in {agents}")
     reg_args = argparse.Namespace(action="register", file=agents, tenant=None, wait=True, timeout=timeout)
     registry_cmds.run(reg_args, settings, progress)

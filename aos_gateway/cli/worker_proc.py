@@ -69,3 +69,38 @@ def stop(settings: Settings, progress: Callable[[str], None], timeout: float = 2
         os.kill(pid, signal.SIGKILL)
     _pidfile(settings).unlink(missing_ok=True)
     progress(f"worker: stopped (pid {pid})")
+
+
+def wait_ready(settings: Settings, timeout: float, progress: Callable[[str], None]) -> bool:
+    """Wait until the worker's consumer group is stable with every task-topic partition assigned.
+
+    Tasks produced while a starting worker's group is still rebalancing were seen to wait until
+    the next restart (a Faust rebalance race, see docs); waiting for the group first avoids it.
+    """
+    from confluent_kafka import ConsumerGroupState
+
+    from aos_gateway import topics
+    from aos_gateway.streams.kafka import admin
+
+    group = settings.worker.app_id
+    want = {(topics.TASKS.name, p) for p in range(settings.worker.topic_partitions)}
+    client = admin(settings.kafka)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            desc = client.describe_consumer_groups([group])[group].result(timeout=10)
+        except Exception:  # the group does not exist yet, or the broker is busy: ask again
+            time.sleep(1)
+            continue
+        if desc.state == ConsumerGroupState.STABLE:
+            assigned = {
+                (tp.topic, tp.partition)
+                for m in desc.members
+                if m.assignment is not None
+                for tp in m.assignment.topic_partitions
+            }
+            if want <= assigned:
+                progress(f"worker: consumer group {group} is stable, {len(desc.members)} member(s)")
+                return True
+        time.sleep(1)
+    return False

@@ -101,6 +101,10 @@ def problem_for(task: MatchedTask, settings: PlannerSettings, quality: QualityMo
 
 def solve(problem: Problem, settings: PlannerSettings, seed: int = 0) -> Network:
     """The best network: enumerated when small enough, else genetic from the greedy start."""
+    if len(problem.roles) == 1:  # no edges: each option on its own, so the greedy pick is the optimum
+        genome = problem.greedy()
+        fit = problem.fitness(genome)
+        return Network(problem, genome, fit, problem.score(genome).quality, "exact", 0, fit, 0, problem.size)
     if problem.size <= max(settings.exact_limit, 1):
         genome, fit = exhaustive(problem)
         return Network(problem, genome, fit, problem.score(genome).quality, "exact", 0, fit, 0, problem.size)

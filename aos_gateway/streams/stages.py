@@ -301,8 +301,11 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                 if planned.get(task["task_id"]) is not None:
                     log.info("plan: task %s already planned; duplicate dropped", task["task_id"])
                     continue
-                if planning.planner == "network":  # GA: tens of ms of CPU, off the event loop
+                if planning.planner == "network" and len(task.get("roles") or []) > 1:
+                    # several roles: enumeration or the GA, up to tens of ms of CPU, off the event loop
                     plan = await asyncio.to_thread(plan_network, task, now_ms(), planner_settings, pipe.quality)
+                elif planning.planner == "network":  # one role: a pick among a few options, inline
+                    plan = plan_network(task, now_ms(), planner_settings, pipe.quality)
                 else:
                     plan = plan_sequential(
                         task,

@@ -167,7 +167,7 @@ def two_agent_tasks(
     from aos_gateway.matching.dataset import read_examples
     from aos_gateway.matching.index import ExactIndex
     from aos_gateway.matching.learned import learn_gold
-    from aos_gateway.matching.matcher import Matcher, RoleRules
+    from aos_gateway.matching.matcher import Matcher
     from aos_gateway.network.planner import plan_network
     from aos_gateway.perception.task import perceive
     from aos_gateway.perception.text import TextEncoder
@@ -190,16 +190,7 @@ def two_agent_tasks(
     with threadpool_limits(1, user_api="blas"):
         state = learn_gold(ids, train_vecs, [e.gold[0] for e in train])
         state.metadata["model"] = enc.name
-        m = cfg.matching
-        matcher = Matcher(
-            index,
-            m.top_k,
-            m.min_similarity,
-            m.min_confidence,
-            m.search_factor,
-            state=state,
-            roles=RoleRules(m.max_roles, m.runner_up_ratio, m.min_clause_score),
-        )
+        matcher = Matcher.from_settings(index, cfg.matching, state=state)
         results: dict[str, Any] = {}
         for name, examples in (("multi_dev", multi), ("dev", dev)):
             if not examples:

@@ -151,6 +151,20 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
         "successes": state.successes,
         "classifier": state.coef is not None,
         "bytes": len(payload),
+    }
+    return _report(
+        args,
+        report,
+        version,
+        t0,
+        f"learned from {report['memories']} memories ({report['successes']} successes) over "
+        f"{report['agents']} agents, {len(payload) / 1e6:.1f} MB",
+    )
+
+
+def _report(args: argparse.Namespace, report: dict[str, Any], version: int | None, t0: float, summary: str) -> int:
+    """Print what was learned and where it went: one JSON object, or one line."""
+    report |= {
         "version": version,
         "topic": None if version is None else topics.WEIGHTS.name,
         "seconds": round(time.monotonic() - t0, 1),
@@ -159,10 +173,7 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
         print(json.dumps(report))
     else:
         where = f"published v{version} to {topics.WEIGHTS.name}" if version else "not published"
-        print(
-            f"learned from {report['memories']} memories ({report['successes']} successes) over "
-            f"{report['agents']} agents, {len(payload) / 1e6:.1f} MB; {where}"
-        )
+        print(f"{summary}; {where}")
     return 0
 
 
@@ -181,23 +192,19 @@ def run_network(args: argparse.Namespace, settings: Settings, progress: Callable
     if args.out:
         Path(args.out).write_bytes(model.to_bytes())
     version = None if args.no_publish else publish_record(settings, quality.to_record(model, model.version))
-    report = {
+    report: dict[str, Any] = {
         "records": len(records),
         "undecodable": bad,
         "agents": len(model.agent_ids),
         "clusters": int(model.centroids.shape[0]),
         "steps": int(model.trials.sum()),
         "pairs": len(model.pairs),
-        "version": version,
-        "topic": None if version is None else topics.WEIGHTS.name,
-        "seconds": round(time.monotonic() - t0, 1),
     }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        where = f"published v{version} to {topics.WEIGHTS.name}" if version else "not published"
-        print(
-            f"network quality from {report['steps']} step outcomes of {report['agents']} agents in "
-            f"{report['clusters']} task clusters and {report['pairs']} agent pairs; {where}"
-        )
-    return 0
+    return _report(
+        args,
+        report,
+        version,
+        t0,
+        f"network quality from {report['steps']} step outcomes of {report['agents']} agents in "
+        f"{report['clusters']} task clusters and {report['pairs']} agent pairs",
+    )

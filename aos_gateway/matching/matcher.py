@@ -23,6 +23,7 @@ from aos_gateway.matching.index import CapabilityIndex, Hit
 from aos_gateway.matching.learned import LearnedState, Ranker
 from aos_gateway.network.complexity import Clause, find_roles
 from aos_gateway.perception.vectors import FloatArray, unpack
+from aos_gateway.settings import MatchingSettings
 
 
 class Matcher:
@@ -53,6 +54,27 @@ class Matcher:
         self.ranker = Ranker(state)
         self._zero = Ranker(None)
         self.roles = roles or RoleRules()
+
+    @classmethod
+    def from_settings(
+        cls,
+        index: CapabilityIndex,
+        m: MatchingSettings,
+        state: LearnedState | None = None,
+        spaces: dict[str, CapabilityIndex] | None = None,
+    ) -> Matcher:
+        """A matcher configured by the match stage's settings (``AOS_MATCHING__*``)."""
+        return cls(
+            index,
+            m.top_k,
+            m.min_similarity,
+            m.min_confidence,
+            m.search_factor,
+            state=state,
+            spaces=spaces,
+            space_min_similarity=m.min_image_similarity,
+            roles=RoleRules(m.max_roles, m.runner_up_ratio, m.min_clause_score),
+        )
 
     def set_state(self, state: LearnedState | None) -> None:
         """Use a new learned state from the next task on (one reference swap: thread-safe).

@@ -29,11 +29,16 @@ def to_record(state: LearnedState, created_at: int) -> Weights:
     )
 
 
+def expect(record: Weights, name: str, fmt: str) -> None:
+    """A ValidationError unless the record holds ``name`` weights in format ``fmt``."""
+    if record["name"] != name:
+        raise ValidationError(f"weights {record['name']!r} are not {name!r}")
+    if record["format"] != fmt:
+        raise ValidationError(f"weights {name!r} v{record['version']}: unknown format {record['format']!r}")
+
+
 def from_record(record: Weights) -> LearnedState:
-    if record["name"] != NAME:
-        raise ValidationError(f"weights {record['name']!r} are not {NAME!r}")
-    if record["format"] != FORMAT:
-        raise ValidationError(f"weights {NAME!r} v{record['version']}: unknown format {record['format']!r}")
+    expect(record, NAME, FORMAT)
     state = LearnedState.from_bytes(record["payload"])
     state.version = record["version"]
     return state

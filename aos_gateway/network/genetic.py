@@ -158,15 +158,11 @@ def _polish(problem: Problem, genome: list[int], fitness: Callable[[list[int]], 
             out[gene] = new
         return out
 
+    paired = [a + b for i, a in enumerate(moves) for b in moves[i + 1 :] if a[0][0] != b[0][0]]
     for _ in range(20):
         found: list[int] | None = None
         gain = 1e-12
-        for width in (1, 2):
-            cands = (
-                moves
-                if width == 1
-                else [a + b for i, a in enumerate(moves) for b in moves[i + 1 :] if a[0][0] != b[0][0]]
-            )
+        for cands in (moves, paired):
             for move in cands:
                 cand = apply(genome, move)
                 if cand is not None:

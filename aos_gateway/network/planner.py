@@ -11,7 +11,6 @@ duration from the critical path of expected latencies.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -21,6 +20,7 @@ from aos_gateway.errors import AosError
 from aos_gateway.network.genetic import GaSettings, optimise
 from aos_gateway.network.problem import Objective, Option, Problem, Role, exhaustive
 from aos_gateway.network.quality import QualityModel
+from aos_gateway.network.sequential import base_plan, no_match
 from aos_gateway.perception.vectors import unpack
 from aos_gateway.settings import PlanningSettings
 
@@ -71,8 +71,8 @@ def _option(c: Candidate, quality: QualityModel | None, cluster: int | None, def
 
 def problem_for(task: MatchedTask, settings: PlannerSettings, quality: QualityModel | None = None) -> Problem:
     """The optimisation problem of a matched task (one role of the whole task when it has no roles)."""
-    clustered = quality is not None and quality.centroids.shape[0] > 0
-    cluster = quality.cluster_of(unpack(task["fused"])) if quality is not None and clustered else None
+    # the task vector is read only when the model has clusters to place it in
+    cluster = quality.cluster_of(unpack(task["fused"])) if quality is not None and quality.centroids.size else None
     specs = list(task.get("roles") or [])[: settings.max_roles]
     if not specs:
         specs = [{"role_id": "r1", "text": task["text"] or "", "depends_on": [], "candidates": task["candidates"]}]
@@ -164,27 +164,8 @@ def plan_network(
 ) -> Plan:
     """A plan for a matched task: PLANNED, NO_MATCH (the matcher abstained) or REJECTED (quality)."""
     s = settings or PlannerSettings()
-    plan = Plan(
-        plan_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"aos-plan:{task['task_id']}")),
-        task_id=task["task_id"],
-        tenant=task["tenant"],
-        submitted_at=task["submitted_at"],
-        created_at=now_ms,
-        status="PLANNED",
-        reason=None,
-        planner="network",
-        steps=[],
-        predicted_quality=None,
-        estimated_duration_ms=0,
-        trace_id=task["trace_id"],
-        transcript=task["transcript"],
-        modalities=list(task["modalities"]),
-        notes=list(task["notes"]),
-        timings={**task["timings"], "planned": now_ms},
-    )
-    if task["abstained"] or not task["candidates"]:
-        plan["status"] = "NO_MATCH"
-        plan["reason"] = task["reason"] or "no candidate agents"
+    plan = base_plan(task, now_ms, "network")
+    if no_match(plan, task):
         return plan
     problem = problem_for(task, s, quality)
     net, steps, duration = realise(problem, s, seed)

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from aos_gateway.contracts.records import ExperienceRecord, Weights
 from aos_gateway.errors import ValidationError
+from aos_gateway.matching.weights import expect
 from aos_gateway.perception.vectors import FloatArray, unpack
 
 FORMAT = "aos-network-quality-npz-v1"
@@ -197,10 +198,7 @@ def to_record(model: QualityModel, created_at: int) -> Weights:
 
 
 def from_record(record: Weights) -> QualityModel:
-    if record["name"] != NAME:
-        raise ValidationError(f"weights {record['name']!r} are not {NAME!r}")
-    if record["format"] != FORMAT:
-        raise ValidationError(f"weights {NAME!r} v{record['version']}: unknown format {record['format']!r}")
+    expect(record, NAME, FORMAT)
     model = QualityModel.from_bytes(record["payload"])
     model.version = record["version"]
     return model

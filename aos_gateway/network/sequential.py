@@ -12,25 +12,17 @@ import uuid
 from aos_gateway.contracts.records import MatchedTask, Plan, PlanStep
 
 
-def plan_sequential(
-    task: MatchedTask,
-    now_ms: int,
-    max_steps: int = 3,
-    margin: float = 0.1,
-    step_timeout_ms: int = 30_000,
-    retries: int = 1,
-) -> Plan:
-    """A plan for a matched task (NO_MATCH with the reason when the matcher abstained)."""
-    plan_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"aos-plan:{task['task_id']}"))
-    base = Plan(
-        plan_id=plan_id,
+def base_plan(task: MatchedTask, now_ms: int, planner: str) -> Plan:
+    """A plan record for the task with no steps yet (status PLANNED); its id is stable per task."""
+    return Plan(
+        plan_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"aos-plan:{task['task_id']}")),
         task_id=task["task_id"],
         tenant=task["tenant"],
         submitted_at=task["submitted_at"],
         created_at=now_ms,
         status="PLANNED",
         reason=None,
-        planner="sequential",
+        planner=planner,
         steps=[],
         predicted_quality=None,
         estimated_duration_ms=0,
@@ -40,11 +32,30 @@ def plan_sequential(
         notes=list(task["notes"]),
         timings={**task["timings"], "planned": now_ms},
     )
-    cands = task["candidates"]
-    if task["abstained"] or not cands:
-        base["status"] = "NO_MATCH"
-        base["reason"] = task["reason"] or "no candidate agents"
+
+
+def no_match(plan: Plan, task: MatchedTask) -> bool:
+    """Mark the plan NO_MATCH, with the matcher's reason, when the task has no candidate to plan with."""
+    if task["abstained"] or not task["candidates"]:
+        plan["status"] = "NO_MATCH"
+        plan["reason"] = task["reason"] or "no candidate agents"
+        return True
+    return False
+
+
+def plan_sequential(
+    task: MatchedTask,
+    now_ms: int,
+    max_steps: int = 3,
+    margin: float = 0.1,
+    step_timeout_ms: int = 30_000,
+    retries: int = 1,
+) -> Plan:
+    """A plan for a matched task (NO_MATCH with the reason when the matcher abstained)."""
+    base = base_plan(task, now_ms, "sequential")
+    if no_match(base, task):
         return base
+    cands = task["candidates"]
     best = cands[0]["score"]
     chosen = [c for c in cands[:max_steps] if c["score"] >= best - margin]
     spare = [c for c in cands if c not in chosen]

@@ -240,16 +240,17 @@ class Perceiver:
             return
         p = self.settings.perception
         inputs = ["\n".join(t for t in (it.text, it.transcript) if t) for it in todo]
-        # complexity analysis: the clauses of a text that splits (see aos_gateway.network.complexity)
-        clauses = [split_clauses(t, max_clauses=p.max_clauses) if p.split_clauses else [] for t in inputs]
-        clauses = [c if len(c) > 1 else [] for c in clauses]
-        # clause vectors come from the same model pass: mean of each clause's token vectors
-        encode_spans = getattr(self.text, "encode_spans", None)
-        if encode_spans is None:  # an encoder without token vectors: no clauses
+        # complexity analysis: the clauses of a text that splits (see aos_gateway.network.complexity);
+        # their vectors come from the same model pass (mean of each clause's token vectors), so an
+        # encoder without token vectors gives none
+        encode_spans = getattr(self.text, "encode_spans", None) if p.split_clauses else None
+        clauses: list[list[Clause]] = [[] for _ in inputs]
+        if encode_spans is None:
             vecs = np.asarray(self.text.encode(inputs, batch_size=p.encode_batch_size))
             span_vecs: list[FloatArray] = [np.zeros((0, 0), dtype=np.float32) for _ in inputs]
-            clauses = [[] for _ in inputs]
         else:
+            split = (split_clauses(t, max_clauses=p.max_clauses) for t in inputs)
+            clauses = [c if len(c) > 1 else [] for c in split]
             vecs, span_vecs = encode_spans(
                 inputs, [[(c.start, c.end) for c in cs] for cs in clauses], batch_size=p.encode_batch_size
             )

@@ -27,7 +27,7 @@ from aos_gateway.contracts import records
 from aos_gateway.contracts.wire import RecordCodec, codec_for
 from aos_gateway.errors import AosError, StoreError
 from aos_gateway.matching.index import CapabilityIndex, ExactIndex, make_index
-from aos_gateway.matching.matcher import Matcher, RoleRules
+from aos_gateway.matching.matcher import Matcher
 from aos_gateway.network import quality as network_quality
 from aos_gateway.network.planner import plan_network, planner_settings_from
 from aos_gateway.network.quality import QualityModel
@@ -260,16 +260,7 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
         await pipe.start_registry_view()
         assert pipe.index is not None
         m = settings.matching
-        matcher = Matcher(
-            pipe.index,
-            m.top_k,
-            m.min_similarity,
-            m.min_confidence,
-            m.search_factor,
-            spaces=pipe.spaces,
-            space_min_similarity=m.min_image_similarity,
-            roles=RoleRules(m.max_roles, m.runner_up_ratio, m.min_clause_score),
-        )
+        matcher = Matcher.from_settings(pipe.index, m, spaces=pipe.spaces)
         await pipe.start_weights_view(matcher)
         async for events in stream.take_events(  # type: ignore[attr-defined]
             p.batch_max, within=p.batch_window_ms / 1000

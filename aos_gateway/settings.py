@@ -77,6 +77,12 @@ class StackSettings(BaseModel):
     kafka_controller_port: int = 19093
     kafka_heap: str = "512m"
     start_timeout_s: float = 60.0
+    questdb: bool = Field(default=True, description="start QuestDB (the time-series store) with the stack")
+    questdb_version: str = "9.2.2"
+    questdb_http_port: int = Field(default=19000, description="QuestDB HTTP: the InfluxDB v2 write API")
+    questdb_pg_port: int = Field(default=18812, description="QuestDB PostgreSQL-wire port")
+    questdb_ilp_port: int = Field(default=19009, description="QuestDB InfluxDB line protocol over TCP")
+    questdb_heap: str = "512m"
 
 
 class PerceptionSettings(BaseModel):
@@ -293,6 +299,70 @@ class WorkerSettings(BaseModel):
     stats_interval_s: float = Field(default=60.0, gt=0, description="how often the perceive stage logs its batch stats")
 
 
+class ExecutionSettings(BaseModel):
+    """The dispatcher: runs plans over Kafka."""
+
+    enabled: bool = Field(default=True, description="execute every plan published to aos.plans.v1")
+    tick_interval_s: float = Field(default=0.25, gt=0, description="how often timeouts and deadlines are checked")
+    deadline_factor: float = Field(
+        default=3.0, ge=1.0, description="plan deadline = this many times the plan's estimated duration ..."
+    )
+    min_deadline_ms: int = Field(default=5_000, ge=1, description="... but at least this")
+    max_deadline_ms: int = Field(default=300_000, ge=1, description="... and at most this")
+    retry_backoff_ms: int = Field(default=200, ge=0, description="wait before a retry (doubles each attempt)")
+    liveness_timeout_s: float = Field(
+        default=15.0, gt=0, description="an agent with no heartbeat for this long is not invoked; its fallback is"
+    )
+    max_output_chars: int = Field(default=100_000, ge=1, description="a longer agent output is truncated")
+    dedupe_retention_s: int = Field(default=24 * 3600, ge=60, description="finished executions kept for dedupe")
+
+
+class AgentSdkSettings(BaseModel):
+    """Agents run with the SDK (``aos agents run``)."""
+
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    concurrency: int = Field(default=4, ge=1, le=256, description="invocations handled at once per agent process")
+    simulator_file: Path | None = Field(default=None, description="the simulator agents' behaviour (JSON)")
+
+
+class TimeSeriesSettings(BaseModel):
+    """The hot experience store (7 days): InfluxDB v2 write API (QuestDB in the local stack)."""
+
+    enabled: bool = True
+    flavour: Literal["questdb", "influxdb"] = Field(
+        default="questdb", description="questdb: tables and TTL made over its PostgreSQL wire; influxdb: a bucket"
+    )
+    url: str = "http://127.0.0.1:19000"
+    token: SecretStr = SecretStr("")
+    org: str = "aos"
+    bucket: str = "aos"
+    retention_days: int = Field(default=7, ge=1)
+    questdb_pg: str = Field(
+        default="host=127.0.0.1 port=18812 user=admin password=quest dbname=qdb connect_timeout=5",
+        description="QuestDB's PostgreSQL-wire connection string (flavour questdb)",
+    )
+
+
+class ExperienceSettings(BaseModel):
+    """Experience projections, mining and learning."""
+
+    cold_dir: Path = Field(default=Path(".aos/experience"), description="Parquet files, one folder per day")
+    cold_retention_days: int = Field(default=90, ge=1)
+    projections: bool = Field(default=True, description="the worker writes experience to the stores")
+    projection_batch: int = Field(default=500, ge=1)
+    mine_interval_s: float = Field(default=300.0, ge=0, description="periodic mining in the worker (0: off)")
+    clusters: int = Field(default=16, ge=1, description="task clusters for statistics and mining")
+    half_life_days: float = Field(default=30.0, gt=0, description="old evidence counts half after this long")
+    anomaly_z: float = Field(default=3.5, gt=0, description="robust z-score above which an agent is anomalous")
+    min_support: float = Field(default=0.01, gt=0, le=1, description="association rules: minimum support")
+    ab_share: float = Field(default=0.1, ge=0, le=1, description="share of traffic on candidate weights")
+    ab_min_samples: int = Field(default=200, ge=1, description="executions per arm before a promotion test")
+    ab_alpha: float = Field(default=0.05, gt=0, lt=1, description="significance level of the promotion test")
+    review_threshold: float = Field(
+        default=0.3, ge=0, le=1, description="decisions less confident than this go to the human-review topic"
+    )
+
+
 class Settings(BaseSettings):
     """The root of all settings."""
 
@@ -310,6 +380,10 @@ class Settings(BaseSettings):
     weaviate: WeaviateSettings = WeaviateSettings()
     planning: PlanningSettings = PlanningSettings()
     worker: WorkerSettings = WorkerSettings()
+    execution: ExecutionSettings = ExecutionSettings()
+    agents: AgentSdkSettings = AgentSdkSettings()
+    timeseries: TimeSeriesSettings = TimeSeriesSettings()
+    experience: ExperienceSettings = ExperienceSettings()
     tenant: str = "default"
 
 

@@ -1,0 +1,1 @@
+"""Experience: stores, statistics and mining (no Kafka imports)."""

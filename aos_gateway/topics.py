@@ -69,6 +69,26 @@ DEADLETTER = TopicSpec(
     doc="events a stage could not process, with the reason and raw bytes",
 )
 
+INVOCATION_RESULTS = TopicSpec(
+    "aos.invocations.results.v1",
+    records.INVOCATION_RESULT,
+    retention_ms=3 * DAY_MS,
+    doc="agents' replies to invocations, and the dispatcher's timeouts (key: task id)",
+)
+RESULTS = TopicSpec("aos.results.v1", records.EXECUTION_RESULT, doc="result topic: one final outcome per executed task")
+HEARTBEATS = TopicSpec(
+    "aos.agents.heartbeats.v1",
+    records.HEARTBEAT,
+    partitions=1,
+    compacted=True,
+    retention_ms=None,
+    doc="agent liveness (compacted by agent id: the latest heartbeat of each)",
+)
+
+#: the topic an agent consumes its invocations from: ``aos.agents.<agent id>.invocations``
+INVOCATION_TOPIC_PREFIX = "aos.agents."
+INVOCATION_TOPIC_SUFFIX = ".invocations"
+
 CATALOG: tuple[TopicSpec, ...] = (
     TASKS,
     PERCEIVED,
@@ -79,9 +99,29 @@ CATALOG: tuple[TopicSpec, ...] = (
     FEEDBACK,
     WEIGHTS,
     DEADLETTER,
+    INVOCATION_RESULTS,
+    RESULTS,
+    HEARTBEATS,
 )
 
 
 def by_name(name: str) -> TopicSpec | None:
     """The catalog entry of a topic, if it has one."""
     return next((t for t in CATALOG if t.name == name), None)
+
+
+def invocation_topic(agent_id: str) -> str:
+    """The invocation topic of an agent. Characters Kafka does not allow in a topic name become
+    ``_`` and the name then gets a short hash of the id, so two ids never share a topic."""
+    import hashlib
+    import re
+
+    safe = re.sub(r"[^a-zA-Z0-9._-]", "_", agent_id)
+    if safe != agent_id or len(safe) > 180:
+        safe = f"{safe[:160]}-{hashlib.sha256(agent_id.encode()).hexdigest()[:10]}"
+    return f"{INVOCATION_TOPIC_PREFIX}{safe}{INVOCATION_TOPIC_SUFFIX}"
+
+
+def invocation_spec(agent_id: str, partitions: int = 1) -> TopicSpec:
+    """The topic spec of an agent's invocation topic (created by the agent's SDK on start)."""
+    return TopicSpec(invocation_topic(agent_id), records.INVOCATION, partitions=partitions, retention_ms=DAY_MS)

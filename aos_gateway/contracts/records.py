@@ -17,12 +17,19 @@ EXPERIENCE = "aos.experience.ExperienceRecord"
 FEEDBACK = "aos.feedback.Feedback"
 DEAD_LETTER = "aos.deadletter.DeadLetter"
 WEIGHTS = "aos.weights.Weights"
+INVOCATION = "aos.invocations.Invocation"
+INVOCATION_RESULT = "aos.invocations.InvocationResult"
+EXECUTION_RESULT = "aos.results.ExecutionResult"
+HEARTBEAT = "aos.agents.Heartbeat"
 
 VectorDType = Literal["FLOAT32", "FLOAT16", "INT8"]
 PlanStatus = Literal["PLANNED", "NO_MATCH", "REJECTED"]
 AgentStatus = Literal["ACTIVE", "DEGRADED", "INACTIVE"]
 ExperienceKind = Literal["EXECUTION", "STEP"]
 Outcome = Literal["SUCCEEDED", "PARTIAL", "FAILED", "TIMED_OUT"]
+InvocationStatus = Literal["SUCCEEDED", "FAILED", "TIMED_OUT", "DEADLINE"]
+ExecutionStatus = Literal["SUCCEEDED", "PARTIAL", "FAILED"]
+StepStatus = Literal["SUCCEEDED", "FAILED", "TIMED_OUT", "SKIPPED"]
 
 
 class NamedVector(TypedDict):
@@ -152,6 +159,8 @@ class Plan(TypedDict):
     modalities: list[str]
     notes: list[str]
     timings: dict[str, int]
+    text: NotRequired[str | None]
+    task_vector: NotRequired[NamedVector | None]
 
 
 class AgentCard(TypedDict):
@@ -224,6 +233,77 @@ class Weights(TypedDict):
     metadata: dict[str, str]
 
 
+class Invocation(TypedDict):
+    invocation_id: str
+    task_id: str
+    plan_id: str
+    tenant: str
+    step_id: str
+    attempt: int
+    agent_id: str
+    role: str | None
+    text: str | None
+    inputs: dict[str, str]
+    sent_at: int
+    deadline_at: int
+    reply_to: str
+    trace_id: str | None
+    metadata: dict[str, str]
+
+
+class InvocationResult(TypedDict):
+    invocation_id: str
+    task_id: str
+    plan_id: str
+    step_id: str
+    agent_id: str
+    status: InvocationStatus
+    output: str | None
+    error: str | None
+    latency_ms: int
+    cost: float
+    finished_at: int
+    source: str
+    metadata: dict[str, str]
+
+
+class StepOutcome(TypedDict):
+    step_id: str
+    agent_id: str | None
+    status: StepStatus
+    attempts: int
+    fallback_used: bool
+    latency_ms: int
+    cost: float
+    output: str | None
+    error: str | None
+
+
+class ExecutionResult(TypedDict):
+    task_id: str
+    plan_id: str
+    tenant: str
+    status: ExecutionStatus
+    reason: str | None
+    output: str | None
+    steps: list[StepOutcome]
+    started_at: int
+    finished_at: int
+    deadline_at: int
+    cost: float
+    trace_id: str | None
+
+
+class Heartbeat(TypedDict):
+    agent_id: str
+    instance_id: str
+    status: AgentStatus
+    in_flight: int
+    handled: int
+    sent_at: int
+    interval_ms: int
+
+
 RECORD_TYPES: dict[str, type] = {
     TASK_REQUEST: TaskRequest,
     PERCEIVED_TASK: PerceivedTask,
@@ -234,5 +314,9 @@ RECORD_TYPES: dict[str, type] = {
     FEEDBACK: Feedback,
     DEAD_LETTER: DeadLetter,
     WEIGHTS: Weights,
+    INVOCATION: Invocation,
+    INVOCATION_RESULT: InvocationResult,
+    EXECUTION_RESULT: ExecutionResult,
+    HEARTBEAT: Heartbeat,
     "aos.tensors.NamedVector": NamedVector,
 }

@@ -31,6 +31,8 @@ def base_plan(task: MatchedTask, now_ms: int, planner: str) -> Plan:
         modalities=list(task["modalities"]),
         notes=list(task["notes"]),
         timings={**task["timings"], "planned": now_ms},
+        text=task["text"],
+        task_vector=task["fused"],
     )
 
 

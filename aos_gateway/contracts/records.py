@@ -27,7 +27,7 @@ PlanStatus = Literal["PLANNED", "NO_MATCH", "REJECTED"]
 AgentStatus = Literal["ACTIVE", "DEGRADED", "INACTIVE"]
 ExperienceKind = Literal["EXECUTION", "STEP"]
 Outcome = Literal["SUCCEEDED", "PARTIAL", "FAILED", "TIMED_OUT"]
-InvocationStatus = Literal["SUCCEEDED", "FAILED", "TIMED_OUT", "DEADLINE"]
+InvocationStatus = Literal["SUCCEEDED", "FAILED", "TIMED_OUT"]
 ExecutionStatus = Literal["SUCCEEDED", "PARTIAL", "FAILED"]
 StepStatus = Literal["SUCCEEDED", "FAILED", "TIMED_OUT", "SKIPPED"]
 

@@ -17,7 +17,9 @@ can catch one type. The tree::
     ├── ModelError                  an encoder failed to load or to run
     ├── IndexBackendError           the capability index backend failed (qdrant shard, Weaviate server)
     ├── ResultTimeoutError          no result arrived for a task within the wait limit
-    └── NotFoundError               a named thing (agent, task, dead letter) does not exist
+    ├── NotFoundError               a named thing (agent, task, dead letter) does not exist
+    └── AgentError                  an agent could not handle an invocation (retried)
+        └── PermanentAgentError     ... and trying again will not help (not retried on that agent)
 """
 
 from __future__ import annotations
@@ -86,3 +88,11 @@ class ResultTimeoutError(AosError):
 
 class NotFoundError(AosError):
     """A named thing does not exist."""
+
+
+class AgentError(AosError):
+    """An agent could not handle an invocation; the dispatcher may retry it."""
+
+
+class PermanentAgentError(AgentError):
+    """An agent cannot handle this invocation and retrying it on the same agent will not help."""

@@ -25,7 +25,7 @@ class TopicSpec:
         """Broker-side topic configs."""
         conf = dict(self.extra)
         if self.compacted:
-            conf["cleanup.policy"] = "compact"
+            conf.setdefault("cleanup.policy", "compact")
             conf.setdefault("min.cleanable.dirty.ratio", "0.1")
         elif self.retention_ms is not None:
             conf["retention.ms"] = str(self.retention_ms)
@@ -82,7 +82,8 @@ HEARTBEATS = TopicSpec(
     partitions=1,
     compacted=True,
     retention_ms=None,
-    doc="agent liveness (compacted by agent id: the latest heartbeat of each)",
+    doc="agent liveness (key agent|instance: the latest heartbeat of each process; gone after a day)",
+    extra={"cleanup.policy": "compact,delete", "retention.ms": str(DAY_MS)},
 )
 
 #: the topic an agent consumes its invocations from: ``aos.agents.<agent id>.invocations``

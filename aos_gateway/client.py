@@ -15,7 +15,15 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from aos_gateway import topics
-from aos_gateway.contracts.records import PLAN, TASK_REQUEST, MediaPart, Plan, TaskRequest
+from aos_gateway.contracts.records import (
+    EXECUTION_RESULT,
+    PLAN,
+    TASK_REQUEST,
+    ExecutionResult,
+    MediaPart,
+    Plan,
+    TaskRequest,
+)
 from aos_gateway.contracts.wire import RecordCodec, codec_for
 from aos_gateway.errors import AosError, KafkaError, ResultTimeoutError
 from aos_gateway.settings import Settings, get_settings
@@ -55,13 +63,14 @@ def new_task(
 
 
 class ResultReader:
-    """Reads a result topic in a thread and keeps plans by task id."""
+    """Reads a result topic in a thread and keeps its records (plans, or execution results) by task id."""
 
-    def __init__(self, settings: Settings, topic: str, from_beginning: bool = False) -> None:
-        self._codec: RecordCodec = codec_for(PLAN, topic, settings.schema_registry)
+    def __init__(self, settings: Settings, topic: str, from_beginning: bool = False, record: str = PLAN) -> None:
+        self._codec: RecordCodec = codec_for(record, topic, settings.schema_registry)
+        self._what = "plan" if record == PLAN else "result"
         self._consumer = Consumer(consumer_config(settings.kafka))
         self._topic = topic
-        self._plans: dict[str, Plan] = {}
+        self._plans: dict[str, Any] = {}
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self.errors = 0
@@ -86,12 +95,12 @@ class ResultReader:
     def _run(self) -> None:
         while not self._stop.is_set():
             msgs = poll_batch(self._consumer, 500, 0.2)
-            got: list[Plan] = []
+            got: list[Any] = []
             for m in msgs:
                 if m.error() is not None or m.value() is None:
                     continue
                 try:
-                    got.append(self._codec.decode(m.value()))  # type: ignore[arg-type]
+                    got.append(self._codec.decode(m.value()))
                 except AosError:
                     self.errors += 1
             if got:
@@ -101,25 +110,25 @@ class ResultReader:
                     self._cond.notify_all()
         self._consumer.close()
 
-    def wait(self, task_id: str, timeout: float) -> Plan:
+    def wait(self, task_id: str, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
         with self._cond:
             while task_id not in self._plans:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ResultTimeoutError(
-                        f"no plan for task {task_id} within {timeout:g}s; is a worker running? (`aos worker`)"
+                        f"no {self._what} for task {task_id} within {timeout:g}s; is a worker running? (`aos worker`)"
                     )
                 self._cond.wait(left)
             return self._plans.pop(task_id)  # handed over: a long-lived client keeps nothing
 
-    def drain(self) -> list[Plan]:
+    def drain(self) -> list[Any]:
         with self._cond:
             out = list(self._plans.values())
             self._plans.clear()
             return out
 
-    def next_batch(self, timeout: float) -> list[Plan]:
+    def next_batch(self, timeout: float) -> list[Any]:
         with self._cond:
             if not self._plans:
                 self._cond.wait(timeout)
@@ -141,6 +150,7 @@ class GatewayClient:
         self._codec = codec_for(TASK_REQUEST, topics.TASKS.name, self.settings.schema_registry)
         self._result_topic = result_topic
         self._reader: ResultReader | None = None
+        self._exec_reader: ResultReader | None = None
         self._delivery_errors: list[str] = []
 
     def __enter__(self) -> GatewayClient:
@@ -149,9 +159,17 @@ class GatewayClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def listen(self) -> None:
-        """Start reading results now: plans produced from here on can be awaited."""
+    def listen(self, executions: bool = False) -> None:
+        """Start reading results now: plans (and, with ``executions``, execution results) produced
+        from here on can be awaited."""
         self._ensure_reader()
+        if executions:
+            self._ensure_exec_reader()
+
+    def _ensure_exec_reader(self) -> ResultReader:
+        if self._exec_reader is None:
+            self._exec_reader = ResultReader(self.settings, topics.RESULTS.name, record=EXECUTION_RESULT)
+        return self._exec_reader
 
     def _ensure_reader(self) -> ResultReader:
         if self._reader is None:
@@ -185,7 +203,13 @@ class GatewayClient:
     def wait(self, task_id: str, timeout: float = 30.0) -> Plan:
         """The plan of a submitted task (raises ResultTimeoutError after ``timeout``)."""
         self.flush()
-        return self._ensure_reader().wait(task_id, timeout)
+        return self._ensure_reader().wait(task_id, timeout)  # type: ignore[no-any-return]
+
+    def wait_execution(self, task_id: str, timeout: float = 60.0) -> ExecutionResult:
+        """The final outcome of running a task's plan (``aos.results.v1``); call :meth:`listen`
+        with ``executions=True`` before submitting, or results that arrive first are missed."""
+        self.flush()
+        return self._ensure_exec_reader().wait(task_id, timeout)  # type: ignore[no-any-return]
 
     def submit_and_wait(self, text: str | None, timeout: float = 30.0, **fields: Any) -> Plan:
         return self.wait(self.submit(text, **fields), timeout)
@@ -194,13 +218,19 @@ class GatewayClient:
         try:
             self._producer.flush(5)
         finally:
-            if self._reader is not None:
-                self._reader.close()
+            for reader in (self._reader, self._exec_reader):
+                if reader is not None:
+                    reader.close()
 
 
-def follow_results(settings: Settings, from_beginning: bool = False, poll_s: float = 0.5) -> Iterator[Plan]:
-    """Plans as they arrive on the result topic (forever)."""
-    reader = ResultReader(settings, topics.PLANS.name, from_beginning=from_beginning)
+def follow_results(
+    settings: Settings, from_beginning: bool = False, poll_s: float = 0.5, executions: bool = False
+) -> Iterator[Any]:
+    """Plans (or execution results) as they arrive on the result topic (forever)."""
+    if executions:
+        reader = ResultReader(settings, topics.RESULTS.name, from_beginning=from_beginning, record=EXECUTION_RESULT)
+    else:
+        reader = ResultReader(settings, topics.PLANS.name, from_beginning=from_beginning)
     try:
         while True:
             yield from reader.next_batch(poll_s)

@@ -233,6 +233,7 @@ class AgentRunner:
         self.replies = RecentReplies()
         self.pool = ThreadPoolExecutor(max_workers=settings.agents.concurrency, thread_name_prefix="aos-agent")
         self._stop = threading.Event()
+        self._closed = False
         self._threads: list[threading.Thread] = []
         self._producer: Any = None
         self._in_flight = 0
@@ -267,9 +268,10 @@ class AgentRunner:
             self._threads.append(th)
 
     def stop(self) -> None:
-        """Finish in-flight invocations, say INACTIVE, deregister (if asked) and close."""
-        if self._stop.is_set():
+        """Finish in-flight invocations, say INACTIVE, deregister (if asked) and close. Idempotent."""
+        if self._closed:
             return
+        self._closed = True
         self._stop.set()
         for th in self._threads:
             th.join(timeout=30)
@@ -283,6 +285,10 @@ class AgentRunner:
             self.progress(
                 f"agents: stopped{' and deregistered' if self.deregister_on_exit else ''} {', '.join(self.agents)}"
             )
+
+    def request_stop(self) -> None:
+        """Ask the runner to stop (safe from a signal handler); :meth:`stop` then cleans up."""
+        self._stop.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until stopped (or a serving thread failed); True if stopped."""

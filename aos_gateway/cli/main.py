@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     hi.add_argument("agent")
     hi.add_argument("--json", action="store_true")
     hi.set_defaults(handler=_cmd_agents)
+    ar = asub.add_parser("run", help="serve agents written with the SDK (MODULE:ATTRIBUTE) until Ctrl-C")
+    ar.add_argument("target", metavar="MODULE:AGENT", help="e.g. aos_gateway.agents.reference:all_agents")
+    ar.add_argument("--keep-registered", action="store_true", help="do not deregister the cards on exit")
+    ar.set_defaults(handler=_cmd_agents_run)
 
     sb = sub.add_parser("submit", help="submit a task: text, an image and/or an audio clip")
     sb.add_argument("--text", default=None)
@@ -116,11 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--max-latency-ms", type=int, default=None)
     sb.add_argument("--top-k", type=int, default=None)
     sb.add_argument("--wait", action="store_true", help="wait for the plan and print it")
+    sb.add_argument("--result", action="store_true", help="also wait for the execution's final result (aos.results.v1)")
     sb.add_argument("--timeout", type=_positive_float, default=30.0)
     sb.add_argument("--json", action="store_true")
     sb.set_defaults(handler=_cmd_submit)
 
-    rs = sub.add_parser("results", help="plans on the result topic")
+    rs = sub.add_parser("results", help="plans (or, with --executions, execution results) on the result topics")
+    rs.add_argument("--executions", action="store_true", help="final execution results from aos.results.v1")
     rs.add_argument("--follow", action="store_true", help="keep printing new plans")
     rs.add_argument("--from-beginning", action="store_true")
     rs.add_argument("--json", action="store_true")
@@ -306,6 +312,12 @@ def _cmd_agents(args: argparse.Namespace) -> int:
     return registry_cmds.run(args, _settings(), _progress)
 
 
+def _cmd_agents_run(args: argparse.Namespace) -> int:
+    from aos_gateway.cli import agents_cmds
+
+    return agents_cmds.run(args, _settings(), _progress)
+
+
 def _cmd_submit(args: argparse.Namespace) -> int:
     from aos_gateway.client import GatewayClient
 
@@ -320,11 +332,14 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             from aos_gateway.perception.media import media_part_from_file
 
             media[kind] = media_part_from_file(Path(path), None, s.media)
+    wait = args.wait or args.result
     with GatewayClient(s) as client:
+        if args.result:
+            client.listen(executions=True)
         tid = client.submit(
             args.text,
             **media,
-            listen=args.wait,
+            listen=wait,
             tenant=args.tenant or s.tenant,
             required_capabilities=args.require,
             max_cost=args.max_cost,
@@ -332,12 +347,38 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             top_k=args.top_k,
         )
         client.flush()
-        if not args.wait:
+        if not wait:
             print(json.dumps({"task_id": tid}) if args.json else tid)
             return 0
         plan = client.wait(tid, args.timeout)
-    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
-    return 0 if plan["status"] == "PLANNED" else 3
+        if not args.result:
+            print(json.dumps(plan, indent=2, default=_jsonable) if args.json else format_plan(plan))
+            return 0 if plan["status"] == "PLANNED" else 3
+        print(format_plan(plan), file=sys.stderr if args.json else sys.stdout, flush=True)
+        result = client.wait_execution(tid, args.timeout)
+    print(
+        json.dumps({"plan": plan, "result": result}, indent=2, default=_jsonable)
+        if args.json
+        else format_result(result)
+    )
+    return 0 if result["status"] == "SUCCEEDED" else 3
+
+
+def _jsonable(o: Any) -> Any:
+    return o.hex() if isinstance(o, bytes) else str(o)
+
+
+def format_result(res: Any) -> str:
+    """An execution result as a few readable lines."""
+    took = res["finished_at"] - res["started_at"]
+    lines = [f"task {res['task_id']}: {res['status']} in {took} ms" + (f" ({res['reason']})" if res["reason"] else "")]
+    for st in res["steps"]:
+        fb = ", on its fallback" if st["fallback_used"] else ""
+        out = f": {st['output'][:200]!r}" if st["output"] else (f": {st['error']}" if st["error"] else "")
+        lines.append(f"  {st['step_id']} {st['status']} by {st['agent_id']} ({st['attempts']} attempts{fb}){out}")
+    if res["output"]:
+        lines.append(f"  output: {res['output'][:500]}")
+    return "\n".join(lines)
 
 
 def format_plan(plan: Any) -> str:
@@ -369,14 +410,19 @@ def format_plan(plan: Any) -> str:
 
 def _cmd_results(args: argparse.Namespace) -> int:
     from aos_gateway.client import ResultReader, follow_results
-    from aos_gateway.topics import PLANS
+    from aos_gateway.contracts.records import EXECUTION_RESULT
+    from aos_gateway.topics import PLANS, RESULTS
 
     s = _settings()
+    fmt = format_result if args.executions else format_plan
     if args.follow:
-        for plan in follow_results(s, from_beginning=args.from_beginning):
-            print(json.dumps(plan) if args.json else format_plan(plan), flush=True)
+        for plan in follow_results(s, from_beginning=args.from_beginning, executions=args.executions):
+            print(json.dumps(plan, default=_jsonable) if args.json else fmt(plan), flush=True)
         return 0
-    reader = ResultReader(s, PLANS.name, from_beginning=True)
+    if args.executions:
+        reader = ResultReader(s, RESULTS.name, from_beginning=True, record=EXECUTION_RESULT)
+    else:
+        reader = ResultReader(s, PLANS.name, from_beginning=True)
     try:
         plans = reader.next_batch(3.0)
         while True:
@@ -387,7 +433,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
     finally:
         reader.close()
     for plan in plans:
-        print(json.dumps(plan) if args.json else format_plan(plan))
+        print(json.dumps(plan, default=_jsonable) if args.json else fmt(plan))
     return 0
 
 

@@ -4,6 +4,8 @@ perceive_task   aos.tasks.v1           -> aos.tasks.perceived.v1   (micro-batche
 match_agents    aos.tasks.perceived.v1 -> aos.tasks.matched.v1     (capability index from the registry)
 plan_task       aos.tasks.matched.v1   -> aos.plans.v1 / reply_to  (deduplicated by task id)
 record_card     aos.agents.v1          -> PostgreSQL card history
+dispatch_plans  aos.plans.v1 + replies -> agents' invocation topics, aos.results.v1, aos.experience.v1
+                (streams/dispatch.py; on unless execution.enabled is false)
 
 Each event is decoded and processed inside its own try: a failure becomes a DeadLetter on
 ``aos.deadletter.v1`` and the stream goes on. Outputs are awaited before the source offset
@@ -98,6 +100,7 @@ class Pipeline:
             spec.name: app.topic(spec.name, value_serializer="raw", key_serializer="raw") for spec in topics.CATALOG
         }
         self.dead_letters = 0
+        self.dispatcher: Any = None  # streams.dispatch.Dispatcher when execution is enabled
         self.stats = BatchStats(settings.worker.stats_interval_s)
 
     async def in_model_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -357,4 +360,8 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
 
+    if settings.execution.enabled:
+        from aos_gateway.streams.dispatch import build_dispatcher
+
+        pipe.dispatcher = build_dispatcher(app, pipe, settings)
     return pipe

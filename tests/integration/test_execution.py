@@ -1,0 +1,244 @@
+"""Plans run with real agents over the real broker: the SDK, the dispatcher, results and experience.
+
+Agents run in this process (threads of an AgentRunner) and, for the kill test, in a separate
+``aos agents run`` process that is killed with SIGKILL mid-plan.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aos_gateway import topics
+from aos_gateway.agents.reference import calculator, keyword_extractor
+from aos_gateway.agents.sdk import Agent, AgentRunner
+from aos_gateway.client import ResultReader
+from aos_gateway.contracts.records import EXECUTION_RESULT, EXPERIENCE, PLAN, Plan, PlanStep
+from aos_gateway.contracts.wire import codec_for
+from aos_gateway.settings import Settings
+from aos_gateway.streams.kafka import make_producer, read_to_end
+
+pytestmark = pytest.mark.integration
+
+SUFFIX = uuid.uuid4().hex[:8]
+TENANT = f"it-exec-{SUFFIX}"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _clone(a: Agent, agent_id: str) -> Agent:
+    return Agent(
+        agent_id=agent_id,
+        name=a.name,
+        description=a.description,
+        capabilities=a.capabilities,
+        examples=a.examples,
+        tenant=TENANT,
+        cost=0.01,
+        p95_latency_ms=a.p95_latency_ms,
+        handler=a.handler,
+    )
+
+
+CALC = f"it-calc-{SUFFIX}"
+KEYS = f"it-keys-{SUFFIX}"
+SLOW = f"it-slow-{SUFFIX}"
+
+
+@pytest.fixture(scope="module")
+def agents(settings: Settings, worker: subprocess.Popen[bytes]) -> Iterator[AgentRunner]:
+    runner = AgentRunner([_clone(calculator, CALC), _clone(keyword_extractor, KEYS)], settings)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+@pytest.fixture(scope="module")
+def results(settings: Settings) -> Iterator[ResultReader]:
+    reader = ResultReader(settings, topics.RESULTS.name, record=EXECUTION_RESULT)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def step(sid: str, agent: str, deps: list[str] | None = None, **kw: Any) -> PlanStep:
+    return PlanStep(
+        step_id=sid,
+        stage=0 if not deps else 1,
+        agent_id=agent,
+        agent_name=agent,
+        score=0.9,
+        depends_on=deps or [],
+        timeout_ms=kw.get("timeout_ms", 5_000),
+        retries=kw.get("retries", 1),
+        fallback_agent_id=kw.get("fallback"),
+        expected_latency_ms=100,
+        role=kw.get("role"),
+    )
+
+
+def send_plan(settings: Settings, text: str, steps: list[PlanStep], est_ms: int = 2_000, copies: int = 1) -> Plan:
+    tid = f"it-exec-{uuid.uuid4().hex[:12]}"
+    now = int(time.time() * 1000)
+    plan = Plan(
+        plan_id=str(uuid.uuid4()),
+        task_id=tid,
+        tenant=TENANT,
+        submitted_at=now,
+        created_at=now,
+        status="PLANNED",
+        reason=None,
+        planner="network",
+        steps=steps,
+        predicted_quality=0.9,
+        estimated_duration_ms=est_ms,
+        trace_id=None,
+        transcript=None,
+        modalities=["text"],
+        notes=[],
+        timings={},
+        text=text,
+        task_vector=None,
+    )
+    prod = make_producer(settings.kafka)
+    value = codec_for(PLAN, topics.PLANS.name).encode(plan)
+    for _ in range(copies):
+        prod.produce(topics.PLANS.name, key=tid.encode(), value=value)
+    assert prod.flush(10) == 0
+    return plan
+
+
+def records_of(settings: Settings, topic: str, record: str, task_id: str) -> list[Any]:
+    codec = codec_for(record, topic)
+    return [r for r in (codec.decode(m.value()) for m in read_to_end(settings.kafka, topic)) if r["task_id"] == task_id]
+
+
+def test_two_step_plan_runs_in_order_and_records_experience(
+    settings: Settings, agents: AgentRunner, results: ResultReader
+) -> None:
+    plan = send_plan(
+        settings,
+        "what is 12 * (3 + 4)? then list the key terms",
+        [step("s1", CALC), step("s2", KEYS, ["s1"])],
+        copies=2,  # a duplicated plan must run once
+    )
+    res = results.wait(plan["task_id"], 60)
+    assert res["status"] == "SUCCEEDED", res["reason"]
+    by = {s["step_id"]: s for s in res["steps"]}
+    assert by["s1"]["output"] == "12 * (3 + 4) = 84"
+    assert by["s2"]["agent_id"] == KEYS and by["s2"]["output"]
+    assert res["output"] == by["s2"]["output"]  # the last stage's output is the answer
+    assert res["cost"] == pytest.approx(0.02)
+    time.sleep(2)
+    assert len(records_of(settings, topics.RESULTS.name, EXECUTION_RESULT, plan["task_id"])) == 1
+    exp = records_of(settings, topics.EXPERIENCE.name, EXPERIENCE, plan["task_id"])
+    kinds = sorted((r["kind"], r["agent_id"] or "", r["outcome"]) for r in exp)
+    assert kinds == [("EXECUTION", "", "SUCCEEDED"), ("STEP", CALC, "SUCCEEDED"), ("STEP", KEYS, "SUCCEEDED")]
+    (ex,) = [r for r in exp if r["kind"] == "EXECUTION"]
+    assert ex["metadata"]["edges"] == f'[["{CALC}", "{KEYS}"]]'
+
+
+def test_failing_step_falls_back_and_dependents_are_skipped(
+    settings: Settings, agents: AgentRunner, results: ResultReader
+) -> None:
+    # the calculator refuses text without arithmetic (a permanent error: no retry on it)
+    plan = send_plan(
+        settings,
+        "no numbers here at all",
+        [step("s1", CALC, fallback=KEYS), step("s2", CALC, ["s1"])],
+    )
+    res = results.wait(plan["task_id"], 60)
+    by = {s["step_id"]: s for s in res["steps"]}
+    assert by["s1"]["status"] == "SUCCEEDED" and by["s1"]["fallback_used"] and by["s1"]["agent_id"] == KEYS
+    assert by["s1"]["attempts"] == 2  # one on the calculator (not retried: permanent), one on the fallback
+    assert by["s2"]["status"] == "FAILED" and "no arithmetic" in (by["s2"]["error"] or "")
+    assert res["status"] == "PARTIAL"
+
+
+def test_unknown_agent_times_out_within_the_deadline(
+    settings: Settings, agents: AgentRunner, results: ResultReader
+) -> None:
+    ghost = f"it-ghost-{SUFFIX}"  # never ran: no heartbeat, so it is invoked and times out
+    plan = send_plan(settings, "anything", [step("s1", ghost, timeout_ms=1_000, retries=1)], est_ms=100)
+    res = results.wait(plan["task_id"], 60)
+    assert res["status"] == "FAILED"
+    (s1,) = res["steps"]
+    assert s1["status"] == "TIMED_OUT" and s1["attempts"] == 2
+    assert res["finished_at"] <= res["deadline_at"] + 1_000  # the tick's granularity
+
+
+def test_killed_agent_mid_plan_fails_over_to_its_fallback(
+    settings: Settings, stack_env: dict[str, str], agents: AgentRunner, results: ResultReader, tmp_path: Path
+) -> None:
+    env = {**os.environ, **stack_env, "AOS_TEST_SUFFIX": SUFFIX, "PYTHONPATH": str(ROOT)}
+    log = (tmp_path / "agent.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aos_gateway.cli.main", "agents", "run", f"{__package__}.agents_for_tests:slow_agents"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "serving" not in (tmp_path / "agent.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "agent.log").read_text()
+            time.sleep(0.2)
+        with_fallback = send_plan(
+            settings,
+            "what is 6 * 7",
+            [step("s1", SLOW, fallback=CALC, timeout_ms=3_000, retries=0)],
+            est_ms=5_000,
+        )
+        without = send_plan(
+            settings,
+            "what is 6 * 7",
+            [step("a", SLOW, timeout_ms=3_000, retries=0), step("b", CALC)],
+            est_ms=2_000,
+        )
+        time.sleep(1.5)  # both invocations are in the slow agent's hands
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        res = results.wait(with_fallback["task_id"], 60)
+        assert res["status"] == "SUCCEEDED", res["reason"]
+        (s1,) = res["steps"]
+        assert s1["fallback_used"] and s1["agent_id"] == CALC and s1["output"] == "6 * 7 = 42"
+        res2 = results.wait(without["task_id"], 60)
+        assert res2["status"] == "PARTIAL"
+        by = {s["step_id"]: s for s in res2["steps"]}
+        assert by["a"]["status"] == "TIMED_OUT" and by["b"]["status"] == "SUCCEEDED"
+        assert res2["finished_at"] <= res2["deadline_at"] + 1_000
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+def test_a_submitted_task_is_planned_and_executed(
+    settings: Settings, stack_env: dict[str, str], agents: AgentRunner
+) -> None:
+    from aos_gateway.client import GatewayClient
+
+    deadline = time.monotonic() + 60
+    with GatewayClient(settings) as client:
+        client.listen(executions=True)
+        while True:  # until the matcher has indexed the runner's cards
+            tid = client.submit("what is 1500 divided by 12", tenant=TENANT)
+            plan = client.wait(tid, 30)
+            if plan["status"] == "PLANNED" and plan["steps"][0]["agent_id"] == CALC:
+                break
+            assert time.monotonic() < deadline, plan
+            time.sleep(1)
+        res = client.wait_execution(tid, 60)
+    assert res["status"] == "SUCCEEDED" and res["output"] == "1500 / 12 = 125"

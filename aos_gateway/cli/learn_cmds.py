@@ -18,6 +18,7 @@ from aos_gateway import topics
 from aos_gateway.contracts.records import EXPERIENCE, WEIGHTS, ExperienceRecord, Weights
 from aos_gateway.contracts.wire import codec_for
 from aos_gateway.errors import AosError, KafkaError, ValidationError
+from aos_gateway.experience.feedback import join_feedback
 from aos_gateway.matching import weights
 from aos_gateway.matching.learned import LearnedState
 from aos_gateway.settings import Settings
@@ -49,7 +50,8 @@ def learn_from_file(
 
 
 def replay_experience(settings: Settings, progress: Callable[[str], None]) -> tuple[list[ExperienceRecord], int]:
-    """Every record of aos.experience.v1, and how many could not be decoded."""
+    """Every record of aos.experience.v1 with users' feedback joined in by task id, and how many
+    could not be decoded."""
     codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name, settings.schema_registry)
     progress(f"learn: replaying {topics.EXPERIENCE.name}")
     records: list[ExperienceRecord] = []
@@ -59,7 +61,7 @@ def replay_experience(settings: Settings, progress: Callable[[str], None]) -> tu
             records.append(codec.decode(m.value()))  # type: ignore[arg-type]
         except AosError:
             bad += 1
-    return records, bad
+    return join_feedback(records), bad
 
 
 def learn_from_experience(settings: Settings, progress: Callable[[str], None]) -> tuple[LearnedState, dict[str, Any]]:

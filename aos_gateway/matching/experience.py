@@ -1,8 +1,9 @@
 """From experience records to the matcher's memory: (task vector, agent, right or not).
 
 A record counts when it names one agent (a STEP record's ``agent_id``, or an EXECUTION record
-with exactly one agent) and carries the task vector. SUCCEEDED and PARTIAL are successes,
-FAILED and TIMED_OUT failures; a ``feedback_score`` overrides the outcome (>= 0.5: success).
+with exactly one agent, when its task has no STEP records) and carries the task vector.
+SUCCEEDED and PARTIAL are successes, FAILED and TIMED_OUT failures; a ``feedback_score``
+overrides the outcome (>= 0.5: success).
 Records are deduplicated by ``experience_id`` (delivery is at least once).
 """
 
@@ -32,12 +33,17 @@ def memories(records: Iterable[ExperienceRecord]) -> tuple[list[Memory], dict[st
     """Usable memories, in order, and counts of what was skipped and why."""
     seen: set[str] = set()
     out: list[Memory] = []
-    skipped = {"duplicate": 0, "no_vector": 0, "no_single_agent": 0}
+    skipped = {"duplicate": 0, "no_vector": 0, "no_single_agent": 0, "has_steps": 0}
+    records = list(records)
+    with_steps = {r["task_id"] for r in records if r["kind"] == "STEP"}
     for rec in records:
         if rec["experience_id"] in seen:
             skipped["duplicate"] += 1
             continue
         seen.add(rec["experience_id"])
+        if rec["kind"] == "EXECUTION" and rec["task_id"] in with_steps:
+            skipped["has_steps"] += 1  # its STEP records say who did what
+            continue
         agent = rec["agent_id"] if rec["kind"] == "STEP" else None
         if agent is None and len(rec["agent_ids"]) == 1:
             agent = rec["agent_ids"][0]

@@ -6,6 +6,8 @@ plan_task       aos.tasks.matched.v1   -> aos.plans.v1 / reply_to  (deduplicated
 record_card     aos.agents.v1          -> PostgreSQL card history
 dispatch_plans  aos.plans.v1 + replies -> agents' invocation topics, aos.results.v1, aos.experience.v1
                 (streams/dispatch.py; on unless execution.enabled is false)
+project_*       aos.experience.v1      -> the experience stores; feedback_to_experience: aos.feedback.v1
+                -> aos.experience.v1 (streams/projections.py)
 
 Each event is decoded and processed inside its own try: a failure becomes a DeadLetter on
 ``aos.deadletter.v1`` and the stream goes on. Outputs are awaited before the source offset
@@ -364,4 +366,7 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
         from aos_gateway.streams.dispatch import build_dispatcher
 
         pipe.dispatcher = build_dispatcher(app, pipe, settings)
+    from aos_gateway.streams.projections import build_projections
+
+    build_projections(app, pipe, settings)
     return pipe

@@ -21,7 +21,14 @@ from typing import Any
 import pytest
 
 from aos_gateway.cli.worker_proc import worker_argv
-from aos_gateway.settings import KafkaSettings, PostgresSettings, Settings, StackSettings, WorkerSettings
+from aos_gateway.settings import (
+    ExperienceSettings,
+    KafkaSettings,
+    PostgresSettings,
+    Settings,
+    StackSettings,
+    WorkerSettings,
+)
 
 
 def _free_port() -> int:
@@ -44,6 +51,7 @@ def stack_env() -> Iterator[dict[str, str]]:
         "AOS_WORKER__APP_ID": f"aos-it-{uuid.uuid4().hex[:8]}",
         "AOS_WORKER__DATA_DIR": str(home / "worker"),
         "AOS_PERCEPTION__BATCH_WINDOW_MS": "5",
+        "AOS_EXPERIENCE__COLD_DIR": str(home / "experience"),
     }
     # the shared Maven jar cache keeps the test stack from downloading Kafka again
     env["AOS_STACK__HOME"] = str(home / "stack")
@@ -63,6 +71,7 @@ def settings(stack_env: dict[str, str]) -> Iterator[Settings]:
         kafka=KafkaSettings(bootstrap_servers=stack_env["AOS_KAFKA__BOOTSTRAP_SERVERS"]),
         postgres=PostgresSettings(port=int(stack_env["AOS_POSTGRES__PORT"])),
         worker=WorkerSettings(app_id=stack_env["AOS_WORKER__APP_ID"], data_dir=Path(stack_env["AOS_WORKER__DATA_DIR"])),
+        experience=ExperienceSettings(cold_dir=Path(stack_env["AOS_EXPERIENCE__COLD_DIR"])),
     )
     stack = LocalStack(s)
     stack.up(lambda m: print(m, file=sys.stderr))

@@ -242,3 +242,40 @@ def test_a_submitted_task_is_planned_and_executed(
             time.sleep(1)
         res = client.wait_execution(tid, 60)
     assert res["status"] == "SUCCEEDED" and res["output"] == "1500 / 12 = 125"
+
+
+def test_experience_reaches_the_cold_store_and_feedback_joins_it(
+    settings: Settings, agents: AgentRunner, results: ResultReader
+) -> None:
+    from aos_gateway.contracts.records import FEEDBACK, Feedback
+    from aos_gateway.experience.cold import ColdStore, to_records
+    from aos_gateway.experience.feedback import join_feedback
+
+    plan = send_plan(settings, "what is 2 + 2", [step("s1", CALC)])
+    assert results.wait(plan["task_id"], 60)["status"] == "SUCCEEDED"
+    fb = Feedback(
+        feedback_id=str(uuid.uuid4()),
+        task_id=plan["task_id"],
+        tenant=TENANT,
+        success=False,
+        rating=None,
+        correct_agent_id=KEYS,
+        comment="wrong tool",
+        created_at=int(time.time() * 1000),
+    )
+    prod = make_producer(settings.kafka)
+    prod.produce(
+        topics.FEEDBACK.name, key=fb["task_id"].encode(), value=codec_for(FEEDBACK, topics.FEEDBACK.name).encode(fb)
+    )
+    assert prod.flush(10) == 0
+    cold = ColdStore(settings.experience.cold_dir)
+    deadline = time.monotonic() + 30
+    while True:
+        mine = [r for r in to_records(cold.read()) if r["task_id"] == plan["task_id"]]
+        if len(mine) == 3:  # execution, step, feedback
+            break
+        assert time.monotonic() < deadline, mine
+        time.sleep(0.5)
+    joined = join_feedback(mine)
+    (stepr,) = [r for r in joined if r["kind"] == "STEP" and r["agent_id"] == CALC]
+    assert stepr["feedback_score"] == 0.0

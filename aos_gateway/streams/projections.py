@@ -1,0 +1,125 @@
+"""Projections of the experience stream, and feedback into it.
+
+project_<store>   aos.experience.v1 -> a store (one Faust agent each: a store that is down holds
+                                       back only its own projection)
+feedback_to_experience  aos.feedback.v1 -> aos.experience.v1 (a feedback record per feedback)
+
+Each projection takes micro-batches (``experience.projection_batch`` records or one second),
+writes them in an I/O thread and only then moves on (at-least-once); every store is idempotent by
+``experience_id`` (Parquet deduplicates on read and compaction, QuestDB/InfluxDB by series and
+time, PostgreSQL statistics by an applied-ids table), so a redelivered batch changes nothing. A
+store that is unreachable is retried with a capped back-off — records are never dropped for it. A
+record that cannot be decoded goes to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import faust
+from faust.types import EventT
+
+from aos_gateway import topics
+from aos_gateway.contracts.records import ExperienceRecord
+from aos_gateway.experience.feedback import feedback_record
+from aos_gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from aos_gateway.streams.stages import Pipeline
+
+log = logging.getLogger("aos_gateway.projections")
+
+#: a store's writer: called in an I/O thread with a batch; raises on failure (the batch is retried)
+Writer = Callable[[list[ExperienceRecord]], Any]
+
+
+def writers(pipe: Pipeline, settings: Settings) -> dict[str, Writer]:
+    """The stores the settings ask for, by name."""
+    from aos_gateway.experience.cold import ColdStore
+
+    x = settings.experience
+    cold = ColdStore(x.cold_dir)
+    out: dict[str, Writer] = {"cold": cold.write}
+    return out
+
+
+def build_projections(app: faust.App, pipe: Pipeline, settings: Settings) -> dict[str, Writer]:
+    """Declare a projection agent per store, and the feedback agent, on ``app``."""
+    x = settings.experience
+    exp_topic = pipe.topics[topics.EXPERIENCE.name]
+    fb_topic = pipe.topics[topics.FEEDBACK.name]
+    ws = writers(pipe, settings) if x.projections else {}
+
+    def declare(name: str, write: Writer) -> None:
+        async def project(stream: faust.StreamT[Any]) -> None:
+            loop = asyncio.get_running_loop()
+            async for events in stream.take_events(x.projection_batch, within=1.0):  # type: ignore[attr-defined]
+                batch: list[ExperienceRecord] = []
+                bad: list[Awaitable[Any]] = []
+                for event in events:
+                    try:
+                        batch.append(pipe.decode(topics.EXPERIENCE.name, event))
+                    except Exception as exc:
+                        bad.append(await pipe.send_dead_letter(f"project-{name}", event, exc))
+                delay = 0.5
+                while batch:
+                    try:
+                        t0 = time.perf_counter()
+                        await loop.run_in_executor(pipe.io_pool, write, batch)
+                        log.debug(
+                            "project-%s: %d records in %.0f ms", name, len(batch), 1e3 * (time.perf_counter() - t0)
+                        )
+                        break
+                    except Exception as exc:  # the store is away: wait for it, drop nothing
+                        log.warning("project-%s: %s: %s; retrying in %.1fs", name, type(exc).__name__, exc, delay)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 30.0)
+                if bad:
+                    await asyncio.gather(*bad)
+
+        app.agent(exp_topic, name=f"project_{name}")(project)
+
+    for name, write in ws.items():
+        declare(name, write)
+
+    @app.agent(fb_topic, name="feedback_to_experience")
+    async def feedback_to_experience(stream: faust.StreamT[Any]) -> None:
+        async for event in stream.events():
+            await _feedback(pipe, event)
+
+    if x.projections and "cold" in ws:
+        from aos_gateway.experience.cold import ColdStore
+
+        cold = ColdStore(x.cold_dir)
+
+        @app.timer(interval=3600.0)  # type: ignore[untyped-decorator]
+        async def cold_maintenance() -> None:
+            """Compact the days before today into one file each, and drop days past retention."""
+            from aos_gateway.experience.cold import day_of
+
+            now = int(time.time() * 1000)
+            loop = asyncio.get_running_loop()
+            try:
+                done = await loop.run_in_executor(pipe.io_pool, cold.compact_all, day_of(now))
+                gone = await loop.run_in_executor(pipe.io_pool, cold.prune, now, x.cold_retention_days)
+                if done or gone:
+                    log.info("cold store: compacted %s, pruned %s", done, gone)
+            except Exception:
+                log.exception("cold store maintenance failed")
+
+    return ws
+
+
+async def _feedback(pipe: Pipeline, event: EventT[Any]) -> None:
+    fb = None
+    try:
+        fb = pipe.decode(topics.FEEDBACK.name, event)
+        rec = feedback_record(fb)
+        await asyncio.gather(await pipe.send(topics.EXPERIENCE.name, rec["task_id"], rec))
+    except Exception as exc:
+        tid = fb.get("task_id") if isinstance(fb, dict) else None
+        await asyncio.gather(await pipe.send_dead_letter("feedback", event, exc, tid))

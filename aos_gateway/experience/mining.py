@@ -160,9 +160,9 @@ def cluster_tasks(
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     if n > minibatch_above:
-        km: Any = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=2048)
+        km: Any = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=1, batch_size=2048)
     else:
-        km = KMeans(n_clusters=k, random_state=seed, n_init=3)
+        km = KMeans(n_clusters=k, random_state=seed, n_init=1)  # k-means++ once: sklearn's own default
     km.fit(x, sample_weight=w)
     centroids = np.asarray(km.cluster_centers_, dtype=np.float32)
     return Clustering(centroids, np.asarray(km.predict(x), dtype=np.int64))

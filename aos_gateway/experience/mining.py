@@ -218,7 +218,7 @@ def association_rules(
 ) -> list[Rule]:
     """Rules from agent sets (up to ``max_len`` agents) and single plan edges to the outcome.
 
-    One transaction per EXECUTION record: its distinct ``agent_ids``, and each edge of
+    One transaction per EXECUTION record with agents: its distinct ``agent_ids``, and each edge of
     ``metadata["edges"]`` as an item ``from->to``. Exact level-wise Apriori: an agent set is
     counted only when all its subsets are frequent (support >= ``min_support``). ``weights``
     (one per record, e.g. decay) make supports weighted shares; ``count`` stays a plain count.
@@ -232,8 +232,8 @@ def association_rules(
     seen: set[str] = set()
     txs: list[tuple[frozenset[str], list[str], float, float]] = []  # agents, edges, success, weight
     for rec, w in zip(records, w_all, strict=True):
-        if rec["kind"] != "EXECUTION" or rec["experience_id"] in seen:
-            continue
+        if rec["kind"] != "EXECUTION" or not rec["agent_ids"] or rec["experience_id"] in seen:
+            continue  # an execution without agents (a feedback record not joined yet) says nothing here
         seen.add(rec["experience_id"])
         txs.append((frozenset(rec["agent_ids"]), _edges(rec), success_of(rec), float(w)))
     total = sum(t[3] for t in txs)

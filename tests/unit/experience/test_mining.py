@@ -205,6 +205,13 @@ def test_step_records_are_not_transactions() -> None:
     assert association_rules(steps, 0.01, 0.0) == []
 
 
+def test_executions_without_agents_do_not_move_the_base_rate() -> None:
+    unjoined_feedback = [_exec(f"fb{i}", [], False) for i in range(100)]
+    assert association_rules(_team_records() + unjoined_feedback, 0.05, 0.3) == association_rules(
+        _team_records(), 0.05, 0.3
+    )
+
+
 def test_weights_change_supports_but_not_counts() -> None:
     recs = _team_records()
     w = [0.0 if r["outcome"] == "FAILED" else 1.0 for r in recs]  # forget every failure

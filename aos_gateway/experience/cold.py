@@ -112,6 +112,9 @@ class ColdStore:
     def write(self, records: Iterable[ExperienceRecord]) -> int:
         """Append records, one new part file per UTC day they fall on; returns the rows written.
 
+        Each file is atomic, the batch is not: if a later day's file fails, the earlier days stay
+        written, and writing the whole batch again is harmless (duplicates are resolved on read).
+
         Raises:
             ValidationError: a record lacks a required field or does not fit the schema.
             StoreError: the file system refused (disk full, permissions).

@@ -245,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     lq.add_argument("--json", action="store_true")
     lq.set_defaults(handler=_cmd_learn_network)
 
+    from aos_gateway.cli import experience_cmds
+
+    experience_cmds.add_parser(sub, _cmd_experience, _Parser)
+
     dm = sub.add_parser("demo", help="register the MetaTool agents, submit sample tasks, print plans")
     dm.add_argument("--agents", type=_existing_file, default=None)
     dm.add_argument("--timeout", type=_positive_float, default=120.0)
@@ -310,6 +314,12 @@ def _cmd_agents(args: argparse.Namespace) -> int:
     from aos_gateway.cli import registry_cmds
 
     return registry_cmds.run(args, _settings(), _progress)
+
+
+def _cmd_experience(args: argparse.Namespace) -> int:
+    from aos_gateway.cli import experience_cmds
+
+    return experience_cmds.run(args, _settings(), _progress)
 
 
 def _cmd_agents_run(args: argparse.Namespace) -> int:

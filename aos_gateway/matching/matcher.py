@@ -54,6 +54,8 @@ class Matcher:
         self.ranker = Ranker(state)
         self._zero = Ranker(None)
         self.roles = roles or RoleRules()
+        #: agent id -> score factor (< 1 for agents mining flagged as anomalous)
+        self.penalties: dict[str, float] = {}
 
     @classmethod
     def from_settings(
@@ -86,6 +88,10 @@ class Matcher:
         self.ranker = Ranker(state)
         self._zero = Ranker(None)
 
+    def set_penalties(self, penalties: dict[str, float]) -> None:
+        """Score factors for agents flagged by mining (anomalous latency or failures); one swap."""
+        self.penalties = dict(penalties)
+
     def rank(
         self, query: FloatArray, constraints: TaskConstraints | None, k: int, model: str | None = None
     ) -> list[Candidate]:
@@ -111,6 +117,9 @@ class Matcher:
         ids = [h.agent.card["agent_id"] for h in hits]
         sims = np.array([h.similarity for h in hits], dtype=np.float32)
         scores, learned = ranker.score(query, ids, sims)
+        penalties = self.penalties
+        if penalties and any(i in penalties for i in ids):  # flagged agents are de-ranked, not hidden
+            scores = scores * np.array([penalties.get(i, 1.0) for i in ids], dtype=scores.dtype)
         order = np.argsort(-scores, kind="stable")[:k]
         return [
             Candidate(

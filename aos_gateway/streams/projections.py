@@ -3,6 +3,7 @@
 project_<store>   aos.experience.v1 -> a store (one Faust agent each: a store that is down holds
                                        back only its own projection)
 feedback_to_experience  aos.feedback.v1 -> aos.experience.v1 (a feedback record per feedback)
+learn_from_experience   a timer (``experience.mine_interval_s``): the history -> aos.weights.v1
 
 Each projection takes micro-batches (``experience.projection_batch`` records or one second),
 writes them in an I/O thread and only then moves on (at-least-once); every store is idempotent by
@@ -110,6 +111,19 @@ def build_projections(app: faust.App, pipe: Pipeline, settings: Settings) -> dic
                     log.info("cold store: compacted %s, pruned %s", done, gone)
             except Exception:
                 log.exception("cold store maintenance failed")
+
+    if x.mine_interval_s > 0:
+        from aos_gateway.streams.learner import PeriodicLearner
+
+        learner = PeriodicLearner(settings)
+
+        @app.timer(interval=x.mine_interval_s)  # type: ignore[untyped-decorator]
+        async def learn_from_experience() -> None:
+            """Mine the experience history and publish the learned states that changed."""
+            try:
+                await asyncio.get_running_loop().run_in_executor(pipe.io_pool, learner.run_once)
+            except Exception:
+                log.exception("learning pass failed")
 
     return ws
 

@@ -30,6 +30,7 @@ from aos_gateway import topics
 from aos_gateway.contracts import records
 from aos_gateway.contracts.wire import RecordCodec, codec_for
 from aos_gateway.errors import AosError, StoreError
+from aos_gateway.experience import learning
 from aos_gateway.matching.index import CapabilityIndex, ExactIndex, make_index
 from aos_gateway.matching.matcher import Matcher
 from aos_gateway.network import quality as network_quality
@@ -145,7 +146,10 @@ class Pipeline:
                 topics.WEIGHTS.name,
                 self.codecs[topics.WEIGHTS.name],
                 matcher.set_state,
-                extra={network_quality.NAME: (network_quality.from_record, self._set_quality)},
+                extra={
+                    network_quality.NAME: (network_quality.from_record, self._set_quality),
+                    learning.ANOMALIES: (learning.penalties_from_record, matcher.set_penalties),
+                },
             )
             self.weights_view.start()
             timeout = self.settings.matching.registry_catchup_timeout_s

@@ -52,6 +52,8 @@ def stack_env() -> Iterator[dict[str, str]]:
         "AOS_WORKER__DATA_DIR": str(home / "worker"),
         "AOS_PERCEPTION__BATCH_WINDOW_MS": "5",
         "AOS_EXPERIENCE__COLD_DIR": str(home / "experience"),
+        # tests publish learned states of their own: the worker's periodic learning would replace them
+        "AOS_EXPERIENCE__MINE_INTERVAL_S": "0",
     }
     # the shared Maven jar cache keeps the test stack from downloading Kafka again
     env["AOS_STACK__HOME"] = str(home / "stack")

@@ -279,3 +279,30 @@ def test_experience_reaches_the_cold_store_and_feedback_joins_it(
     joined = join_feedback(mine)
     (stepr,) = [r for r in joined if r["kind"] == "STEP" and r["agent_id"] == CALC]
     assert stepr["feedback_score"] == 0.0
+
+
+def test_replay_reaches_the_same_weights_as_the_live_learner(
+    settings: Settings, stack_env: dict[str, str], agents: AgentRunner, results: ResultReader
+) -> None:
+    import json
+
+    from aos_gateway.experience import learning
+    from aos_gateway.streams.learner import PeriodicLearner, latest_weights
+
+    from .conftest import run_aos
+
+    for text in ("what is 3 * 3", "no numbers"):  # a success and a failure of the calculator
+        plan = send_plan(settings, text, [step("s1", CALC)])
+        results.wait(plan["task_id"], 60)
+    time.sleep(1)  # the experience records follow the result
+    live = PeriodicLearner(settings)
+    sent = live.run_once()  # what the worker's timer does
+    assert {"network.quality", learning.ANOMALIES} <= set(sent)
+    assert live.run_once() == {}  # nothing new: nothing published again
+    held = latest_weights(settings)
+    assert held["network.quality"]["version"] == sent["network.quality"]
+    out = run_aos(stack_env, "experience", "replay", "--no-publish", "--json", timeout=300)
+    replayed = json.loads(out.stdout)
+    assert replayed["published"] == {}
+    assert replayed["fingerprints"] == {k: v for k, v in live.published.items() if k in replayed["fingerprints"]}
+    assert replayed["fingerprints"]["network.quality"] == live.published["network.quality"]

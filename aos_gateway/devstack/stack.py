@@ -1,6 +1,8 @@
-"""The local development stack behind ``aos dev up | down | status``: Kafka and PostgreSQL.
+"""The local development stack behind ``aos dev up | down | status``: Kafka, PostgreSQL and QuestDB.
 
-Real processes, no Docker, all bound to 127.0.0.1, all state under ``settings.stack.home``.
+Real processes, no Docker, all bound to 127.0.0.1, all state under ``settings.stack.home``:
+``kafka/`` (the broker), ``postgres/`` (the registry and statistics) and ``questdb/`` (the hot
+experience store, written through the InfluxDB v2 API; skipped when ``stack.questdb`` is false).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from aos_gateway.devstack._proc import Progress, quiet
 from aos_gateway.devstack.kafka import KafkaNode
 from aos_gateway.devstack.postgres import PostgresNode
+from aos_gateway.devstack.questdb import QuestDBNode
 from aos_gateway.devstack.status import PartStatus
 from aos_gateway.settings import Settings
 
@@ -18,7 +21,7 @@ __all__ = ["LocalStack", "PartStatus"]
 
 
 class LocalStack:
-    """A single-node Kafka broker and a private PostgreSQL cluster for development and tests.
+    """A single-node Kafka broker, a private PostgreSQL cluster and a QuestDB server for development and tests.
 
     ``up`` is idempotent and data survives ``down``/``up``: the broker's storage is formatted and the
     cluster initialised only the first time.
@@ -34,16 +37,28 @@ class LocalStack:
             self.home, st.kafka_port, st.kafka_controller_port, heap=st.kafka_heap, version=st.kafka_version
         )
         self.postgres = PostgresNode(self.home, pg.port, pg.user, pg.password.get_secret_value(), pg.dbname)
+        #: described even when ``stack.questdb`` is off, so ``down`` still stops one started before
+        self.questdb = QuestDBNode(
+            self.home,
+            st.questdb_http_port,
+            st.questdb_pg_port,
+            st.questdb_ilp_port,
+            heap=st.questdb_heap,
+            version=st.questdb_version,
+        )
+        self.with_questdb = st.questdb
         self.start_timeout_s = st.start_timeout_s
 
     def prepare(self, progress: Progress = quiet) -> None:
-        """Fetch everything the stack needs (Kafka jars, PostgreSQL 15) without starting it."""
+        """Fetch everything the stack needs (Kafka jars, PostgreSQL 15, the QuestDB jar) without starting it."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.kafka.ensure_jars(progress)
         self.postgres.ensure_installed(progress)
+        if self.with_questdb:
+            self.questdb.ensure_jar(progress)
 
     def up(self, progress: Progress = quiet) -> list[PartStatus]:
-        """Start both parts (those already running are left alone) and wait until they answer.
+        """Start every part (those already running are left alone) and wait until they answer.
 
         Raises:
             StackError: A part cannot start or does not answer within ``stack.start_timeout_s``.
@@ -52,24 +67,34 @@ class LocalStack:
         deadline = t0 + self.start_timeout_s
         self.kafka.check_ports()  # before anything is fetched or started: a taken port leaves nothing half-up
         self.postgres.check_port()
+        if self.with_questdb:
+            self.questdb.check_ports()
         self.prepare(progress)
         self._warn_if_clients_look_elsewhere(progress)
-        self.kafka.launch(progress)  # the JVM boots while PostgreSQL starts
+        self.kafka.launch(progress)  # the JVMs boot while PostgreSQL starts
+        if self.with_questdb:
+            self.questdb.launch(progress)
         self.postgres.start(_left(deadline), progress)
         self.kafka.wait_ready(_left(deadline), progress)
+        if self.with_questdb:
+            self.questdb.wait_ready(_left(deadline), progress)
         parts = self.status()
         progress(f"stack: up in {time.monotonic() - t0:.1f}s (home {self.home})")
         return parts
 
     def down(self, progress: Progress = quiet) -> None:
-        """Stop both parts; their data stays under the home. Idempotent."""
+        """Stop every part; their data stays under the home. Idempotent."""
         self.kafka.stop(progress=progress)
+        self.questdb.stop(progress=progress)
         self.postgres.stop(progress=progress)
         progress("stack: down")
 
     def status(self) -> list[PartStatus]:
-        """Each part's state, probing with a real request."""
-        return [self.kafka.status(), self.postgres.status()]
+        """Each part's state, probing with a real request (QuestDB: when enabled, or still running)."""
+        parts = [self.kafka.status(), self.postgres.status()]
+        if self.with_questdb or self.questdb.running_pid() is not None:
+            parts.append(self.questdb.status())
+        return parts
 
     def _warn_if_clients_look_elsewhere(self, progress: Progress) -> None:
         servers = self.settings.kafka.bootstrap_servers
@@ -78,6 +103,19 @@ class LocalStack:
         pg = self.settings.postgres
         if pg.host not in ("127.0.0.1", "localhost"):
             progress(f"note: postgres.host={pg.host} does not point at this stack ({self.postgres.address})")
+        ts = self.settings.timeseries
+        if self.with_questdb and ts.enabled and ts.flavour == "questdb":
+            if not any(f"//{h}:{self.questdb.http_port}" in ts.url for h in ("127.0.0.1", "localhost")):
+                progress(f"note: timeseries.url={ts.url} does not point at this stack ({self.questdb.url})")
+            import psycopg
+            from psycopg.conninfo import conninfo_to_dict
+
+            try:
+                pg_port = str(conninfo_to_dict(ts.questdb_pg).get("port"))
+            except psycopg.Error:  # a garbled conninfo is the store's error to report, not the stack's
+                pg_port = ""
+            if pg_port != str(self.questdb.pg_port):
+                progress(f"note: timeseries.questdb_pg does not point at this stack ({self.questdb.pg_address})")
 
 
 def _left(deadline: float) -> float:

@@ -44,8 +44,41 @@ def writers(pipe: Pipeline, settings: Settings) -> dict[str, Writer]:
 
     x = settings.experience
     cold = ColdStore(x.cold_dir)
-    out: dict[str, Writer] = {"cold": cold.write}
+    out: dict[str, Writer] = {"cold": cold.write, "stats": StatsWriter(pipe, settings).write}
     return out
+
+
+class StatsWriter:
+    """Agent statistics per task cluster in PostgreSQL (:mod:`aos_gateway.experience.stats`).
+
+    A task's cluster is the one of the network quality model in force (the clusters the planner's
+    reliability estimates use; -1 before one is learned). Cluster ids are those of that model's
+    version: after a new model, ``aos experience reset`` and a replay rebuild the table on one.
+    """
+
+    def __init__(self, pipe: Pipeline, settings: Settings) -> None:
+        self.pipe = pipe
+        self.conninfo = settings.postgres.conninfo()
+        self.conn: Any = None
+
+    def cluster_of(self, rec: ExperienceRecord) -> int | None:
+        from aos_gateway.perception.vectors import unpack
+
+        model = self.pipe.quality
+        vec = rec["task_vector"]
+        return None if model is None or vec is None else model.cluster_of(unpack(vec))
+
+    def write(self, batch: list[ExperienceRecord]) -> int:
+        from aos_gateway.experience import stats
+        from aos_gateway.registry import store
+
+        if self.conn is None or self.conn.closed:
+            self.conn = store.connect(self.conninfo)
+        try:
+            return stats.apply(self.conn, batch, self.cluster_of)
+        except Exception:
+            self.conn = None  # reconnect on the retry
+            raise
 
 
 def build_projections(app: faust.App, pipe: Pipeline, settings: Settings) -> dict[str, Writer]:

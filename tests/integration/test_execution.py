@@ -280,6 +280,21 @@ def test_experience_reaches_the_cold_store_and_feedback_joins_it(
     (stepr,) = [r for r in joined if r["kind"] == "STEP" and r["agent_id"] == CALC]
     assert stepr["feedback_score"] == 0.0
 
+    # the agent statistics projection counted this tenant's calculator steps (each once)
+    from aos_gateway.experience import stats
+    from aos_gateway.registry import store
+
+    with store.connect(settings.postgres.conninfo()) as conn:
+        deadline = time.monotonic() + 30
+        while True:
+            rows = [r for r in stats.read_stats(conn, TENANT) if r.agent_id == CALC]
+            calls = sum(r.calls for r in rows)
+            expected = _calc_steps(settings)
+            if calls == expected:
+                break
+            assert time.monotonic() < deadline, (calls, expected)
+            time.sleep(0.5)
+
 
 def test_replay_reaches_the_same_weights_as_the_live_learner(
     settings: Settings, stack_env: dict[str, str], agents: AgentRunner, results: ResultReader
@@ -306,3 +321,14 @@ def test_replay_reaches_the_same_weights_as_the_live_learner(
     assert replayed["published"] == {}
     assert replayed["fingerprints"] == {k: v for k, v in live.published.items() if k in replayed["fingerprints"]}
     assert replayed["fingerprints"]["network.quality"] == live.published["network.quality"]
+
+
+def _calc_steps(settings: Settings) -> int:
+    """Distinct STEP records of the calculator on the experience topic now."""
+    codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name)
+    ids = {
+        r["experience_id"]
+        for r in (codec.decode(m.value()) for m in read_to_end(settings.kafka, topics.EXPERIENCE.name))
+        if r["kind"] == "STEP" and r["agent_id"] == CALC
+    }
+    return len(ids)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from collections.abc import Callable
 from types import FrameType
 
@@ -12,7 +13,19 @@ from aos_gateway.settings import Settings
 
 
 def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], None]) -> int:
-    agents = resolve(args.target, settings)
+    from aos_gateway.cli import worker_proc
+
+    if args.action == "stop":
+        if worker_proc.running_pid(settings, "agents") is None:
+            progress("agents: none running in the background")
+        worker_proc.stop(settings, progress, name="agents")
+        return 0
+    agents = resolve(args.target, settings)  # a bad target fails here, in the foreground
+    if args.detach:
+        argv = [sys.executable, "-m", "aos_gateway.cli.main", "agents", "run", args.target]
+        argv += ["--keep-registered"] if args.keep_registered else []
+        worker_proc.start_detached(settings, "", progress, name="agents", argv=argv)
+        return 0
     runner = AgentRunner(agents, settings, deregister_on_exit=not args.keep_registered, progress=progress)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

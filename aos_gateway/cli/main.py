@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     ar = asub.add_parser("run", help="serve agents written with the SDK (MODULE:ATTRIBUTE) until Ctrl-C")
     ar.add_argument("target", metavar="MODULE:AGENT", help="e.g. aos_gateway.agents.reference:all_agents")
     ar.add_argument("--keep-registered", action="store_true", help="do not deregister the cards on exit")
+    ar.add_argument(
+        "--detach",
+        action="store_true",
+        help="run in the background (log and pid under the stack home; stopped by `aos dev down` or `aos agents stop`)",
+    )
+    st = asub.add_parser("stop", help="stop agents started with `aos agents run --detach`")
+    st.set_defaults(handler=_cmd_agents_run)
     ar.set_defaults(handler=_cmd_agents_run)
 
     sb = sub.add_parser("submit", help="submit a task: text, an image and/or an audio clip")
@@ -277,6 +284,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     elif args.action == "down":
         from aos_gateway.cli import worker_proc
 
+        worker_proc.stop(_settings(), _progress, name="agents")
         worker_proc.stop(_settings(), _progress)
         stack.down(_progress)
         parts = stack.status()

@@ -1,4 +1,5 @@
-"""A detached Faust worker for the local stack (``aos worker --detach`` / ``--stop``)."""
+"""Detached processes of the local stack: the Faust worker (``aos worker --detach`` / ``--stop``) and
+reference agents (``aos agents run ... --detach``), each with a pid file and a log under the stack home."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from pathlib import Path
 from aos_gateway.settings import Settings
 
 
-def _pidfile(settings: Settings) -> Path:
-    return settings.stack.home.resolve() / "worker.pid"
+def _pidfile(settings: Settings, name: str = "worker") -> Path:
+    return settings.stack.home.resolve() / f"{name}.pid"
 
 
-def running_pid(settings: Settings) -> int | None:
-    path = _pidfile(settings)
+def running_pid(settings: Settings, name: str = "worker") -> int | None:
+    path = _pidfile(settings, name)
     try:
         pid = int(path.read_text().strip())
         os.kill(pid, 0)
@@ -33,28 +34,35 @@ def worker_argv(loglevel: str) -> list[str]:
     return [sys.executable, "-m", "faust", "-A", "aos_gateway.app", "worker", "--without-web", "-l", loglevel]
 
 
-def start_detached(settings: Settings, loglevel: str, progress: Callable[[str], None]) -> int:
-    pid = running_pid(settings)
+def start_detached(
+    settings: Settings,
+    loglevel: str,
+    progress: Callable[[str], None],
+    name: str = "worker",
+    argv: list[str] | None = None,
+) -> int:
+    """Start ``argv`` (default: the worker) in the background unless ``name`` already runs."""
+    pid = running_pid(settings, name)
     if pid is not None:
-        progress(f"worker: already running (pid {pid})")
+        progress(f"{name}: already running (pid {pid})")
         return pid
     home = settings.stack.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
-    log = (home / "worker.log").open("ab")
+    log = (home / f"{name}.log").open("ab")
     proc = subprocess.Popen(
-        worker_argv(loglevel),
+        argv or worker_argv(loglevel),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    _pidfile(settings).write_text(str(proc.pid))
-    progress(f"worker: started (pid {proc.pid}, log {home / 'worker.log'})")
+    _pidfile(settings, name).write_text(str(proc.pid))
+    progress(f"{name}: started (pid {proc.pid}, log {home / f'{name}.log'})")
     return proc.pid
 
 
-def stop(settings: Settings, progress: Callable[[str], None], timeout: float = 20.0) -> None:
-    pid = running_pid(settings)
+def stop(settings: Settings, progress: Callable[[str], None], timeout: float = 20.0, name: str = "worker") -> None:
+    pid = running_pid(settings, name)
     if pid is None:
         return
     os.kill(pid, signal.SIGTERM)
@@ -67,8 +75,8 @@ def stop(settings: Settings, progress: Callable[[str], None], timeout: float = 2
         time.sleep(0.2)
     else:
         os.kill(pid, signal.SIGKILL)
-    _pidfile(settings).unlink(missing_ok=True)
-    progress(f"worker: stopped (pid {pid})")
+    _pidfile(settings, name).unlink(missing_ok=True)
+    progress(f"{name}: stopped (pid {pid})")
 
 
 def wait_ready(settings: Settings, timeout: float, progress: Callable[[str], None]) -> bool:

@@ -314,6 +314,9 @@ class ExecutionSettings(BaseModel):
         default=15.0, gt=0, description="an agent with no heartbeat for this long is not invoked; its fallback is"
     )
     max_output_chars: int = Field(default=100_000, ge=1, description="a longer agent output is truncated")
+    max_plan_age_s: float = Field(
+        default=300.0, gt=0, description="a plan older than this when the dispatcher reads it fails as expired"
+    )
     dedupe_retention_s: int = Field(default=24 * 3600, ge=60, description="finished executions kept for dedupe")
 
 

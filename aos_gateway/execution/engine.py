@@ -45,6 +45,7 @@ from aos_gateway.contracts.records import (
 
 StepState = Literal["WAITING", "RUNNING", "BACKOFF", "SUCCEEDED", "FAILED", "TIMED_OUT", "SKIPPED"]
 OPEN: tuple[StepState, ...] = ("WAITING", "RUNNING", "BACKOFF")
+DOWN = "agent is not running (no recent heartbeat, or nothing consumes its invocation topic)"
 #: agent liveness: True alive, False known down, None never heard of (invoked anyway)
 Liveness = Callable[[str], bool | None]
 
@@ -302,13 +303,13 @@ def _dispatch(ex: Execution, s: StepRun, now: int, policy: Policy, live: Livenes
     primary_done = s.tries_on_agent > s.retries or live(s.agent_id) is False
     if primary_done and not s.on_fallback and s.fallback_agent_id and live(s.fallback_agent_id) is not False:
         if live(s.agent_id) is False and s.tries_on_agent == 0:
-            s.history.append(Attempt(s.agent_id, "FAILED", 0, "agent is down (no recent heartbeat)", now))
+            s.history.append(Attempt(s.agent_id, "FAILED", 0, DOWN, now))
         s.on_fallback, s.agent_id, s.tries_on_agent = True, s.fallback_agent_id, 0
         primary_done = False
     if primary_done:
         if s.tries_on_agent == 0 and live(s.agent_id) is False:
-            s.history.append(Attempt(s.agent_id, "FAILED", 0, "agent is down (no recent heartbeat)", now))
-            s.error = f"{s.agent_id}: agent is down (no recent heartbeat) and no live fallback"
+            s.history.append(Attempt(s.agent_id, "FAILED", 0, DOWN, now))
+            s.error = f"{s.agent_id}: {DOWN}, and no live fallback"
         last = s.history[-1].outcome if s.history else "FAILED"
         s.state = "TIMED_OUT" if last == "TIMED_OUT" else "FAILED"
         return None

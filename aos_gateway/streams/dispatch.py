@@ -92,9 +92,27 @@ class Dispatcher:
         self.settings = settings
         self.results = 0
         self._last_resync = 0.0
+        self.existing_topics: set[str] = set()
+        self.topics_known = False
 
     def alive(self, agent_id: str) -> bool | None:
-        return self.liveness.alive(agent_id)
+        """From heartbeats; an agent never heard of whose invocation topic does not exist is down
+        (nothing could consume its invocations)."""
+        seen = self.liveness.alive(agent_id)
+        if seen is None and self.topics_known and topics.invocation_topic(agent_id) not in self.existing_topics:
+            return False
+        return seen
+
+    def _watch_topics(self) -> None:
+        from aos_gateway.streams.kafka import existing_topics
+
+        while True:
+            try:
+                self.existing_topics = existing_topics(self.settings.kafka)
+                self.topics_known = True
+            except Exception as exc:  # keep the last list; the broker may be restarting
+                log.warning("dispatch: cannot list topics: %s", exc)
+            time.sleep(10.0)
 
     async def start_view(self) -> None:
         if self.view is None:
@@ -105,6 +123,9 @@ class Dispatcher:
                 self.liveness,
             )
             self.view.start()
+            import threading
+
+            threading.Thread(target=self._watch_topics, name="aos-dispatch-topics", daemon=True).start()
             await asyncio.get_running_loop().run_in_executor(None, self.view.wait_caught_up, 30.0)
 
     def working_copy(self, task_id: str) -> Execution | str | None:
@@ -154,6 +175,14 @@ class Dispatcher:
         if seen is not None:
             log.info("dispatch: task %s already executed or running; duplicate plan dropped", plan["task_id"])
             return
+        age_s = (now_ms() - plan["created_at"]) / 1000
+        if plan["status"] == "PLANNED" and age_s > self.settings.execution.max_plan_age_s:
+            plan = {
+                **plan,
+                "status": "REJECTED",
+                "reason": f"expired: planned {age_s:.0f}s before it reached the "
+                f"dispatcher (execution.max_plan_age_s={self.settings.execution.max_plan_age_s:g})",
+            }
         if plan["status"] != "PLANNED" or not plan["steps"]:
             if plan["status"] == "PLANNED":
                 plan = {**plan, "status": "REJECTED", "reason": "the plan has no steps"}

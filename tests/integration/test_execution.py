@@ -88,9 +88,11 @@ def step(sid: str, agent: str, deps: list[str] | None = None, **kw: Any) -> Plan
     )
 
 
-def send_plan(settings: Settings, text: str, steps: list[PlanStep], est_ms: int = 2_000, copies: int = 1) -> Plan:
+def send_plan(
+    settings: Settings, text: str, steps: list[PlanStep], est_ms: int = 2_000, copies: int = 1, created_ago_ms: int = 0
+) -> Plan:
     tid = f"it-exec-{uuid.uuid4().hex[:12]}"
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) - created_ago_ms
     plan = Plan(
         plan_id=str(uuid.uuid4()),
         task_id=tid,
@@ -166,16 +168,34 @@ def test_failing_step_falls_back_and_dependents_are_skipped(
     assert res["status"] == "PARTIAL"
 
 
-def test_unknown_agent_times_out_within_the_deadline(
+def test_agent_without_a_consumer_fails_at_once(settings: Settings, agents: AgentRunner, results: ResultReader) -> None:
+    ghost = f"it-ghost-{SUFFIX}"  # never ran: no heartbeat and no invocation topic
+    plan = send_plan(settings, "anything", [step("s1", ghost)], est_ms=100)
+    res = results.wait(plan["task_id"], 60)
+    assert res["status"] == "FAILED" and "agent is not running" in (res["reason"] or "")
+    assert res["steps"][0]["attempts"] == 0
+
+
+def test_silent_agent_times_out_within_the_deadline(
     settings: Settings, agents: AgentRunner, results: ResultReader
 ) -> None:
-    ghost = f"it-ghost-{SUFFIX}"  # never ran: no heartbeat, so it is invoked and times out
-    plan = send_plan(settings, "anything", [step("s1", ghost, timeout_ms=1_000, retries=1)], est_ms=100)
+    from aos_gateway.streams.kafka import ensure_topics
+
+    mute = f"it-mute-{SUFFIX}"  # its topic exists (someone could consume it) but no one answers
+    ensure_topics(settings.kafka, [topics.invocation_spec(mute)])
+    time.sleep(11)  # the dispatcher lists topics every 10 s
+    plan = send_plan(settings, "anything", [step("s1", mute, timeout_ms=1_000, retries=1)], est_ms=100)
     res = results.wait(plan["task_id"], 60)
     assert res["status"] == "FAILED"
     (s1,) = res["steps"]
     assert s1["status"] == "TIMED_OUT" and s1["attempts"] == 2
     assert res["finished_at"] <= res["deadline_at"] + 1_000  # the tick's granularity
+
+
+def test_stale_plan_expires(settings: Settings, agents: AgentRunner, results: ResultReader) -> None:
+    plan = send_plan(settings, "what is 1 + 1", [step("s1", CALC)], created_ago_ms=3_600_000)
+    res = results.wait(plan["task_id"], 60)
+    assert res["status"] == "FAILED" and (res["reason"] or "").startswith("REJECTED: expired")
 
 
 def test_killed_agent_mid_plan_fails_over_to_its_fallback(

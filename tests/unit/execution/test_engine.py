@@ -174,7 +174,7 @@ def test_dead_agent_is_skipped_for_its_fallback() -> None:
 
     ex, acts = engine.start(plan(step("s1", "dead", fallback="spare")), 0, POLICY, live)
     assert [i["agent_id"] for i in acts.invocations] == ["spare"]
-    assert ex.steps["s1"].history[0].error == "agent is down (no recent heartbeat)"
+    assert ex.steps["s1"].history[0].error == engine.DOWN
 
 
 def test_dead_agent_without_fallback_fails_at_once() -> None:

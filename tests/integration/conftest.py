@@ -27,6 +27,7 @@ from aos_gateway.settings import (
     PostgresSettings,
     Settings,
     StackSettings,
+    TimeSeriesSettings,
     WorkerSettings,
 )
 
@@ -42,6 +43,7 @@ def stack_env() -> Iterator[dict[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="aos-it-"))
     home.chmod(0o755)  # the postgres system user must traverse it when tests run as root
     kport, cport, pport = _free_port(), _free_port(), _free_port()
+    qhttp, qpg, qilp = _free_port(), _free_port(), _free_port()
     env = {
         "AOS_STACK__HOME": str(home / "stack"),
         "AOS_STACK__KAFKA_PORT": str(kport),
@@ -51,6 +53,11 @@ def stack_env() -> Iterator[dict[str, str]]:
         "AOS_WORKER__APP_ID": f"aos-it-{uuid.uuid4().hex[:8]}",
         "AOS_WORKER__DATA_DIR": str(home / "worker"),
         "AOS_PERCEPTION__BATCH_WINDOW_MS": "5",
+        "AOS_STACK__QUESTDB_HTTP_PORT": str(qhttp),
+        "AOS_STACK__QUESTDB_PG_PORT": str(qpg),
+        "AOS_STACK__QUESTDB_ILP_PORT": str(qilp),
+        "AOS_TIMESERIES__URL": f"http://127.0.0.1:{qhttp}",
+        "AOS_TIMESERIES__QUESTDB_PG": f"host=127.0.0.1 port={qpg} user=admin password=quest dbname=qdb",
         "AOS_EXPERIENCE__COLD_DIR": str(home / "experience"),
         # tests publish learned states of their own: the worker's periodic learning would replace them
         "AOS_EXPERIENCE__MINE_INTERVAL_S": "0",
@@ -69,11 +76,17 @@ def settings(stack_env: dict[str, str]) -> Iterator[Settings]:
             home=Path(stack_env["AOS_STACK__HOME"]),
             kafka_port=int(stack_env["AOS_STACK__KAFKA_PORT"]),
             kafka_controller_port=int(stack_env["AOS_STACK__KAFKA_CONTROLLER_PORT"]),
+            questdb_http_port=int(stack_env["AOS_STACK__QUESTDB_HTTP_PORT"]),
+            questdb_pg_port=int(stack_env["AOS_STACK__QUESTDB_PG_PORT"]),
+            questdb_ilp_port=int(stack_env["AOS_STACK__QUESTDB_ILP_PORT"]),
         ),
         kafka=KafkaSettings(bootstrap_servers=stack_env["AOS_KAFKA__BOOTSTRAP_SERVERS"]),
         postgres=PostgresSettings(port=int(stack_env["AOS_POSTGRES__PORT"])),
         worker=WorkerSettings(app_id=stack_env["AOS_WORKER__APP_ID"], data_dir=Path(stack_env["AOS_WORKER__DATA_DIR"])),
         experience=ExperienceSettings(cold_dir=Path(stack_env["AOS_EXPERIENCE__COLD_DIR"])),
+        timeseries=TimeSeriesSettings(
+            url=stack_env["AOS_TIMESERIES__URL"], questdb_pg=stack_env["AOS_TIMESERIES__QUESTDB_PG"]
+        ),
     )
     stack = LocalStack(s)
     stack.up(lambda m: print(m, file=sys.stderr))

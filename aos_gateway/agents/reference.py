@@ -85,17 +85,21 @@ def calculate(text: str) -> str:
         s = re.sub(pat, rep, s)
     for pat, rep in _WORDS:
         s = re.sub(pat, f" {rep} ", s)
-    found = [m.group(0).strip() for m in _EXPR.finditer(s)]
-    found = [f for f in found if re.search(r"\d\s*[-+*/%]", f)] or found
+    found = [" ".join(m.group(0).split()).strip(" .") for m in _EXPR.finditer(s)]
+    found = [f for f in found if re.search(r"\d\s*[-+*/%]", f)] or [f for f in found if f]
     if not found:
         raise PermanentAgentError("no arithmetic expression in the text")
-    expr = " ".join(max(found, key=len).split())
-    try:
-        value = _eval(ast.parse(expr, mode="eval"))
-    except SyntaxError as exc:
-        raise PermanentAgentError(f"cannot read {expr!r} as arithmetic") from exc
-    except ZeroDivisionError as exc:
-        raise PermanentAgentError("division by zero") from exc
+    value: float | int | None = None
+    for expr in sorted(found, key=len, reverse=True):  # the longest expression that parses
+        try:
+            value = _eval(ast.parse(expr, mode="eval"))
+            break
+        except SyntaxError:
+            continue
+        except ZeroDivisionError as exc:
+            raise PermanentAgentError("division by zero") from exc
+    if value is None:
+        raise PermanentAgentError(f"cannot read {found[0]!r} as arithmetic")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return f"{expr} = {value:.10g}" if isinstance(value, float) else f"{expr} = {value}"

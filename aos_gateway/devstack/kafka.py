@@ -50,6 +50,10 @@ def render_server_properties(port: int, controller_port: int, data_dir: Path) ->
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             f"log.dirs={data_dir}",
             "num.partitions=4",
+            # topics come from the catalog (`aos topics create`, workers, the agent SDK): a client
+            # asking for an unknown topic must not create it (a dispatcher would then think an
+            # agent's invocation topic, and so a consumer, exists)
+            "auto.create.topics.enable=false",
             "default.replication.factor=1",
             "offsets.topic.replication.factor=1",
             "share.coordinator.state.topic.replication.factor=1",

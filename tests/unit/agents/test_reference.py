@@ -20,6 +20,8 @@ from aos_gateway.errors import PermanentAgentError
         ("the total of 1,200 + 300", "1500"),
         ("2 to the power of 10 minus 24", "1000"),
         ("what is 7 / 2", "3.5"),
+        ("Compute 12 * (3 + 4). Then list the key terms of the result.", "84"),
+        ("it costs 3.5 + 1.25.", "4.75"),
     ],
 )
 def test_calculator(text: str, value: str) -> None:

@@ -29,7 +29,7 @@ def test_server_properties_single_node_kraft_on_loopback() -> None:
     assert props["transaction.state.log.replication.factor"] == "1"
     assert props["transaction.state.log.min.isr"] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"
-    assert "auto.create.topics.enable" not in props  # broker default (true) stays
+    assert props["auto.create.topics.enable"] == "false"  # topics come from the catalog only
     assert "0.0.0.0" not in "".join(props.values())
 
 

@@ -33,8 +33,9 @@ Why these choices:
 - **Reads are QuestDB SQL** over psycopg (:meth:`HotStore.query_counts`), for tests and dashboards.
   QuestDB applies WAL writes asynchronously: a row is readable shortly after its write returns.
 
-Failures are a :class:`~aos_gateway.errors.StoreError` with a one-line reason; a batch that fails
-half-way may be written again whole (see above).
+A store that is unreachable or refuses is a :class:`~aos_gateway.errors.StoreError` with a one-line
+reason (a batch that fails half-way may be written again whole, see above); a record without an
+``experience_id`` or ``occurred_at`` is a :class:`~aos_gateway.errors.ValidationError`, as in the cold store.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aos_gateway.contracts.records import ExperienceRecord
-from aos_gateway.errors import StoreError
+from aos_gateway.errors import StoreError, ValidationError
 from aos_gateway.settings import Settings, TimeSeriesSettings
 
 if TYPE_CHECKING:
@@ -82,6 +83,10 @@ def point_values(rec: ExperienceRecord | Mapping[str, Any]) -> tuple[dict[str, s
 
     Tags that are missing or empty are left out (line protocol has no empty tag), the same way on
     every write of the record.
+
+    Raises:
+        ValidationError: The record has no ``experience_id`` (it could not be written idempotently)
+            or no usable ``occurred_at`` (as the cold store).
     """
     meta = rec.get("metadata") or {}
     tags: dict[str, str] = {}
@@ -96,7 +101,11 @@ def point_values(rec: ExperienceRecord | Mapping[str, Any]) -> tuple[dict[str, s
         if value is not None and str(value) != "":
             tags[key] = str(value)
     if "experience_id" not in tags:
-        raise StoreError("hot store: an experience record without experience_id cannot be written idempotently")
+        raise ValidationError("experience record without an experience_id")
+    try:
+        at = int(rec["occurred_at"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValidationError(f"experience record without a usable occurred_at: {exc!r}") from exc
     fields: dict[str, int | float] = {
         "latency_ms": int(rec.get("latency_ms") or 0),
         "cost": float(rec.get("cost") or 0.0),
@@ -107,7 +116,7 @@ def point_values(rec: ExperienceRecord | Mapping[str, Any]) -> tuple[dict[str, s
         fields["feedback_score"] = float(score)
     if not math.isfinite(fields["cost"]):
         fields["cost"] = 0.0
-    return tags, fields, int(rec["occurred_at"])
+    return tags, fields, at
 
 
 def to_point(rec: ExperienceRecord | Mapping[str, Any]) -> Point:
@@ -235,6 +244,7 @@ class HotStore:
         """Write the records' points (synchronously, in batches); returns how many were written.
 
         Raises:
+            ValidationError: A record has no ``experience_id`` or ``occurred_at`` (nothing is written).
             StoreError: The store is unreachable or refused a batch (earlier batches stay written;
                 writing all of them again is harmless).
         """

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from aos_gateway.errors import StoreError
+from aos_gateway.errors import StoreError, ValidationError
 from aos_gateway.experience.hot import (
     DEDUP_KEYS,
     MEASUREMENT,
@@ -110,9 +110,11 @@ def test_empty_tags_are_left_out_the_same_way_every_time() -> None:
     assert _line(_rec(tenant="")) == _line(_rec(tenant=""))
 
 
-def test_a_record_without_experience_id_is_refused() -> None:
-    with pytest.raises(StoreError, match="without experience_id"):
+def test_a_record_without_experience_id_or_time_is_refused() -> None:
+    with pytest.raises(ValidationError, match="without an experience_id"):
         point_values(_rec(experience_id=""))
+    with pytest.raises(ValidationError, match="occurred_at"):
+        point_values(_rec(occurred_at=None))
 
 
 # -- idempotency keys -------------------------------------------------------------------------

@@ -61,8 +61,128 @@ def run(settings: Settings, agents: Path | None, timeout: float, progress: Calla
         for text, tid in zip(SAMPLE_TASKS, ids, strict=True):
             plan = client.wait(tid, timeout)
             print(f"\n> {text}\n{format_plan(plan)}")
+    progress(f"\ndemo: {len(ids)} plans in {time.monotonic() - t0:.1f}s")
+    run_reference_agents(settings, timeout, progress)
     progress(
-        f"\ndemo: {len(ids)} plans in {time.monotonic() - t0:.1f}s; the stack and worker keep running "
-        "(`aos submit --text ... --wait`, `aos dev down` to stop)"
+        "\ndemo: the stack, the worker and the reference agents keep running "
+        "(`aos submit --text ... --result`, `aos results --executions`, `aos dev down` to stop)"
     )
     return 0
+
+
+REFERENCE_TASKS = ("What is 12 * (3 + 4)?", "What is 1500 divided by 12?")
+
+
+def run_reference_agents(settings: Settings, timeout: float, progress: Callable[[str], None]) -> None:
+    """Start the reference agents and run tasks with them: through the whole pipeline, and a two-step
+    plan (the calculator's answer handed to the keyword extractor) sent straight to the dispatcher."""
+    import sys
+    import uuid
+
+    from aos_gateway import topics
+    from aos_gateway.cli import worker_proc
+    from aos_gateway.cli.main import format_plan, format_result
+    from aos_gateway.client import GatewayClient, ResultReader
+    from aos_gateway.contracts.records import EXECUTION_RESULT, PLAN, Plan, PlanStep
+    from aos_gateway.contracts.wire import codec_for
+    from aos_gateway.errors import AosError
+    from aos_gateway.streams.kafka import make_producer
+
+    progress("\ndemo: starting the reference agents (calculator, keywords, summarizer, embedder, transcriber)")
+    target = "aos_gateway.agents.reference:all_agents"
+    argv = [sys.executable, "-m", "aos_gateway.cli.main", "agents", "run", target]
+    worker_proc.start_detached(settings, "", progress, name="agents", argv=argv)
+    wait_alive(settings, ["ref-calculator", "ref-keywords"], timeout, progress)
+    with GatewayClient(settings) as client:
+        client.listen(executions=True)
+        for text in REFERENCE_TASKS:
+            tid = client.submit(text)
+            plan = client.wait(tid, timeout)
+            print(f"\n> {text}\n{format_plan(plan)}")
+            print(format_result(client.wait_execution(tid, timeout)))
+    now = int(time.time() * 1000)
+    text = "Compute 1500 divided by 12 and list the key terms of the answer."
+    steps = [
+        PlanStep(
+            step_id="s1",
+            stage=0,
+            agent_id="ref-calculator",
+            agent_name="Calculator",
+            score=1.0,
+            depends_on=[],
+            timeout_ms=5_000,
+            retries=1,
+            fallback_agent_id=None,
+            expected_latency_ms=50,
+            role="Compute 1500 divided by 12",
+        ),
+        PlanStep(
+            step_id="s2",
+            stage=1,
+            agent_id="ref-keywords",
+            agent_name="KeywordExtractor",
+            score=1.0,
+            depends_on=["s1"],
+            timeout_ms=5_000,
+            retries=1,
+            fallback_agent_id=None,
+            expected_latency_ms=50,
+            role="list the key terms of the answer",
+        ),
+    ]
+    tid = f"demo-{uuid.uuid4().hex[:12]}"
+    plan = Plan(
+        plan_id=str(uuid.uuid4()),
+        task_id=tid,
+        tenant=settings.tenant,
+        submitted_at=now,
+        created_at=now,
+        status="PLANNED",
+        reason=None,
+        planner="hand-written",
+        steps=steps,
+        predicted_quality=None,
+        estimated_duration_ms=100,
+        trace_id=None,
+        transcript=None,
+        modalities=["text"],
+        notes=[],
+        timings={},
+        text=text,
+        task_vector=None,
+    )
+    reader = ResultReader(settings, topics.RESULTS.name, record=EXECUTION_RESULT)
+    try:
+        producer = make_producer(settings.kafka)
+        producer.produce(topics.PLANS.name, key=tid.encode(), value=codec_for(PLAN, topics.PLANS.name).encode(plan))
+        if producer.flush(10):
+            raise AosError("the demo plan was not delivered")
+        print(f"\n> {text}\n  (a hand-written two-step plan sent straight to {topics.PLANS.name})")
+        print(format_plan(plan))
+        print(format_result(reader.wait(tid, timeout)))
+    finally:
+        reader.close()
+
+
+def wait_alive(settings: Settings, agent_ids: list[str], timeout: float, progress: Callable[[str], None]) -> None:
+    """Until every agent sends heartbeats (the reference agents load a model first)."""
+    from aos_gateway import topics
+    from aos_gateway.contracts.records import HEARTBEAT
+    from aos_gateway.contracts.wire import codec_for
+    from aos_gateway.errors import AosError
+    from aos_gateway.streams.kafka import read_to_end
+    from aos_gateway.streams.liveness import Liveness
+
+    codec = codec_for(HEARTBEAT, topics.HEARTBEATS.name)
+    deadline = time.monotonic() + timeout
+    while True:
+        live = Liveness(settings.execution.liveness_timeout_s)
+        for m in read_to_end(settings.kafka, topics.HEARTBEATS.name):
+            if m.value() is not None:
+                live.record(codec.decode(m.value()))  # type: ignore[arg-type]
+        if all(live.alive(a) for a in agent_ids):
+            progress(f"demo: {', '.join(agent_ids)} alive")
+            return
+        if time.monotonic() > deadline:
+            raise AosError(f"the reference agents sent no heartbeat in {timeout:.0f}s; see .aos/agents.log")
+        time.sleep(1)

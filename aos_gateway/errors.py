@@ -13,7 +13,7 @@ can catch one type. The tree::
     │   └── MediaError              an image or audio part that cannot be used (corrupt, too large, silent)
     ├── StackError                  the local stack cannot start or answer (port taken, Java missing)
     ├── KafkaError                  the broker refused or did not answer in time
-    ├── StoreError                  PostgreSQL refused or did not answer
+    ├── StoreError                  a store (PostgreSQL, the time-series store, Parquet files) failed
     ├── ModelError                  an encoder failed to load or to run
     ├── IndexBackendError           the capability index backend failed (qdrant shard, Weaviate server)
     ├── ResultTimeoutError          no result arrived for a task within the wait limit
@@ -71,7 +71,7 @@ class KafkaError(AosError):
 
 
 class StoreError(AosError):
-    """PostgreSQL refused a request or did not answer."""
+    """A store (PostgreSQL, the time-series store, the Parquet files) refused a request or did not answer."""
 
 
 class ModelError(AosError):

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aos-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    dev = sub.add_parser("dev", help="the local stack (Kafka, PostgreSQL)")
+    dev = sub.add_parser("dev", help="the local stack (Kafka, PostgreSQL, QuestDB)")
     dsub = dev.add_subparsers(dest="action", required=True, parser_class=_Parser)
     for name, hlp in (
         ("up", "start the stack (idempotent); waits until every part is ready"),

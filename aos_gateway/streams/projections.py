@@ -45,6 +45,10 @@ def writers(pipe: Pipeline, settings: Settings) -> dict[str, Writer]:
     x = settings.experience
     cold = ColdStore(x.cold_dir)
     out: dict[str, Writer] = {"cold": cold.write, "stats": StatsWriter(pipe, settings).write}
+    if settings.timeseries.enabled:
+        from aos_gateway.experience.hot import HotStore
+
+        out["hot"] = HotStore.from_settings(settings).write
     return out
 
 

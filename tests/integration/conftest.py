@@ -65,6 +65,9 @@ def stack_env() -> Iterator[dict[str, str]]:
     # the shared Maven jar cache keeps the test stack from downloading Kafka again
     env["AOS_STACK__HOME"] = str(home / "stack")
     yield env
+    import shutil
+
+    shutil.rmtree(home, ignore_errors=True)  # after the stack (a later fixture) is down
 
 
 @pytest.fixture(scope="session")

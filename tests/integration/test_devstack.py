@@ -32,8 +32,16 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _settings(home: Path, kafka_port: int, controller_port: int, pg_port: int) -> Settings:
+    qhttp, qpg, qilp = _free_ports(3)
     return Settings(
-        stack=StackSettings(home=home, kafka_port=kafka_port, kafka_controller_port=controller_port),
+        stack=StackSettings(
+            home=home,
+            kafka_port=kafka_port,
+            kafka_controller_port=controller_port,
+            questdb_http_port=qhttp,
+            questdb_pg_port=qpg,
+            questdb_ilp_port=qilp,
+        ),
         kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{kafka_port}"),
         postgres=PostgresSettings(port=pg_port),
     )
@@ -96,7 +104,11 @@ def test_up_is_idempotent_and_a_restart_keeps_data(home: Path) -> None:
         t0 = time.monotonic()
         parts = stack.up(log)
         first_up = time.monotonic() - t0
-        assert [(p.name, p.running, p.healthy) for p in parts] == [("kafka", True, True), ("postgres", True, True)]
+        assert [(p.name, p.running, p.healthy) for p in parts] == [
+            ("kafka", True, True),
+            ("postgres", True, True),
+            ("questdb", True, True),
+        ]
         assert log.has("formatted") and log.has("initialised")
         pid = stack.kafka.running_pid()
 
@@ -106,6 +118,7 @@ def test_up_is_idempotent_and_a_restart_keeps_data(home: Path) -> None:
         second_up = time.monotonic() - t0
         assert all(p.healthy for p in parts)
         assert log.has("kafka: already running") and log.has("postgres: already running")
+        assert log.has("questdb: already running")
         assert stack.kafka.running_pid() == pid
         assert second_up < 5.0
 
@@ -120,7 +133,7 @@ def test_up_is_idempotent_and_a_restart_keeps_data(home: Path) -> None:
 
         stack.down()
         parts = stack.status()
-        assert [(p.running, p.healthy) for p in parts] == [(False, False), (False, False)]
+        assert [(p.running, p.healthy) for p in parts] == [(False, False)] * 3
         assert not stack.kafka.pid_file.exists()
         stack.down()  # idempotent
 
@@ -141,7 +154,7 @@ def test_up_is_idempotent_and_a_restart_keeps_data(home: Path) -> None:
         print(f"first up {first_up:.1f}s, second up {second_up:.2f}s, restart {restart:.1f}s", file=sys.stderr)
     finally:
         stack.down()
-    assert [p.running for p in stack.status()] == [False, False]
+    assert [p.running for p in stack.status()] == [False, False, False]
 
 
 def test_postgres_alone_up_select_down(home: Path) -> None:

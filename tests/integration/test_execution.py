@@ -300,6 +300,20 @@ def test_experience_reaches_the_cold_store_and_feedback_joins_it(
     (stepr,) = [r for r in joined if r["kind"] == "STEP" and r["agent_id"] == CALC]
     assert stepr["feedback_score"] == 0.0
 
+    # the hot store (QuestDB through the InfluxDB v2 API) holds each of this tenant's records once
+    from aos_gateway.experience.hot import HotStore
+
+    hot = HotStore.from_settings(settings)
+    deadline = time.monotonic() + 30
+    while True:
+        want = len(_distinct_of_tenant(settings))
+        got = hot.query_counts((), tenant=TENANT).get((), 0)
+        if got == want:
+            break
+        assert time.monotonic() < deadline, (got, want)
+        time.sleep(0.5)
+    hot.close()
+
     # the agent statistics projection counted this tenant's calculator steps (each once)
     from aos_gateway.experience import stats
     from aos_gateway.registry import store
@@ -352,3 +366,12 @@ def _calc_steps(settings: Settings) -> int:
         if r["kind"] == "STEP" and r["agent_id"] == CALC
     }
     return len(ids)
+
+
+def _distinct_of_tenant(settings: Settings) -> set[str]:
+    codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name)
+    return {
+        r["experience_id"]
+        for r in (codec.decode(m.value()) for m in read_to_end(settings.kafka, topics.EXPERIENCE.name))
+        if r["tenant"] == TENANT
+    }

@@ -86,6 +86,13 @@ HEARTBEATS = TopicSpec(
     extra={"cleanup.policy": "compact,delete", "retention.ms": str(DAY_MS)},
 )
 
+REVIEW = TopicSpec(
+    "aos.review.v1",
+    records.PLAN,
+    retention_ms=30 * DAY_MS,
+    doc="low-confidence decisions for a person to check (plans; the reason is in their notes)",
+)
+
 #: the topic an agent consumes its invocations from: ``aos.agents.<agent id>.invocations``
 INVOCATION_TOPIC_PREFIX = "aos.agents."
 INVOCATION_TOPIC_SUFFIX = ".invocations"
@@ -103,6 +110,7 @@ CATALOG: tuple[TopicSpec, ...] = (
     INVOCATION_RESULTS,
     RESULTS,
     HEARTBEATS,
+    REVIEW,
 )
 
 

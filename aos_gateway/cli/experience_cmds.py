@@ -85,37 +85,12 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
 
 
 def _reset(args: argparse.Namespace, settings: Settings, progress: Callable[[str], None]) -> int:
-    from aos_gateway.cli.learn_cmds import publish_record
-    from aos_gateway.cli.registry_cmds import current_cards
     from aos_gateway.errors import ValidationError
-    from aos_gateway.experience import learning
-    from aos_gateway.experience.mining import MiningReport
-    from aos_gateway.matching.learned import empty_state
-    from aos_gateway.network.quality import learn_quality
+    from aos_gateway.streams.learner import reset
 
     if not args.yes:
         raise ValidationError("aos experience reset clears every learned state; add --yes to do it")
-    now = int(time.time() * 1000)
-    dim = settings_dim(settings)
-    cleared = learning.Learned(
-        records=0,
-        clock_ms=now,
-        report=MiningReport(generated_at=now, records=0, executions=0, steps=0, half_life_days=0.0),
-        matching=empty_state(sorted(current_cards(settings)), dim),
-        quality=learn_quality([]),
-    )
-    versions = {rec["name"]: publish_record(settings, rec) for rec in cleared.records_to_publish(now)}
-    versions[learning.RESET] = publish_record(settings, learning.reset_record(now, args.reason))
+    now, versions = reset(settings, args.reason)
     progress("experience: learned states cleared; evidence before now is ignored by future learning")
     print(json.dumps({"reset_at": now, "published": versions}) if args.json else f"reset at {now}: {versions}")
     return 0
-
-
-def settings_dim(settings: Settings) -> int:
-    """The text encoder's dimension (read from its config, without loading the weights)."""
-    from aos_gateway.perception.text import TextEncoder
-
-    p = settings.perception
-    enc = TextEncoder(p.text_model, p.device, 0, p.torch_threads)
-    enc.load()
-    return int(enc.dim)

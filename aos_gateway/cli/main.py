@@ -211,6 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     bw.add_argument("--json", action="store_true")
     bw.set_defaults(handler=_cmd_bench_network)
 
+    bl = bsub.add_parser(
+        "learning", help="the live gateway's learning curve: dev top-1 after 0, 1k, 5k, 10k experiences (simulators)"
+    )
+    bl.add_argument(
+        "--data", type=_existing_dir, default=None, help="MetaTool-form folder (default: ../shared/datasets/metatool)"
+    )
+    bl.add_argument("--checkpoints", default="0,1000,5000,10000", help="experiences at which to measure")
+    bl.add_argument("--dev-limit", type=_positive_int, default=500, help="dev tasks per measurement")
+    bl.add_argument("--rate", type=_positive_float, default=30.0, help="training tasks per second")
+    bl.add_argument("--skill", type=float, default=0.95, help="a simulator's success rate on its own tasks")
+    bl.add_argument("--noise", type=float, default=0.05, help="its success rate on other tasks")
+    bl.add_argument("--seed", type=int, default=0)
+    bl.add_argument("--json", action="store_true")
+    bl.set_defaults(handler=_cmd_bench_learning)
+
     ev = sub.add_parser("eval", help="offline evaluations")
     esub = ev.add_subparsers(dest="action", required=True, parser_class=_Parser)
     em = esub.add_parser("matching", help="routing accuracy, zero-shot and after learning from labelled tasks")
@@ -524,6 +539,32 @@ def _cmd_bench_network(args: argparse.Namespace) -> int:
             raise AosError(f"{args.data} lacks {', '.join(missing)}")
     report = bench.run(
         planner_settings_from(_settings().planning), args.instances, args.data, args.dev_limit, args.seed, _progress
+    )
+    print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
+    return 0
+
+
+def _cmd_bench_learning(args: argparse.Namespace) -> int:
+    from aos_gateway.bench import learning as bench
+    from aos_gateway.cli.demo import default_agents_file
+
+    data = args.data
+    if data is None:
+        found = default_agents_file()
+        if found is None:
+            raise AosError("no MetaTool data found: pass --data DIR")
+        data = found.parent
+    missing = [f for f in ("agents.jsonl", "train.jsonl", "dev.jsonl") if not (data / f).is_file()]
+    if missing:
+        raise AosError(f"{data} lacks {', '.join(missing)}")
+    try:
+        checkpoints = sorted({int(c) for c in args.checkpoints.split(",")})
+    except ValueError:
+        raise AosError(f"--checkpoints: expected numbers separated by commas, got {args.checkpoints!r}") from None
+    if not (0 <= args.noise <= 1 and 0 <= args.skill <= 1):
+        raise AosError("--skill and --noise are probabilities (0..1)")
+    report = bench.run(
+        _settings(), data, checkpoints, args.dev_limit, args.rate, args.skill, args.noise, args.seed, _progress
     )
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0

@@ -127,3 +127,30 @@ class PeriodicLearner:
                 len(learned.report.anomalies),
             )
         return sent
+
+
+def reset(settings: Settings, reason: str = "") -> tuple[int, dict[str, int]]:
+    """Forget what was learned: empty states published (matchers go back to card similarity, the
+    planner to its priors, no agent flagged) and a reset marker, so later learning ignores the
+    evidence before now. Returns the reset time and the versions published."""
+    from aos_gateway.cli.learn_cmds import publish_record
+    from aos_gateway.cli.registry_cmds import current_cards
+    from aos_gateway.experience.mining import MiningReport
+    from aos_gateway.matching.learned import empty_state
+    from aos_gateway.network.quality import learn_quality
+    from aos_gateway.perception.text import TextEncoder
+
+    now = int(time.time() * 1000)
+    p = settings.perception
+    enc = TextEncoder(p.text_model, p.device, 0, p.torch_threads)
+    enc.load()
+    cleared = Learned(
+        records=0,
+        clock_ms=now,
+        report=MiningReport(generated_at=now, records=0, executions=0, steps=0, half_life_days=0.0),
+        matching=empty_state(sorted(current_cards(settings)), int(enc.dim)),
+        quality=learn_quality([]),
+    )
+    versions = {rec["name"]: publish_record(settings, rec) for rec in cleared.records_to_publish(now)}
+    versions[learning.RESET] = publish_record(settings, learning.reset_record(now, reason))
+    return now, versions

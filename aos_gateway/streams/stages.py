@@ -2,7 +2,8 @@
 
 perceive_task   aos.tasks.v1           -> aos.tasks.perceived.v1   (micro-batched text/image/audio encoding)
 match_agents    aos.tasks.perceived.v1 -> aos.tasks.matched.v1     (capability index from the registry)
-plan_task       aos.tasks.matched.v1   -> aos.plans.v1 / reply_to  (deduplicated by task id)
+plan_task       aos.tasks.matched.v1   -> aos.plans.v1 / reply_to  (deduplicated by task id); unsure
+                                          decisions also to aos.review.v1 (network/review.py)
 record_card     aos.agents.v1          -> PostgreSQL card history
 dispatch_plans  aos.plans.v1 + replies -> agents' invocation topics, aos.results.v1, aos.experience.v1
                 (streams/dispatch.py; on unless execution.enabled is false)
@@ -36,6 +37,7 @@ from aos_gateway.matching.matcher import Matcher
 from aos_gateway.network import quality as network_quality
 from aos_gateway.network.planner import plan_network, planner_settings_from
 from aos_gateway.network.quality import QualityModel
+from aos_gateway.network.review import review_reason
 from aos_gateway.network.sequential import plan_sequential
 from aos_gateway.perception.task import Perceiver, validate_request
 from aos_gateway.perception.text import TextEncoder
@@ -318,6 +320,10 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                 if target not in pipe.codecs:
                     pipe.codecs[target] = codec_for(records.PLAN, target, settings.schema_registry)
                 futures.append(await pipe.send(target, plan["task_id"], plan))
+                why = review_reason(plan, settings.experience.review_threshold)
+                if why is not None:
+                    flagged = {**plan, "notes": [*plan["notes"], f"review: {why}"]}
+                    futures.append(await pipe.send(topics.REVIEW.name, plan["task_id"], flagged))
                 await _settle(futures)
                 planned[task["task_id"]] = plan["created_at"]
             except Exception as exc:

@@ -375,3 +375,18 @@ def _distinct_of_tenant(settings: Settings) -> set[str]:
         for r in (codec.decode(m.value()) for m in read_to_end(settings.kafka, topics.EXPERIENCE.name))
         if r["tenant"] == TENANT
     }
+
+
+def test_no_match_gets_a_failed_result_and_goes_to_review(
+    settings: Settings, agents: AgentRunner, results: ResultReader
+) -> None:
+    from aos_gateway.client import GatewayClient
+
+    with GatewayClient(settings) as client:
+        tid = client.submit("what is 2 + 2", tenant=TENANT, required_capabilities=["no.such.capability"])
+        plan = client.wait(tid, 60)
+    assert plan["status"] == "NO_MATCH"
+    res = results.wait(tid, 60)
+    assert res["status"] == "FAILED" and (res["reason"] or "").startswith("NO_MATCH: ")
+    (reviewed,) = records_of(settings, topics.REVIEW.name, PLAN, tid)
+    assert any(n.startswith("review: no suitable agent") for n in reviewed["notes"])

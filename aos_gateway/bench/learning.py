@@ -1,0 +1,274 @@
+"""``aos bench learning``: the learning curve of the live gateway, from success/failure alone.
+
+Setup (on the running local stack and worker):
+
+- one simulator agent per MetaTool agent (``agents.jsonl``: same id, name, description), whose
+  hidden skill follows ``train.jsonl``: it succeeds (p = ``skill``) on the training tasks labelled
+  with it and fails otherwise (p = ``1 - skill`` of succeeding by luck is ``noise``);
+- the learned state is reset at the start (a reset marker: learning forgets older evidence).
+
+Then, at each checkpoint (0, 1k, 5k, 10k experiences by default):
+
+1. a learning pass over the experience history (the worker timer's code:
+   :class:`aos_gateway.streams.learner.PeriodicLearner`) publishes the learned states, which the
+   worker hot-reloads;
+2. the dev tasks are submitted through the pipeline with ``reply_to`` a bench topic — their plans
+   are not executed, so no dev label leaks into experience — and top-1 = the plan's first agent is
+   the gold one;
+3. training tasks (shuffled, repeated as needed) are streamed through the whole pipeline at
+   ``rate`` tasks/s until the next checkpoint's number of executions is on the experience topic:
+   each is perceived, matched, planned, executed by the simulators, and recorded.
+
+An *experience* is one executed task (its EXECUTION record). Reported: top-1 per checkpoint,
+experiences ingested per second while streaming (executions recorded / wall time), learning-pass
+time. The run replaces the learned state of the stack it runs on (``aos experience reset`` after).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aos_gateway import topics
+from aos_gateway.client import new_task
+from aos_gateway.contracts.records import EXPERIENCE, PLAN, TASK_REQUEST
+from aos_gateway.contracts.wire import codec_for
+from aos_gateway.errors import AosError, StackError
+from aos_gateway.matching.dataset import Example, read_examples
+from aos_gateway.settings import Settings
+from aos_gateway.streams.kafka import consumer_config, ensure_topics, make_producer, poll_batch
+from aos_gateway.topics import TopicSpec
+
+TENANT = "bench-learning"
+EVAL_TOPIC = TopicSpec("aos.bench.learning.plans", PLAN, partitions=4, retention_ms=24 * 3600 * 1000)
+
+
+def simulator_spec(agents_file: Path, train: list[Example], skill: float, noise: float, seed: int) -> dict[str, Any]:
+    cards = [json.loads(line) for line in agents_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels = {e.text.strip(): e.gold[0] for e in train}
+    return {
+        "seed": seed,
+        "labels": labels,
+        "agents": [
+            {
+                "agent_id": c["agent_id"],
+                "name": c.get("name", c["agent_id"]),
+                "description": c.get("description", ""),
+                "capabilities": c.get("capabilities", []),
+                "latency_ms": {"median": 20, "p95": 60},
+                "success": {"default": noise, "by_type": {c["agent_id"]: skill}},
+            }
+            for c in cards
+        ],
+    }
+
+
+class ExperienceCounter:
+    """Counts this run's EXECUTION records on the experience topic (from the end at start)."""
+
+    def __init__(self, settings: Settings, run_id: str) -> None:
+        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+        self.codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name)
+        self.consumer = Consumer(consumer_config(settings.kafka))
+        md = self.consumer.list_topics(topics.EXPERIENCE.name, timeout=10)
+        parts = sorted(md.topics[topics.EXPERIENCE.name].partitions)
+        self.consumer.assign([TopicPartition(topics.EXPERIENCE.name, p, OFFSET_END) for p in parts])
+        self.run_id = run_id
+        self.executions: set[str] = set()
+        self.succeeded = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for m in poll_batch(self.consumer, 1000, 0.2):
+                if m.error() is not None or m.value() is None:
+                    continue
+                rec = self.codec.decode(m.value())
+                tid = rec["task_id"]
+                if rec["kind"] == "EXECUTION" and tid.startswith(self.run_id) and tid not in self.executions:
+                    self.executions.add(tid)
+                    self.succeeded += rec["outcome"] == "SUCCEEDED"
+        self.consumer.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+def evaluate(settings: Settings, dev: list[Example], run_id: str, tag: str, timeout: float) -> dict[str, Any]:
+    """Top-1 of the live pipeline's plans on the dev tasks (plans to the bench topic: not executed)."""
+    from aos_gateway.client import ResultReader
+
+    reader = ResultReader(settings, EVAL_TOPIC.name)
+    producer = make_producer(settings.kafka)
+    codec = codec_for(TASK_REQUEST, topics.TASKS.name)
+    ids = {}
+    t0 = time.time()
+    for i, ex in enumerate(dev):
+        tid = f"{run_id}-eval{tag}-{i:05d}"
+        req = new_task(ex.text.strip('"'), task_id=tid, tenant=TENANT, reply_to=EVAL_TOPIC.name)
+        producer.produce(topics.TASKS.name, key=tid.encode(), value=codec.encode(req))
+        producer.poll(0)
+        ids[tid] = ex
+        if i % 50 == 49:
+            time.sleep(0.5)  # keep the worker's queue short: the training stream waits meanwhile
+    producer.flush(30)
+    got: dict[str, Any] = {}
+    deadline = time.time() + timeout
+    while len(got) < len(ids) and time.time() < deadline:
+        for plan in reader.next_batch(1.0):
+            if plan["task_id"] in ids:
+                got[plan["task_id"]] = plan
+    reader.close()
+    right = sum(
+        1 for tid, plan in got.items() if plan["status"] == "PLANNED" and plan["steps"][0]["agent_id"] in ids[tid].gold
+    )
+    return {
+        "tasks": len(ids),
+        "planned": len(got),
+        "top1": round(right / max(1, len(ids)), 4),
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+def run(
+    settings: Settings,
+    data: Path,
+    checkpoints: list[int],
+    dev_limit: int | None,
+    rate: float,
+    skill: float,
+    noise: float,
+    seed: int,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    from aos_gateway.cli import worker_proc
+    from aos_gateway.cli.demo import wait_alive
+    from aos_gateway.streams.learner import PeriodicLearner, reset
+
+    if worker_proc.running_pid(settings) is None:
+        raise StackError("no worker is running: `aos dev up` and `aos worker --detach` first")
+    agents_file, train_file, dev_file = data / "agents.jsonl", data / "train.jsonl", data / "dev.jsonl"
+    train = read_examples(train_file)
+    dev = read_examples(dev_file, dev_limit)
+    rng = random.Random(seed)
+    ensure_topics(settings.kafka, [*topics.CATALOG, EVAL_TOPIC])
+    run_id = f"bl{int(time.time())}"
+
+    spec = simulator_spec(agents_file, train, skill, noise, seed)
+    spec_file = Path(tempfile.mkstemp(prefix="aos-sim-", suffix=".json")[1])
+    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    env = {**os.environ, "AOS_AGENTS__SIMULATOR_FILE": str(spec_file), "AOS_AGENTS__CONCURRENCY": "16"}
+    log_path = settings.stack.home.resolve() / "bench-learning-agents.log"
+    progress(f"bench: starting {len(spec['agents'])} simulator agents (log {log_path})")
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aos_gateway.cli.main",
+            "agents",
+            "run",
+            "aos_gateway.agents.simulator:agents",
+            "--keep-registered",
+        ],
+        env=env,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    counter: ExperienceCounter | None = None
+    try:
+        wait_alive(settings, [a["agent_id"] for a in spec["agents"][:3]], 180, progress)
+        reset(settings, f"aos bench learning {run_id}")
+        learner = PeriodicLearner(settings)
+        counter = ExperienceCounter(settings, run_id)
+        producer = make_producer(settings.kafka)
+        codec = codec_for(TASK_REQUEST, topics.TASKS.name)
+        order: list[Example] = []
+        sent = 0
+        stream_s = 0.0
+        curve: list[dict[str, Any]] = []
+        for target in sorted(checkpoints):
+            t_stream = time.time()
+            before = (len(counter.executions), counter.succeeded)
+            while len(counter.executions) < target:
+                if sent - len(counter.executions) < rate * 5:  # at most ~5 s of tasks in flight
+                    if not order:
+                        order = train[:]
+                        rng.shuffle(order)
+                    ex = order.pop()
+                    tid = f"{run_id}-{sent:06d}"
+                    req = new_task(ex.text.strip('"'), task_id=tid, tenant=TENANT)
+                    producer.produce(topics.TASKS.name, key=tid.encode(), value=codec.encode(req))
+                    producer.poll(0)
+                    sent += 1
+                    time.sleep(1.0 / rate)
+                else:
+                    time.sleep(0.05)
+                if sent % 500 == 0 and sent:
+                    progress(f"bench: {sent} sent, {len(counter.executions)} executed")
+            producer.flush(30)
+            stream_s += time.time() - t_stream
+            t_learn = time.perf_counter()
+            learner.run_once()
+            learn_s = time.perf_counter() - t_learn
+            time.sleep(5)  # the worker's weights view picks the new states up
+            res = evaluate(settings, dev, run_id, str(target), timeout=600)
+            seg = len(counter.executions) - before[0]
+            point = {
+                "experiences": len(counter.executions),
+                # the live success rate of the executions streamed since the previous checkpoint
+                "stream_success": None if not seg else round((counter.succeeded - before[1]) / seg, 4),
+                **res,
+                "learn_s": round(learn_s, 1),
+            }
+            curve.append(point)
+            progress(f"bench: after {point['experiences']} experiences: dev top-1 {point['top1']:.3f}")
+        executed = len(counter.executions)
+        return {
+            "run_id": run_id,
+            "agents": len(spec["agents"]),
+            "train_tasks": len(train),
+            "dev_tasks": len(dev),
+            "skill": skill,
+            "noise": noise,
+            "rate": rate,
+            "curve": curve,
+            "experiences": executed,
+            "ingest_per_s": round(executed / max(stream_s, 1e-9), 1),
+        }
+    except AosError:
+        raise
+    finally:
+        if counter is not None:
+            counter.close()
+        sim.terminate()
+        try:
+            sim.wait(30)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+        spec_file.unlink(missing_ok=True)
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [
+        f"learning curve: {r['agents']} simulated agents (skill {r['skill']}, luck {r['noise']}), "
+        f"{r['dev_tasks']} dev tasks, training tasks at {r['rate']:g}/s",
+        f"{'experiences':>12} {'dev top-1':>10} {'live success':>13} {'learn s':>8} {'eval s':>7}",
+    ]
+    for p in r["curve"]:
+        live = "-" if p["stream_success"] is None else f"{p['stream_success']:.3f}"
+        lines.append(f"{p['experiences']:>12} {p['top1']:>10.3f} {live:>13} {p['learn_s']:>8} {p['seconds']:>7}")
+    lines.append(f"experiences ingested: {r['ingest_per_s']}/s while streaming ({r['experiences']} in all)")
+    return "\n".join(lines)

@@ -358,7 +358,13 @@ class ExperienceSettings(BaseModel):
     half_life_days: float = Field(default=30.0, gt=0, description="old evidence counts half after this long")
     anomaly_z: float = Field(default=3.5, gt=0, description="robust z-score above which an agent is anomalous")
     min_support: float = Field(default=0.01, gt=0, le=1, description="association rules: minimum support")
-    ab_share: float = Field(default=0.1, ge=0, le=1, description="share of traffic on candidate weights")
+    ab_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="A/B rollout of new matcher states: the share of tasks on the candidate (0: new states "
+        "replace the one in force at once)",
+    )
     ab_min_samples: int = Field(default=200, ge=1, description="executions per arm before a promotion test")
     ab_alpha: float = Field(default=0.05, gt=0, lt=1, description="significance level of the promotion test")
     review_threshold: float = Field(

@@ -126,6 +126,7 @@ class MatchedTask(TypedDict):
     trace_id: str | None
     notes: list[str]
     timings: dict[str, int]
+    weights: NotRequired[dict[str, str]]
 
 
 class PlanStep(TypedDict):
@@ -161,6 +162,7 @@ class Plan(TypedDict):
     timings: dict[str, int]
     text: NotRequired[str | None]
     task_vector: NotRequired[NamedVector | None]
+    weights: NotRequired[dict[str, str]]
 
 
 class AgentCard(TypedDict):

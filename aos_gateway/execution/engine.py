@@ -114,6 +114,7 @@ class Execution:
     task_vector: NamedVector | None = None
     planner: str = ""
     predicted_quality: float | None = None
+    weights: dict[str, str] = field(default_factory=dict)
     finished: bool = False
 
     def to_json(self) -> str:
@@ -179,6 +180,7 @@ def start(plan: Plan, now: int, policy: Policy, live: Liveness) -> tuple[Executi
         task_vector=plan.get("task_vector"),
         planner=plan["planner"],
         predicted_quality=plan["predicted_quality"],
+        weights=dict(plan.get("weights") or {}),
     )
     return ex, _advance(ex, now, policy, live)
 
@@ -421,6 +423,7 @@ def experience_records(ex: Execution, result: ExecutionResult, deadline: bool) -
                 "edges": json.dumps(edges),
                 "planner": ex.planner,
                 "steps": str(len(ex.steps)),
+                **{f"weights.{k}": v for k, v in ex.weights.items()},
                 **({"predicted_quality": f"{ex.predicted_quality:.6f}"} if ex.predicted_quality is not None else {}),
             },
         )
@@ -453,6 +456,7 @@ def experience_records(ex: Execution, result: ExecutionResult, deadline: bool) -
                         "role": s.role or "",
                         "attempts": str(len(atts)),
                         "fallback": "true" if s.on_fallback and agent == s.fallback_agent_id else "false",
+                        **{f"weights.{k}": v for k, v in ex.weights.items()},
                     },
                 )
             )

@@ -33,6 +33,7 @@ from aos_gateway.experience.feedback import join_feedback
 from aos_gateway.experience.mining import MiningReport, mine
 from aos_gateway.matching import weights as matching_weights
 from aos_gateway.matching.experience import learn_from_memories, memories
+from aos_gateway.matching.learned import FORMAT as LEARNED_FORMAT
 from aos_gateway.matching.learned import LearnedState
 from aos_gateway.network import quality as network_quality
 from aos_gateway.network.quality import QualityModel
@@ -40,6 +41,7 @@ from aos_gateway.settings import Settings
 
 ANOMALIES = "experience.anomalies"
 ANOMALIES_FORMAT = "aos-anomalies-json-1"
+CANDIDATE = "matching.ranker.candidate"
 RESET = "experience.reset"
 RESET_FORMAT = "aos-reset-json-1"
 #: a flagged agent's matching score is multiplied by this
@@ -65,7 +67,15 @@ class Learned:
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     def records_to_publish(self, version: int) -> list[Weights]:
-        """The learned states as ``aos.weights.v1`` records of this version."""
+        """The learned states as ``aos.weights.v1`` records of this version (each with its
+        fingerprint in its metadata)."""
+        fps = self.fingerprints()
+        return [
+            Weights(**{**r, "metadata": {**r["metadata"], "fingerprint": fps.get(r["name"], "")}})
+            for r in self._records(version)
+        ]
+
+    def _records(self, version: int) -> list[Weights]:
         out: list[Weights] = []
         if self.matching is not None:
             self.matching.version = version
@@ -178,3 +188,33 @@ def reset_record(at_ms: int, reason: str = "") -> Weights:
 def reset_since(record: Weights) -> int:
     matching_weights.expect(record, RESET, RESET_FORMAT)
     return int(json.loads(record["payload"])["since_ms"])
+
+
+def candidate_record(state: LearnedState, version: int, fingerprint: str) -> Weights:
+    """A matcher state published as the A/B candidate (:mod:`.abtest`)."""
+    state.version = version
+    rec = matching_weights.to_record(state, version)
+    return Weights(**{**rec, "name": CANDIDATE, "metadata": {**rec["metadata"], "fingerprint": fingerprint}})
+
+
+def retired_candidate(version: int, why: str) -> Weights:
+    """The end of an A/B test: matchers drop their candidate."""
+    return Weights(
+        name=CANDIDATE,
+        version=version,
+        format=LEARNED_FORMAT,
+        payload=b"",
+        created_at=version,
+        metadata={"retired": "true", "reason": why[:500]},
+    )
+
+
+def candidate_from_record(record: Weights) -> LearnedState | None:
+    """The candidate state (None once retired)."""
+    if record["name"] != CANDIDATE:
+        raise ValidationError(f"weights {record['name']!r} are not {CANDIDATE!r}")
+    if record["metadata"].get("retired") == "true" or not record["payload"]:
+        return None
+    state = LearnedState.from_bytes(record["payload"])
+    state.version = record["version"]
+    return state

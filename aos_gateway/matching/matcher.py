@@ -17,6 +17,7 @@ import numpy as np
 
 from aos_gateway.contracts.records import Candidate, MatchedTask, PerceivedTask, Role
 from aos_gateway.errors import ValidationError
+from aos_gateway.experience.abtest import arm_of, label
 from aos_gateway.matching.filters import USABLE as USABLE  # re-exported: it lived here
 from aos_gateway.matching.filters import TaskConstraints
 from aos_gateway.matching.index import CapabilityIndex, Hit
@@ -52,8 +53,13 @@ class Matcher:
         self.min_confidence = min_confidence
         self.search_factor = search_factor
         self.ranker = Ranker(state)
+        self.control_version = 0 if state is None else state.version
         self._zero = Ranker(None)
         self.roles = roles or RoleRules()
+        #: A/B rollout: a candidate state for ``ab_share`` of the tasks (aos_gateway.experience.abtest)
+        self.candidate: Ranker | None = None
+        self.candidate_version = 0
+        self.ab_share = 0.0
         #: agent id -> score factor (< 1 for agents mining flagged as anomalous)
         self.penalties: dict[str, float] = {}
 
@@ -86,21 +92,46 @@ class Matcher:
         if state is not None and state.memory.shape[0] and state.dim != self.index.dim:
             raise ValidationError(f"learned state has {state.dim}-dim vectors, the index {self.index.dim}")
         self.ranker = Ranker(state)
+        self.control_version = 0 if state is None else state.version
         self._zero = Ranker(None)
+
+    def set_candidate(self, state: LearnedState | None, share: float | None = None) -> None:
+        """A candidate state for an A/B rollout (None, or a state with no memory: no candidate);
+        ``share`` of tasks (by task id) are matched with it."""
+        if share is not None:
+            self.ab_share = share
+        if state is None or not state.memory.shape[0]:
+            self.candidate, self.candidate_version = None, 0
+            return
+        if state.dim != self.index.dim:
+            raise ValidationError(f"candidate state has {state.dim}-dim vectors, the index {self.index.dim}")
+        self.candidate, self.candidate_version = Ranker(state), state.version
+
+    def arm(self, task_id: str) -> tuple[Ranker, dict[str, str]]:
+        """The ranker for a task, and the label of the state that decides it."""
+        cand = self.candidate
+        if cand is not None and arm_of(task_id, self.ab_share) == "candidate":
+            return cand, {"matching.ranker": label("candidate", self.candidate_version)}
+        return self.ranker, {"matching.ranker": label("control", self.control_version)}
 
     def set_penalties(self, penalties: dict[str, float]) -> None:
         """Score factors for agents flagged by mining (anomalous latency or failures); one swap."""
         self.penalties = dict(penalties)
 
     def rank(
-        self, query: FloatArray, constraints: TaskConstraints | None, k: int, model: str | None = None
+        self,
+        query: FloatArray,
+        constraints: TaskConstraints | None,
+        k: int,
+        model: str | None = None,
+        ranker: Ranker | None = None,
     ) -> list[Candidate]:
         """The k best agents for one task vector, best first.
 
         ``model`` names the encoder of ``query``: a learned state from another encoder's vectors
         is not used for it (zero-shot instead).
         """
-        ranker = self.ranker  # one state for the whole task, even if a new one arrives meanwhile
+        ranker = ranker or self.ranker  # one state for the whole task, even if a new one arrives meanwhile
         index = self.spaces.get(model or "", self.index)
         if (model and ranker.model and model != ranker.model) or index is not self.index:
             ranker = self._zero
@@ -151,10 +182,12 @@ class Matcher:
         out: list[MatchedTask] = []
         for task in tasks:
             fused = task["fused"]
-            cands = self.rank(unpack(fused), TaskConstraints.of(task), task["top_k"] or self.top_k, fused["model"])
+            ranker, weights = self.arm(task["task_id"])
+            k = task["top_k"] or self.top_k
+            cands = self.rank(unpack(fused), TaskConstraints.of(task), k, fused["model"], ranker)
             other_space = fused["model"] in self.spaces
             reason = self.abstain_reason(cands, self.space_min_similarity if other_space else None)
-            roles = [] if reason is not None or other_space else self.find_roles(task, cands)
+            roles = [] if reason is not None or other_space else self.find_roles(task, cands, ranker)
             out.append(
                 MatchedTask(
                     task_id=task["task_id"],
@@ -173,11 +206,12 @@ class Matcher:
                     trace_id=task["trace_id"],
                     notes=list(task["notes"]),
                     timings={**task["timings"], "matched": now_ms},
+                    weights=weights,
                 )
             )
         return out
 
-    def find_roles(self, task: PerceivedTask, whole: list[Candidate]) -> list[Role]:
+    def find_roles(self, task: PerceivedTask, whole: list[Candidate], ranker: Ranker | None = None) -> list[Role]:
         """The sub-capabilities of the task, each with its own ranking (empty: one role, ``whole``).
 
         Each clause of the text is ranked on its own, under the task's constraints; see
@@ -192,7 +226,9 @@ class Matcher:
         k = max(len(whole), 1)
         clause_recs = task.get("clauses") or []
         clauses = [Clause(c["text"], c["depends_on_previous"]) for c in clause_recs]
-        rankings = [self.rank(unpack(c["vector"]), constraints, k, c["vector"]["model"] or model) for c in clause_recs]
+        rankings = [
+            self.rank(unpack(c["vector"]), constraints, k, c["vector"]["model"] or model, ranker) for c in clause_recs
+        ]
         # the runner-up rule reads a learned distribution (peaked where one agent is right); card
         # similarities alone are flat, and their runner-up says little: zero-shot, clauses only
         learned = whole[0]["quality"] is not None

@@ -33,6 +33,7 @@ def base_plan(task: MatchedTask, now_ms: int, planner: str) -> Plan:
         timings={**task["timings"], "planned": now_ms},
         text=task["text"],
         task_vector=task["fused"],
+        weights=dict(task.get("weights") or {}),
     )
 
 

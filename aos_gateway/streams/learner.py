@@ -16,8 +16,9 @@ from aos_gateway import topics
 from aos_gateway.contracts.records import EXPERIENCE, WEIGHTS, ExperienceRecord, Weights
 from aos_gateway.contracts.wire import codec_for
 from aos_gateway.errors import AosError
-from aos_gateway.experience import learning
+from aos_gateway.experience import abtest, learning
 from aos_gateway.experience.learning import Learned
+from aos_gateway.matching import weights as matching_weights
 from aos_gateway.settings import Settings
 from aos_gateway.streams.kafka import read_to_end
 
@@ -102,21 +103,45 @@ def publish(settings: Settings, learned: Learned, skip: dict[str, str] | None = 
 
 
 class PeriodicLearner:
-    """The worker's learning pass: publishes only what changed since its last pass."""
+    """The worker's learning pass: publishes the learned states that changed; with
+    ``experience.ab_share`` > 0, a new matcher state goes through an A/B rollout
+    (:mod:`aos_gateway.experience.abtest`) instead of replacing the one in force."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.published: dict[str, str] = {}
         self.passes = 0
+        self.last_verdict: abtest.Verdict | None = None
 
     def run_once(self) -> dict[str, int]:
+        from aos_gateway.cli.learn_cmds import publish_record
+        from aos_gateway.cli.registry_cmds import current_cards
+
+        s = self.settings
+        latest = latest_weights(s)
+        records, _bad = replay(s)
+        reset_rec = latest.get(learning.RESET)
+        since = None if reset_rec is None else learning.reset_since(reset_rec)
         try:
-            learned = learn_from_history(self.settings)
+            learned = learning.learn_all(records, sorted(current_cards(s)), s, since_ms=since)
         except AosError as exc:  # e.g. no experience yet: nothing to do
             log.info("learning pass skipped: %s", exc)
             return {}
-        sent = publish(self.settings, learned, skip=self.published)
-        self.published |= {k: v for k, v in learned.fingerprints().items() if k in sent}
+        fps = learned.fingerprints()
+        version = int(time.time() * 1000)
+        control = latest.get(matching_weights.NAME)
+        has_control = control is not None and control["metadata"].get("memories", "0") != "0"
+        ab = s.experience.ab_share > 0 and has_control and learned.matching is not None
+        sent: dict[str, int] = {}
+        for rec in learned.records_to_publish(version):
+            name = rec["name"]
+            if ab and name == matching_weights.NAME:
+                continue  # the A/B path below
+            held = latest.get(name)
+            if held is not None and held["metadata"].get("fingerprint") == fps.get(name):
+                continue
+            sent[name] = publish_record(s, rec)
+        if ab and learned.matching is not None and control is not None:
+            sent |= self._rollout(latest, control, learned, fps, records, version)
         self.passes += 1
         if sent:
             log.info(
@@ -127,6 +152,48 @@ class PeriodicLearner:
                 len(learned.report.anomalies),
             )
         return sent
+
+    def _rollout(
+        self,
+        latest: dict[str, Weights],
+        control: Weights,
+        learned: Learned,
+        fps: dict[str, str],
+        records: list[ExperienceRecord],
+        version: int,
+    ) -> dict[str, int]:
+        from aos_gateway.cli.learn_cmds import publish_record
+
+        s = self.settings
+        x = s.experience
+        cand = latest.get(learning.CANDIDATE)
+        if cand is not None and cand["metadata"].get("retired") != "true":
+            since = cand["created_at"]
+            verdict = abtest.compare(
+                [r for r in records if r["occurred_at"] >= since], cand["version"], x.ab_min_samples, x.ab_alpha
+            )
+            self.last_verdict = verdict
+            log.info("A/B candidate v%d: %s (%s)", cand["version"], verdict.action, verdict.reason)
+            if verdict.action == "promote":
+                promoted = Weights(
+                    **{
+                        **cand,
+                        "name": matching_weights.NAME,
+                        "version": version,
+                        "created_at": version,
+                        "metadata": {**cand["metadata"], "promoted": verdict.reason[:500]},
+                    }
+                )
+                out = {matching_weights.NAME: publish_record(s, promoted)}
+                out[learning.CANDIDATE] = publish_record(s, learning.retired_candidate(version, verdict.reason))
+                return out
+            if verdict.action == "retire":
+                return {learning.CANDIDATE: publish_record(s, learning.retired_candidate(version, verdict.reason))}
+            return {}
+        if learned.matching is not None and control["metadata"].get("fingerprint") != fps[matching_weights.NAME]:
+            rec = learning.candidate_record(learned.matching, version, fps[matching_weights.NAME])
+            return {learning.CANDIDATE: publish_record(s, rec)}
+        return {}
 
 
 def reset(settings: Settings, reason: str = "") -> tuple[int, dict[str, int]]:

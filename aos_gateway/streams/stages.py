@@ -151,6 +151,7 @@ class Pipeline:
                 extra={
                     network_quality.NAME: (network_quality.from_record, self._set_quality),
                     learning.ANOMALIES: (learning.penalties_from_record, matcher.set_penalties),
+                    learning.CANDIDATE: (learning.candidate_from_record, matcher.set_candidate),
                 },
             )
             self.weights_view.start()
@@ -272,6 +273,7 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
         assert pipe.index is not None
         m = settings.matching
         matcher = Matcher.from_settings(pipe.index, m, spaces=pipe.spaces)
+        matcher.ab_share = settings.experience.ab_share
         await pipe.start_weights_view(matcher)
         async for events in stream.take_events(  # type: ignore[attr-defined]
             p.batch_max, within=p.batch_window_ms / 1000

@@ -61,6 +61,8 @@ def stack_env() -> Iterator[dict[str, str]]:
         "AOS_EXPERIENCE__COLD_DIR": str(home / "experience"),
         # tests publish learned states of their own: the worker's periodic learning would replace them
         "AOS_EXPERIENCE__MINE_INTERVAL_S": "0",
+        # half the tasks on a candidate state while one is under test (only test_execution publishes one)
+        "AOS_EXPERIENCE__AB_SHARE": "0.5",
     }
     # the shared Maven jar cache keeps the test stack from downloading Kafka again
     env["AOS_STACK__HOME"] = str(home / "stack")

@@ -353,8 +353,8 @@ def test_replay_reaches_the_same_weights_as_the_live_learner(
     out = run_aos(stack_env, "experience", "replay", "--no-publish", "--json", timeout=300)
     replayed = json.loads(out.stdout)
     assert replayed["published"] == {}
-    assert replayed["fingerprints"] == {k: v for k, v in live.published.items() if k in replayed["fingerprints"]}
-    assert replayed["fingerprints"]["network.quality"] == live.published["network.quality"]
+    live_fps = {name: rec["metadata"]["fingerprint"] for name, rec in held.items() if name in sent}
+    assert live_fps and all(replayed["fingerprints"][k] == v for k, v in live_fps.items())
 
 
 def _calc_steps(settings: Settings) -> int:
@@ -390,3 +390,78 @@ def test_no_match_gets_a_failed_result_and_goes_to_review(
     assert res["status"] == "FAILED" and (res["reason"] or "").startswith("NO_MATCH: ")
     (reviewed,) = records_of(settings, topics.REVIEW.name, PLAN, tid)
     assert any(n.startswith("review: no suitable agent") for n in reviewed["notes"])
+
+
+def test_a_new_matcher_state_is_rolled_out_by_ab_test_then_promoted(
+    settings: Settings, agents: AgentRunner, results: ResultReader
+) -> None:
+    from aos_gateway.client import GatewayClient
+    from aos_gateway.contracts.records import ExperienceRecord
+    from aos_gateway.experience import learning
+    from aos_gateway.experience.abtest import KEY
+    from aos_gateway.streams import learner
+
+    ab = settings.model_copy(
+        update={"experience": settings.experience.model_copy(update={"ab_share": 0.5, "ab_min_samples": 20})}
+    )
+    with GatewayClient(settings) as client:
+        client.listen(executions=True)
+
+        def run(text: str) -> Any:
+            tid = client.submit(text, tenant=TENANT)
+            plan = client.wait(tid, 60)
+            client.wait_execution(tid, 60)
+            return plan
+
+        run("what is 5 * 5")  # evidence with a task vector: the matcher has something to learn
+        time.sleep(1)
+        learner.publish(settings, learner.learn_from_history(settings))  # the control in force
+        run("what is 7 * 8")  # new evidence: the next learned state differs
+        time.sleep(1)
+        live = learner.PeriodicLearner(ab)
+        sent = live.run_once()
+        assert learning.CANDIDATE in sent and "matching.ranker" not in sent  # not put in force directly
+        cand_version = sent[learning.CANDIDATE]
+        time.sleep(3)  # the worker loads the candidate
+        arms = {run(f"what is {i} * 3")["weights"]["matching.ranker"].split(":")[0] for i in range(12)}
+    assert arms == {"control", "candidate"}  # half the tasks each, by task id
+    time.sleep(1)
+    sent = live.run_once()
+    assert learning.CANDIDATE not in sent and "matching.ranker" not in sent  # still under test
+    assert live.last_verdict is not None and live.last_verdict.action == "wait", live.last_verdict
+
+    # outcomes as a clearly better candidate would have them
+    now = int(time.time() * 1000) + 1_000
+    recs = [
+        ExperienceRecord(
+            experience_id=str(uuid.uuid4()),
+            task_id=f"it-ab-{i}",
+            tenant=TENANT,
+            kind="EXECUTION",
+            plan_id=None,
+            agent_id=None,
+            agent_ids=[CALC],
+            outcome="SUCCEEDED" if arm == "candidate" or i % 2 else "FAILED",
+            latency_ms=5,
+            cost=0.0,
+            task_vector=None,
+            error=None,
+            feedback_score=None,
+            occurred_at=now,
+            trace_id=None,
+            metadata={KEY: f"{arm}:v{cand_version}" if arm == "candidate" else "control:v1"},
+        )
+        for i in range(60)
+        for arm in ("candidate", "control")
+    ]
+    prod = make_producer(settings.kafka)
+    codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name)
+    for r in recs:
+        prod.produce(topics.EXPERIENCE.name, key=r["task_id"].encode(), value=codec.encode(r))
+    assert prod.flush(10) == 0
+    sent = live.run_once()
+    assert live.last_verdict is not None and live.last_verdict.action == "promote", live.last_verdict
+    assert {"matching.ranker", learning.CANDIDATE} <= set(sent)
+    held = learner.latest_weights(settings)
+    assert held["matching.ranker"]["metadata"]["promoted"].startswith("better")
+    assert held[learning.CANDIDATE]["metadata"]["retired"] == "true"

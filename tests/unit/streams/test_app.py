@@ -7,13 +7,19 @@ from aos_gateway.settings import KafkaSettings, Settings
 
 def test_app_declares_the_stages_on_the_catalog_topics() -> None:
     app, pipe = create_app(Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1,127.0.0.2:2")))
-    sources = {name: agent.channel.get_topic_name() for name, agent in app.agents.items()}
+    sources = {name: tuple(agent.channel.topics) for name, agent in app.agents.items()}
+    exp = (topics.EXPERIENCE.name,)
     assert sources == {
-        "perceive_task": topics.TASKS.name,
-        "match_agents": topics.PERCEIVED.name,
-        "plan_task": topics.MATCHED.name,
-        "record_card": topics.AGENTS.name,
+        "perceive_task": (topics.TASKS.name,),
+        "match_agents": (topics.PERCEIVED.name,),
+        "plan_task": (topics.MATCHED.name,),
+        "record_card": (topics.AGENTS.name,),
+        "dispatch_plans": (topics.PLANS.name, topics.INVOCATION_RESULTS.name),
+        "project_cold": exp,
+        "project_stats": exp,
+        "project_hot": exp,
+        "feedback_to_experience": (topics.FEEDBACK.name,),
     }
-    assert "aos-plan-dedupe" in app.tables
+    assert "aos-plan-dedupe" in app.tables and "aos-executions" in app.tables
     assert [str(u) for u in app.conf.broker] == ["kafka://127.0.0.1:1", "kafka://127.0.0.2:2"]
     assert set(pipe.codecs) == {t.name for t in topics.CATALOG}

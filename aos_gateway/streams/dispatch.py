@@ -126,6 +126,7 @@ class Dispatcher:
             import threading
 
             threading.Thread(target=self._watch_topics, name="aos-dispatch-topics", daemon=True).start()
+            await self.pipe.producer_knows_tables()
             await asyncio.get_running_loop().run_in_executor(None, self.view.wait_caught_up, 30.0)
 
     def working_copy(self, task_id: str) -> Execution | str | None:
@@ -145,11 +146,14 @@ class Dispatcher:
         """Send what a transition asks for, then persist the execution."""
         futures: list[Awaitable[Any]] = []
         for inv in acts.invocations:
-            futures.append(
-                await self.pipe.send(
-                    topics.invocation_topic(inv["agent_id"]), inv["task_id"], self.inv_codec.encode(inv)
-                )
-            )
+            topic = topics.invocation_topic(inv["agent_id"])
+            try:
+                await self.pipe.producer_knows(topic)
+                futures.append(await self.pipe.send(topic, inv["task_id"], self.inv_codec.encode(inv)))
+            except Exception as exc:  # no such topic (or the broker refused): the attempt times out
+                self.existing_topics.discard(topic)
+                log.warning("dispatch: cannot send invocation %s to %s: %s", inv["invocation_id"], topic, exc)
+
         if acts.result is not None:
             futures.append(await self.pipe.send(topics.RESULTS.name, ex.task_id, acts.result))
             for rec in acts.experience:

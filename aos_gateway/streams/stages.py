@@ -105,8 +105,37 @@ class Pipeline:
             spec.name: app.topic(spec.name, value_serializer="raw", key_serializer="raw") for spec in topics.CATALOG
         }
         self.dead_letters = 0
+        self._producer_topics: set[str] = set()
         self.dispatcher: Any = None  # streams.dispatch.Dispatcher when execution is enabled
         self.stats = BatchStats(settings.worker.stats_interval_s)
+
+    async def producer_knows(self, topic: str) -> None:
+        """Make the producer fetch and keep a topic's metadata.
+
+        Faust partitions some records itself from its producer's metadata (table changelogs with
+        ``use_partitioner``), and aiokafka refreshes metadata only for the topics it was asked
+        about once it has been asked about any: a topic not asked for drops out, and partitioning
+        for it fails ("'NoneType' object is not iterable"). Raises if the topic does not exist.
+        """
+        if topic in self._producer_topics:
+            return
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]  # aiokafka's
+        await asyncio.wait_for(producer.partitions_for(topic), timeout=5.0)
+        self._producer_topics.add(topic)
+
+    async def producer_knows_tables(self) -> None:
+        """:meth:`producer_knows` for every table's changelog (waiting for Faust to create them)."""
+        for table in list(self.app.tables.values()):
+            changelog = table.changelog_topic.get_topic_name()
+            for attempt in range(60):
+                try:
+                    await self.producer_knows(changelog)
+                    break
+                except Exception as exc:
+                    if attempt == 59:
+                        raise
+                    log.info("waiting for %s (%s)", changelog, exc)
+                    await asyncio.sleep(1.0)
 
     async def in_model_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.model_pool, fn, *args)
@@ -297,6 +326,7 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
 
     @app.agent(matched_topic, name="plan_task")
     async def plan_task(stream: faust.StreamT[Any]) -> None:
+        await pipe.producer_knows_tables()
         async for event in stream.events():
             futures: list[Awaitable[Any]] = []
             task = None

@@ -63,6 +63,16 @@ def agents(settings: Settings, worker: subprocess.Popen[bytes]) -> Iterator[Agen
         runner.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def forget_what_was_learned(settings: Settings) -> Iterator[None]:
+    """Learned states are global: the ones this module publishes must not steer later modules."""
+    yield
+    from aos_gateway.streams.learner import reset
+
+    reset(settings, "end of test_execution")
+    time.sleep(3)  # the worker loads the cleared states
+
+
 @pytest.fixture(scope="module")
 def results(settings: Settings) -> Iterator[ResultReader]:
     reader = ResultReader(settings, topics.RESULTS.name, record=EXECUTION_RESULT)

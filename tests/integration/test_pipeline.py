@@ -133,7 +133,8 @@ def test_bad_events_are_dead_lettered_and_the_stream_goes_on(settings: Settings,
     while len(by_key) < len(bad) and time.monotonic() < deadline:
         by_key = {d["key"]: d for d in dead_letters(settings) if d["key"] and d["key"].startswith(tag.encode())}
         time.sleep(0.5)
-    assert set(by_key) == {k for k, _ in bad}
+    extra = {k: (d["stage"], d["reason"]) for k, d in by_key.items() if k not in {b for b, _ in bad}}
+    assert set(by_key) == {k for k, _ in bad}, extra
     for (key, value), (part, off) in zip(bad, where, strict=False):
         dl = by_key[key]
         assert dl["stage"] == "perceive" and dl["source_topic"] == topics.TASKS.name

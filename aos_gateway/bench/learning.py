@@ -40,7 +40,7 @@ from typing import Any
 
 from aos_gateway import topics
 from aos_gateway.client import new_task
-from aos_gateway.contracts.records import EXPERIENCE, PLAN, TASK_REQUEST
+from aos_gateway.contracts.records import EXECUTION_RESULT, EXPERIENCE, PLAN, TASK_REQUEST
 from aos_gateway.contracts.wire import codec_for
 from aos_gateway.errors import AosError, StackError
 from aos_gateway.matching.dataset import Example, read_examples
@@ -73,18 +73,24 @@ def simulator_spec(agents_file: Path, train: list[Example], skill: float, noise:
 
 
 class ExperienceCounter:
-    """Counts this run's EXECUTION records on the experience topic (from the end at start)."""
+    """Counts this run's EXECUTION records on the experience topic, and its final results (every
+    task has one, executed or not: a NO_MATCH or REJECTED plan has no execution), from the end at
+    start."""
 
     def __init__(self, settings: Settings, run_id: str) -> None:
         from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
         self.codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name)
+        self.result_codec = codec_for(EXECUTION_RESULT, topics.RESULTS.name)
         self.consumer = Consumer(consumer_config(settings.kafka))
-        md = self.consumer.list_topics(topics.EXPERIENCE.name, timeout=10)
-        parts = sorted(md.topics[topics.EXPERIENCE.name].partitions)
-        self.consumer.assign([TopicPartition(topics.EXPERIENCE.name, p, OFFSET_END) for p in parts])
+        assign = []
+        for name in (topics.EXPERIENCE.name, topics.RESULTS.name):
+            md = self.consumer.list_topics(name, timeout=10)
+            assign += [TopicPartition(name, p, OFFSET_END) for p in sorted(md.topics[name].partitions)]
+        self.consumer.assign(assign)
         self.run_id = run_id
         self.executions: set[str] = set()
+        self.finished: set[str] = set()
         self.succeeded = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -94,6 +100,11 @@ class ExperienceCounter:
         while not self.stop.is_set():
             for m in poll_batch(self.consumer, 1000, 0.2):
                 if m.error() is not None or m.value() is None:
+                    continue
+                if m.topic() == topics.RESULTS.name:
+                    res = self.result_codec.decode(m.value())
+                    if res["task_id"].startswith(self.run_id):
+                        self.finished.add(res["task_id"])
                     continue
                 rec = self.codec.decode(m.value())
                 tid = rec["task_id"]
@@ -197,13 +208,14 @@ def run(
         codec = codec_for(TASK_REQUEST, topics.TASKS.name)
         order: list[Example] = []
         sent = 0
+        last_report = 0
         stream_s = 0.0
         curve: list[dict[str, Any]] = []
         for target in sorted(checkpoints):
             t_stream = time.time()
             before = (len(counter.executions), counter.succeeded)
             while len(counter.executions) < target:
-                if sent - len(counter.executions) < rate * 5:  # at most ~5 s of tasks in flight
+                if sent - len(counter.finished) < rate * 5:  # at most ~5 s of tasks in flight
                     if not order:
                         order = train[:]
                         rng.shuffle(order)
@@ -216,8 +228,10 @@ def run(
                     time.sleep(1.0 / rate)
                 else:
                     time.sleep(0.05)
-                if sent % 500 == 0 and sent:
-                    progress(f"bench: {sent} sent, {len(counter.executions)} executed")
+                if sent % 500 == 0 and sent and sent != last_report:
+                    last_report = sent
+                    done, ran = len(counter.finished), len(counter.executions)
+                    progress(f"bench: {sent} sent, {done} finished, {ran} executed")
             producer.flush(30)
             stream_s += time.time() - t_stream
             t_learn = time.perf_counter()
@@ -246,6 +260,7 @@ def run(
             "rate": rate,
             "curve": curve,
             "experiences": executed,
+            "finished_not_executed": len(counter.finished) - executed,  # NO_MATCH / REJECTED plans
             "ingest_per_s": round(executed / max(stream_s, 1e-9), 1),
         }
     except AosError:
@@ -272,3 +287,81 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"{p['experiences']:>12} {p['top1']:>10.3f} {live:>13} {p['learn_s']:>8} {p['seconds']:>7}")
     lines.append(f"experiences ingested: {r['ingest_per_s']}/s while streaming ({r['experiences']} in all)")
     return "\n".join(lines)
+
+
+def ingest(settings: Settings, n: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """How fast the worker's projections take in experience: ``n`` STEP records (with a 384-dim
+    task vector, a fresh tenant) produced at once, then the time until each store holds all of
+    them — agent statistics (PostgreSQL), the hot store (QuestDB/InfluxDB API), the Parquet
+    cold store. Records/s = n / that time (the producer's own time included)."""
+    import uuid
+
+    import numpy as np
+
+    from aos_gateway.contracts.records import ExperienceRecord
+    from aos_gateway.experience.cold import ColdStore
+    from aos_gateway.experience.hot import HotStore
+    from aos_gateway.experience.stats import read_stats
+    from aos_gateway.perception.vectors import pack
+    from aos_gateway.registry import store
+
+    tenant = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((64, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name)
+    producer = make_producer(settings.kafka)
+    progress(f"bench: producing {n} experience records (tenant {tenant})")
+    t0 = time.time()
+    for i in range(n):
+        rec = ExperienceRecord(
+            experience_id=str(uuid.uuid4()),
+            task_id=f"{tenant}-{i}",
+            tenant=tenant,
+            kind="STEP",
+            plan_id=None,
+            agent_id=f"agent-{i % 50}",
+            agent_ids=[f"agent-{i % 50}"],
+            outcome="SUCCEEDED" if i % 4 else "FAILED",
+            latency_ms=int(rng.integers(5, 500)),
+            cost=0.01,
+            task_vector=pack("fused", vecs[i % 64], "FLOAT16", "bench"),
+            error=None,
+            feedback_score=None,
+            occurred_at=int(t0 * 1000) + i,
+            trace_id=None,
+            metadata={"step_id": "s1", "role": "", "attempts": "1", "fallback": "false"},
+        )
+        while True:
+            try:
+                producer.produce(topics.EXPERIENCE.name, key=rec["task_id"].encode(), value=codec.encode(rec))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(60)
+    produced_s = time.time() - t0
+    done: dict[str, float] = {}
+    hot = HotStore.from_settings(settings)
+    cold = ColdStore(settings.experience.cold_dir)
+    conn = store.connect(settings.postgres.conninfo())
+    deadline = time.time() + 600
+    while len(done) < 3 and time.time() < deadline:
+        if "stats" not in done and sum(r.calls for r in read_stats(conn, tenant)) >= n:
+            done["stats"] = time.time() - t0
+        if "hot" not in done and hot.query_counts((), tenant=tenant).get((), 0) >= n:
+            done["hot"] = time.time() - t0
+        if "cold" not in done:
+            table = cold.read(since_ms=int(t0 * 1000))
+            if table.num_rows and int(sum(1 for t in table.column("tenant").to_pylist() if t == tenant)) >= n:
+                done["cold"] = time.time() - t0
+        time.sleep(0.5)
+    conn.close()
+    hot.close()
+    return {
+        "records": n,
+        "produce_s": round(produced_s, 1),
+        "seconds": {k: round(v, 1) for k, v in done.items()},
+        "per_s": {k: round(n / v, 1) for k, v in done.items()},
+        "incomplete": sorted({"stats", "hot", "cold"} - set(done)),
+    }

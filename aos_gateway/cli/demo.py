@@ -181,7 +181,7 @@ def wait_alive(settings: Settings, agent_ids: list[str], timeout: float, progres
             if m.value() is not None:
                 live.record(codec.decode(m.value()))  # type: ignore[arg-type]
         if all(live.alive(a) for a in agent_ids):
-            progress(f"demo: {', '.join(agent_ids)} alive")
+            progress(f"agents alive: {', '.join(agent_ids)}")
             return
         if time.monotonic() > deadline:
             raise AosError(f"the reference agents sent no heartbeat in {timeout:.0f}s; see .aos/agents.log")

@@ -226,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--json", action="store_true")
     bl.set_defaults(handler=_cmd_bench_learning)
 
+    bg = bsub.add_parser("ingest", help="experience records/s into each store, through the running worker")
+    bg.add_argument("--n", type=_positive_int, default=20_000)
+    bg.add_argument("--json", action="store_true")
+    bg.set_defaults(handler=_cmd_bench_ingest)
+
     ev = sub.add_parser("eval", help="offline evaluations")
     esub = ev.add_subparsers(dest="action", required=True, parser_class=_Parser)
     em = esub.add_parser("matching", help="routing accuracy, zero-shot and after learning from labelled tasks")
@@ -568,6 +573,20 @@ def _cmd_bench_learning(args: argparse.Namespace) -> int:
     )
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0
+
+
+def _cmd_bench_ingest(args: argparse.Namespace) -> int:
+    from aos_gateway.bench import learning as bench
+
+    r = bench.ingest(_settings(), args.n, _progress)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        rates = ", ".join(f"{k} {v}/s ({r['seconds'][k]} s)" for k, v in r["per_s"].items())
+        print(f"{r['records']} experience records (produced in {r['produce_s']} s): {rates}")
+        if r["incomplete"]:
+            print(f"incomplete after 600 s: {', '.join(r['incomplete'])}")
+    return 0 if not r["incomplete"] else 1
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

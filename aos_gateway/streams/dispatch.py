@@ -91,6 +91,7 @@ class Dispatcher:
         self.inv_codec = codec_for(records.INVOCATION, "aos.agents.invocations", settings.schema_registry)
         self.settings = settings
         self.results = 0
+        self.resync_until = time.monotonic() + 60.0
         self._last_resync = 0.0
         self.existing_topics: set[str] = set()
         self.topics_known = False
@@ -207,8 +208,11 @@ class Dispatcher:
 
     async def tick(self) -> None:
         now = now_ms()
-        if time.monotonic() - self._last_resync > 5.0:  # executions recovered from the table
-            self._last_resync = time.monotonic()
+        mono = time.monotonic()
+        if mono < self.resync_until and mono - self._last_resync > 5.0:
+            # for a minute after a start or rebalance (the table recovers from its changelog
+            # meanwhile): executions in the table, back in memory
+            self._last_resync = mono
             for key, raw in list(self.table.items()):
                 if key not in self.live and raw is not None and not raw.startswith(DONE):
                     try:
@@ -272,6 +276,7 @@ def build_dispatcher(app: faust.App, pipe: Pipeline, settings: Settings) -> Disp
 
     def _forget_working_copies(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         d.live.clear()  # re-read from the table on next use: another worker may own them now
+        d.resync_until = time.monotonic() + 60.0
 
     app.on_partitions_revoked.connect(_forget_working_copies)
 

@@ -113,13 +113,16 @@ class Pipeline:
         """Make the producer fetch and keep a topic's metadata.
 
         Faust partitions some records itself from its producer's metadata (table changelogs with
-        ``use_partitioner``), and aiokafka refreshes metadata only for the topics it was asked
-        about once it has been asked about any: a topic not asked for drops out, and partitioning
-        for it fails ("'NoneType' object is not iterable"). Raises if the topic does not exist.
+        ``use_partitioner``). aiokafka fetches metadata for every topic until it is first asked
+        for one it does not know (e.g. an agent's new invocation topic); from then on only for
+        the topics in its tracked set, which a topic known at start never joined: it drops out,
+        and partitioning for it fails ("'NoneType' object is not iterable"). So the topic is
+        added to the tracked set explicitly. Raises if the topic does not exist.
         """
         if topic in self._producer_topics:
             return
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]  # aiokafka's
+        await asyncio.wait_for(producer.client.add_topic(topic), timeout=5.0)
         await asyncio.wait_for(producer.partitions_for(topic), timeout=5.0)
         self._producer_topics.add(topic)
 

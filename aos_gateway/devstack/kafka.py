@@ -13,18 +13,12 @@ from typing import TYPE_CHECKING
 from aos_gateway.devstack._proc import (
     LOOPBACK,
     Progress,
-    file_size,
-    pid_alive,
     port_answers,
-    port_taken,
-    process_cmdline,
     quiet,
-    read_pid,
     run,
     spawn_detached,
-    tail,
-    terminate,
 )
+from aos_gateway.devstack._server import JavaServer, require_java
 from aos_gateway.devstack.status import PartStatus
 from aos_gateway.errors import StackError
 
@@ -98,7 +92,7 @@ def pom_xml() -> str:
     return resources.files("aos_gateway.devstack").joinpath("pom.xml").read_text(encoding="utf-8")
 
 
-class KafkaNode:
+class KafkaNode(JavaServer):
     """One KRaft broker+controller under ``<home>/kafka``.
 
     Layout: ``libs/`` (jars), ``server.properties``, ``log4j2.properties``, ``data/`` (log dirs and
@@ -128,7 +122,8 @@ class KafkaNode:
         self.server_properties = self.root / "server.properties"
         self.log4j_properties = self.root / "log4j2.properties"
         self.pid_file = self.root / "kafka.pid"
-        self._log_marks: dict[Path, int] = {}  # log sizes at our launch: failures show only new lines
+        self._admin: AdminClient | None = None
+        super().__init__()
 
     @property
     def address(self) -> str:
@@ -152,7 +147,7 @@ class KafkaNode:
         Raises:
             StackError: ``java`` or ``mvn`` is missing, or Maven failed.
         """
-        _require_java()
+        require_java("Kafka")
         if self.jars_ready():
             return
         mvn = shutil.which("mvn")
@@ -186,16 +181,6 @@ class KafkaNode:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def running_pid(self) -> int | None:
-        """The pid of our broker when it is alive, else None."""
-        pid = read_pid(self.pid_file)
-        if pid is None or not pid_alive(pid):
-            return None
-        argv = process_cmdline(pid)
-        if argv is not None and not ("kafka.Kafka" in argv and str(self.server_properties) in argv):
-            return None  # the pid was reused by an unrelated process
-        return pid
-
     def launch(self, progress: Progress = quiet) -> None:
         """Start the broker process without waiting for it (no-op when it already runs).
 
@@ -218,56 +203,27 @@ class KafkaNode:
             self._format(progress)
         argv = [*self._java("-Xmx" + self.heap, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"), "kafka.Kafka"]
         argv.append(str(self.server_properties))
-        self._log_marks = {p: file_size(p) for p in (self.logs_dir / "server.log", self.logs_dir / "stdout.log")}
+        self._mark_logs()
         pid = spawn_detached(argv, self.logs_dir / "stdout.log")
         self.pid_file.write_text(f"{pid}\n", encoding="ascii")
         progress(f"kafka: started pid {pid} on {self.address} (logs: {self.logs_dir / 'server.log'})")
 
-    def wait_ready(self, timeout_s: float, progress: Progress = quiet) -> None:
-        """Wait until the broker answers a metadata request.
+    def _owns(self, argv: list[str]) -> bool:
+        return "kafka.Kafka" in argv and str(self.server_properties) in argv
 
-        Raises:
-            StackError: The process died or did not answer in time (it is then stopped).
-        """
-        t0 = time.monotonic()
-        deadline = t0 + timeout_s
-        admin: AdminClient | None = None
-        while True:
-            pid = self.running_pid()
-            if pid is None:
-                self.pid_file.unlink(missing_ok=True)
-                raise StackError(f"kafka exited during start-up; {self._log_tails()}")
-            if port_answers(self.port):
-                if admin is None:
-                    admin = _admin(self.address)
-                if _metadata_ok(admin, min(2.0, max(0.1, deadline - time.monotonic()))):
-                    progress(f"kafka: ready on {self.address} in {time.monotonic() - t0:.1f}s")
-                    return
-            if time.monotonic() >= deadline:
-                tails = self._log_tails()
-                self.stop()
-                raise StackError(
-                    f"kafka did not answer on {self.address} within {timeout_s:.0f}s (stopped it; raise "
-                    f"AOS_STACK__START_TIMEOUT_S if the machine is slow); {tails}"
-                )
-            time.sleep(0.25)
+    def _answers(self, deadline: float) -> bool:
+        """The port answers and a metadata request names a broker."""
+        if not port_answers(self.port):
+            return False
+        if self._admin is None:
+            self._admin = _admin(self.address)
+        return _metadata_ok(self._admin, min(2.0, max(0.1, deadline - time.monotonic())))
 
-    def start(self, timeout_s: float = 60.0, progress: Progress = quiet) -> None:
-        """Start the broker (idempotent) and wait until it answers."""
-        self.launch(progress)
-        self.wait_ready(timeout_s, progress)
+    def _ports(self) -> list[tuple[int, str]]:
+        return [(self.port, "AOS_STACK__KAFKA_PORT"), (self.controller_port, "AOS_STACK__KAFKA_CONTROLLER_PORT")]
 
-    def stop(self, timeout_s: float = 30.0, progress: Progress = quiet) -> None:
-        """Stop the broker: SIGTERM (a controlled shutdown), SIGKILL after ``timeout_s``. Idempotent."""
-        pid = self.running_pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return
-        t0 = time.monotonic()
-        killed = terminate(pid, timeout_s)
-        self.pid_file.unlink(missing_ok=True)
-        how = "killed (no clean shutdown)" if killed else "stopped"
-        progress(f"kafka: {how} pid {pid} in {time.monotonic() - t0:.1f}s")
+    def _log_files(self) -> list[tuple[Path, int]]:
+        return [(self.logs_dir / "stdout.log", 10), (self.logs_dir / "server.log", 20)]
 
     def status(self) -> PartStatus:
         """Whether our broker runs and answers a metadata request."""
@@ -284,25 +240,8 @@ class KafkaNode:
         n = len([t for t in md.topics if not t.startswith("__")])
         return PartStatus(self.name, self.address, True, True, f"pid {pid}; {n} topics; data {self.data_dir}")
 
-    def check_ports(self) -> None:
-        """Fail early when our broker is not running and another process holds one of its ports.
-
-        Raises:
-            StackError: One line naming the port and the setting that moves it.
-        """
-        if self.running_pid() is not None:
-            return
-        for port, env in (
-            (self.port, "AOS_STACK__KAFKA_PORT"),
-            (self.controller_port, "AOS_STACK__KAFKA_CONTROLLER_PORT"),
-        ):
-            if port_taken(port):
-                raise StackError(f"port {port} is taken by another process; set {env}")
-
-    # -- internals ----------------------------------------------------------------------------
-
     def _java(self, *jvm_opts: str) -> list[str]:
-        java = _require_java()
+        java = require_java("Kafka")
         return [
             java,
             *jvm_opts,
@@ -334,23 +273,6 @@ class KafkaNode:
             timeout_s=120,
         )
         progress(f"kafka: formatted {self.data_dir} (cluster {cluster_id})")
-
-    def _log_tails(self) -> str:
-        parts = []
-        for path, n in ((self.logs_dir / "stdout.log", 10), (self.logs_dir / "server.log", 20)):
-            since = self._log_marks.get(path, 0)
-            if file_size(path) > since:
-                parts.append(f"last lines of {path}:\n{tail(path, n, since)}")
-        return "\n".join(parts) if parts else f"nothing in {self.logs_dir}"
-
-
-def _require_java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise StackError(
-            "Java is not installed; Kafka needs Java 17+: run `apt-get install -y openjdk-17-jre-headless`"
-        )
-    return java
 
 
 def _admin(address: str) -> AdminClient:

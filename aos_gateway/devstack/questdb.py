@@ -18,17 +18,12 @@ from aos_gateway.devstack._proc import (
     LOOPBACK,
     Progress,
     file_size,
-    pid_alive,
     port_answers,
-    port_taken,
-    process_cmdline,
     quiet,
-    read_pid,
     run,
     spawn_detached,
-    tail,
-    terminate,
 )
+from aos_gateway.devstack._server import JavaServer, require_java
 from aos_gateway.devstack.status import PartStatus
 from aos_gateway.errors import StackError
 
@@ -76,7 +71,7 @@ def render_log_conf(logs_dir: Path) -> str:
     )
 
 
-class QuestDBNode:
+class QuestDBNode(JavaServer):
     """One QuestDB server under ``<home>/questdb``.
 
     Layout: ``lib/questdb-<version>.jar``, ``conf/`` (``server.conf``, ``log.conf``), ``db/`` (the
@@ -118,7 +113,7 @@ class QuestDBNode:
         self.data_dir = self.root / "db"
         self.logs_dir = self.root / "logs"
         self.pid_file = self.root / "questdb.pid"
-        self._log_marks: dict[Path, int] = {}  # log sizes at our launch: failures show only new lines
+        super().__init__()
 
     @property
     def address(self) -> str:
@@ -155,7 +150,7 @@ class QuestDBNode:
         Raises:
             StackError: ``java`` or ``mvn`` is missing, or Maven failed.
         """
-        _require_java()
+        require_java("QuestDB")
         if self.jar_ready():
             return
         mvn = shutil.which("mvn")
@@ -189,16 +184,6 @@ class QuestDBNode:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def running_pid(self) -> int | None:
-        """The pid of our server when it is alive, else None."""
-        pid = read_pid(self.pid_file)
-        if pid is None or not pid_alive(pid):
-            return None
-        argv = process_cmdline(pid)
-        if argv is not None and not (MAIN_MODULE in argv and str(self.root) in argv):
-            return None  # the pid was reused by an unrelated process
-        return pid
-
     def launch(self, progress: Progress = quiet) -> None:
         """Start the server process without waiting for it (no-op when it already runs).
 
@@ -215,53 +200,40 @@ class QuestDBNode:
             d.mkdir(parents=True, exist_ok=True)
         self.server_conf.write_text(render_server_conf(self.http_port, self.pg_port, self.ilp_port), encoding="utf-8")
         self.log_conf.write_text(render_log_conf(self.logs_dir), encoding="utf-8")
-        argv = [_require_java(), "-Xmx" + self.heap, "-p", str(self.jar), "-m", MAIN_MODULE, "-d", str(self.root)]
-        stdout = self.logs_dir / "stdout.log"
-        self._log_marks = {p: file_size(p) for p in (stdout, self._server_log())}
-        pid = spawn_detached(argv, stdout)
+        argv = [
+            require_java("QuestDB"),
+            "-Xmx" + self.heap,
+            "-p",
+            str(self.jar),
+            "-m",
+            MAIN_MODULE,
+            "-d",
+            str(self.root),
+        ]
+        self._mark_logs()
+        pid = spawn_detached(argv, self.logs_dir / "stdout.log")
         self.pid_file.write_text(f"{pid}\n", encoding="ascii")
         progress(f"questdb: started pid {pid} on {self.address} (logs: {self.logs_dir})")
 
-    def wait_ready(self, timeout_s: float, progress: Progress = quiet) -> None:
-        """Wait until HTTP answers ``/ping`` and the PostgreSQL wire accepts connections.
+    def _owns(self, argv: list[str]) -> bool:
+        return MAIN_MODULE in argv and str(self.root) in argv
 
-        Raises:
-            StackError: The process died or did not answer in time (it is then stopped).
-        """
-        t0 = time.monotonic()
-        deadline = t0 + timeout_s
-        while True:
-            if self.running_pid() is None:
-                self.pid_file.unlink(missing_ok=True)
-                raise StackError(f"questdb exited during start-up; {self._log_tails()}")
-            if self.ping() and port_answers(self.pg_port):
-                progress(f"questdb: ready on {self.address} (pg {self.pg_address}) in {time.monotonic() - t0:.1f}s")
-                return
-            if time.monotonic() >= deadline:
-                tails = self._log_tails()
-                self.stop()
-                raise StackError(
-                    f"questdb did not answer on {self.address} within {timeout_s:.0f}s (stopped it; raise "
-                    f"AOS_STACK__START_TIMEOUT_S if the machine is slow); {tails}"
-                )
-            time.sleep(0.25)
+    def _answers(self, deadline: float) -> bool:
+        """HTTP answers ``/ping`` and the PostgreSQL wire accepts connections."""
+        return self.ping() and port_answers(self.pg_port)
 
-    def start(self, timeout_s: float = 60.0, progress: Progress = quiet) -> None:
-        """Start the server (idempotent) and wait until it answers."""
-        self.launch(progress)
-        self.wait_ready(timeout_s, progress)
+    def _where(self) -> str:
+        return f"{self.address} (pg {self.pg_address})"
 
-    def stop(self, timeout_s: float = 30.0, progress: Progress = quiet) -> None:
-        """Stop the server: SIGTERM (it closes its tables), SIGKILL after ``timeout_s``. Idempotent."""
-        pid = self.running_pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return
-        t0 = time.monotonic()
-        killed = terminate(pid, timeout_s)
-        self.pid_file.unlink(missing_ok=True)
-        how = "killed (no clean shutdown)" if killed else "stopped"
-        progress(f"questdb: {how} pid {pid} in {time.monotonic() - t0:.1f}s")
+    def _ports(self) -> list[tuple[int, str]]:
+        return [
+            (self.http_port, "AOS_STACK__QUESTDB_HTTP_PORT"),
+            (self.pg_port, "AOS_STACK__QUESTDB_PG_PORT"),
+            (self.ilp_port, "AOS_STACK__QUESTDB_ILP_PORT"),
+        ]
+
+    def _log_files(self) -> list[tuple[Path, int]]:
+        return [(self.logs_dir / "stdout.log", 10), (self._server_log(), 20)]
 
     def status(self) -> PartStatus:
         """Whether our server runs and answers a SQL query over HTTP."""
@@ -283,24 +255,6 @@ class QuestDBNode:
             f"pid {pid}; pg {self.pg_address}; {tables} tables; data {self.data_dir}",
         )
 
-    def check_ports(self) -> None:
-        """Fail early when our server is not running and another process holds one of its ports.
-
-        Raises:
-            StackError: One line naming the port and the setting that moves it.
-        """
-        if self.running_pid() is not None:
-            return
-        for port, env in (
-            (self.http_port, "AOS_STACK__QUESTDB_HTTP_PORT"),
-            (self.pg_port, "AOS_STACK__QUESTDB_PG_PORT"),
-            (self.ilp_port, "AOS_STACK__QUESTDB_ILP_PORT"),
-        ):
-            if port_taken(port):
-                raise StackError(f"port {port} is taken by another process; set {env}")
-
-    # -- probes -------------------------------------------------------------------------------
-
     def ping(self, timeout_s: float = 1.0) -> bool:
         """Whether ``GET /ping`` answers 204 (the InfluxDB v2 health check QuestDB implements)."""
         try:
@@ -320,20 +274,3 @@ class QuestDBNode:
 
     def _server_log(self) -> Path:
         return self.logs_dir / f"questdb-{time.strftime('%Y%m%d', time.gmtime())}.log"
-
-    def _log_tails(self) -> str:
-        parts = []
-        for path, n in ((self.logs_dir / "stdout.log", 10), (self._server_log(), 20)):
-            since = self._log_marks.get(path, 0)
-            if file_size(path) > since:
-                parts.append(f"last lines of {path}:\n{tail(path, n, since)}")
-        return "\n".join(parts) if parts else f"nothing in {self.logs_dir}"
-
-
-def _require_java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise StackError(
-            "Java is not installed; QuestDB needs Java 17+: run `apt-get install -y openjdk-17-jre-headless`"
-        )
-    return java

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from aos_gateway import topics
-from aos_gateway.contracts.records import EXPERIENCE, WEIGHTS, ExperienceRecord, Weights
+from aos_gateway.contracts.records import WEIGHTS, ExperienceRecord, Weights
 from aos_gateway.contracts.wire import codec_for
-from aos_gateway.errors import AosError, KafkaError, ValidationError
+from aos_gateway.errors import KafkaError, ValidationError
 from aos_gateway.experience.feedback import join_feedback
 from aos_gateway.matching import weights
 from aos_gateway.matching.learned import LearnedState
 from aos_gateway.settings import Settings
-from aos_gateway.streams.kafka import admin, ensure_topics, make_producer, read_to_end
+from aos_gateway.streams.kafka import admin, ensure_topics, make_producer
 
 
 def learn_from_file(
@@ -52,15 +52,9 @@ def learn_from_file(
 def replay_experience(settings: Settings, progress: Callable[[str], None]) -> tuple[list[ExperienceRecord], int]:
     """Every record of aos.experience.v1 with users' feedback joined in by task id, and how many
     could not be decoded."""
-    codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name, settings.schema_registry)
-    progress(f"learn: replaying {topics.EXPERIENCE.name}")
-    records: list[ExperienceRecord] = []
-    bad = 0
-    for m in read_to_end(settings.kafka, topics.EXPERIENCE.name, timeout=120):
-        try:
-            records.append(codec.decode(m.value()))  # type: ignore[arg-type]
-        except AosError:
-            bad += 1
+    from aos_gateway.streams.learner import replay
+
+    records, bad = replay(settings, progress, timeout=120, label="learn")
     return join_feedback(records), bad
 
 

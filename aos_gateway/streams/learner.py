@@ -30,13 +30,15 @@ def _quiet(_m: str) -> None:
     pass
 
 
-def replay(settings: Settings, progress: Progress = _quiet) -> tuple[list[ExperienceRecord], int]:
+def replay(
+    settings: Settings, progress: Progress = _quiet, timeout: float = 300.0, label: str = "experience"
+) -> tuple[list[ExperienceRecord], int]:
     """Every record of the experience topic (undecodable ones counted, not returned)."""
     codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name, settings.schema_registry)
-    progress(f"experience: replaying {topics.EXPERIENCE.name}")
+    progress(f"{label}: replaying {topics.EXPERIENCE.name}")
     out: list[ExperienceRecord] = []
     bad = 0
-    for m in read_to_end(settings.kafka, topics.EXPERIENCE.name, timeout=300):
+    for m in read_to_end(settings.kafka, topics.EXPERIENCE.name, timeout=timeout):
         if m.value() is None:
             continue
         try:
@@ -62,28 +64,35 @@ def latest_weights(settings: Settings) -> dict[str, Weights]:
     return out
 
 
-def reset_since(settings: Settings) -> int | None:
-    """When the latest ``aos experience reset`` was (epoch ms), if ever."""
-    rec = latest_weights(settings).get(learning.RESET)
-    return None if rec is None else learning.reset_since(rec)
-
-
 def learn_from_history(settings: Settings, since_ms: int | None = None, progress: Progress = _quiet) -> Learned:
     """Replay the experience topic and learn every state (from the later of ``since_ms`` and the
     latest reset)."""
+    records, bad = replay(settings, progress)
+    return _learn(settings, records, latest_weights(settings), since_ms, progress, bad)
+
+
+def _learn(
+    settings: Settings,
+    records: list[ExperienceRecord],
+    latest: dict[str, Weights],
+    since_ms: int | None,
+    progress: Progress = _quiet,
+    bad: int = 0,
+) -> Learned:
+    """:func:`learning.learn_all` over ``records`` from the later of ``since_ms`` and the reset
+    marker among ``latest``, for the agents registered now."""
     from aos_gateway.cli.registry_cmds import current_cards
 
-    records, bad = replay(settings, progress)
-    reset = reset_since(settings)
-    since = max(t for t in (since_ms, reset) if t is not None) if (since_ms or reset) else None
-    agent_ids = sorted(current_cards(settings))
+    reset_rec = latest.get(learning.RESET)
+    bounds = [t for t in (since_ms, None if reset_rec is None else learning.reset_since(reset_rec)) if t]
+    since = max(bounds) if bounds else None
     progress(
         f"experience: learning from {len(records)} records"
         + (f" since {since}" if since else "")
         + (f" ({bad} undecodable)" if bad else "")
     )
     t0 = time.perf_counter()
-    learned = learning.learn_all(records, agent_ids, settings, since_ms=since)
+    learned = learning.learn_all(records, sorted(current_cards(settings)), settings, since_ms=since)
     progress(f"experience: learned in {time.perf_counter() - t0:.1f}s")
     return learned
 
@@ -114,15 +123,12 @@ class PeriodicLearner:
 
     def run_once(self) -> dict[str, int]:
         from aos_gateway.cli.learn_cmds import publish_record
-        from aos_gateway.cli.registry_cmds import current_cards
 
         s = self.settings
         latest = latest_weights(s)
         records, _bad = replay(s)
-        reset_rec = latest.get(learning.RESET)
-        since = None if reset_rec is None else learning.reset_since(reset_rec)
         try:
-            learned = learning.learn_all(records, sorted(current_cards(s)), s, since_ms=since)
+            learned = _learn(s, records, latest, None)
         except AosError as exc:  # e.g. no experience yet: nothing to do
             log.info("learning pass skipped: %s", exc)
             return {}

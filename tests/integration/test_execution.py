@@ -131,9 +131,14 @@ def send_plan(
     return plan
 
 
-def records_of(settings: Settings, topic: str, record: str, task_id: str) -> list[Any]:
+def all_records(settings: Settings, topic: str, record: str) -> list[Any]:
+    """Every record on a topic now, decoded."""
     codec = codec_for(record, topic)
-    return [r for r in (codec.decode(m.value()) for m in read_to_end(settings.kafka, topic)) if r["task_id"] == task_id]
+    return [codec.decode(m.value()) for m in read_to_end(settings.kafka, topic)]
+
+
+def records_of(settings: Settings, topic: str, record: str, task_id: str) -> list[Any]:
+    return [r for r in all_records(settings, topic, record) if r["task_id"] == task_id]
 
 
 def test_two_step_plan_runs_in_order_and_records_experience(
@@ -369,21 +374,13 @@ def test_replay_reaches_the_same_weights_as_the_live_learner(
 
 def _calc_steps(settings: Settings) -> int:
     """Distinct STEP records of the calculator on the experience topic now."""
-    codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name)
-    ids = {
-        r["experience_id"]
-        for r in (codec.decode(m.value()) for m in read_to_end(settings.kafka, topics.EXPERIENCE.name))
-        if r["kind"] == "STEP" and r["agent_id"] == CALC
-    }
-    return len(ids)
+    experience = all_records(settings, topics.EXPERIENCE.name, EXPERIENCE)
+    return len({r["experience_id"] for r in experience if r["kind"] == "STEP" and r["agent_id"] == CALC})
 
 
 def _distinct_of_tenant(settings: Settings) -> set[str]:
-    codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name)
     return {
-        r["experience_id"]
-        for r in (codec.decode(m.value()) for m in read_to_end(settings.kafka, topics.EXPERIENCE.name))
-        if r["tenant"] == TENANT
+        r["experience_id"] for r in all_records(settings, topics.EXPERIENCE.name, EXPERIENCE) if r["tenant"] == TENANT
     }
 
 

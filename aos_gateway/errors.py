@@ -14,6 +14,7 @@ can catch one type. The tree::
     ├── StackError                  the local stack cannot start or answer (port taken, Java missing)
     ├── KafkaError                  the broker refused or did not answer in time
     ├── StoreError                  a store (PostgreSQL, the time-series store, Parquet files) failed
+    ├── ConnectError                Kafka Connect refused a connector config or did not answer
     ├── ModelError                  an encoder failed to load or to run
     ├── IndexBackendError           the capability index backend failed (qdrant shard, Weaviate server)
     ├── ResultTimeoutError          no result arrived for a task within the wait limit
@@ -72,6 +73,10 @@ class KafkaError(AosError):
 
 class StoreError(AosError):
     """A store (PostgreSQL, the time-series store, the Parquet files) refused a request or did not answer."""
+
+
+class ConnectError(AosError):
+    """Kafka Connect refused a connector config, a connector failed, or the REST API did not answer."""
 
 
 class ModelError(AosError):

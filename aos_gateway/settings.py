@@ -83,6 +83,10 @@ class StackSettings(BaseModel):
     questdb_pg_port: int = Field(default=18812, description="QuestDB PostgreSQL-wire port")
     questdb_ilp_port: int = Field(default=19009, description="QuestDB InfluxDB line protocol over TCP")
     questdb_heap: str = "512m"
+    connect: bool = Field(default=True, description="start Kafka Connect (Debezium JDBC sink) with the stack")
+    connect_port: int = Field(default=18083, description="Kafka Connect REST API on 127.0.0.1")
+    connect_heap: str = "512m"
+    jdbc_sink_version: str = Field(default="3.3.1.Final", description="io.debezium:debezium-connector-jdbc")
 
 
 class PerceptionSettings(BaseModel):
@@ -372,6 +376,30 @@ class ExperienceSettings(BaseModel):
     )
 
 
+class ConnectSettings(BaseModel):
+    """Kafka Connect: the sinks that feed dashboards (``aos connect apply | status``)."""
+
+    url: str = Field(default="http://127.0.0.1:18083", description="the Connect REST API")
+    connectors_dir: Path | None = Field(
+        default=None, description="folder of connector configs (*.json); default: the ones shipped with the package"
+    )
+    sinks: bool = Field(
+        default=True,
+        description="the worker projects results, decisions, experience, dead letters and anomalies to the "
+        "schema'd JSON topics aos.sink.*.v1 that the JDBC sink connectors read",
+    )
+    request_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class DashboardSettings(BaseModel):
+    """``aos dashboard``: a web page over the tables Kafka Connect fills."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    refresh_s: float = Field(default=5.0, gt=0, description="how often the page reloads its figures")
+    window_min: int = Field(default=60, ge=1, description="the time window the plots show, in minutes")
+
+
 class Settings(BaseSettings):
     """The root of all settings."""
 
@@ -393,6 +421,8 @@ class Settings(BaseSettings):
     agents: AgentSdkSettings = AgentSdkSettings()
     timeseries: TimeSeriesSettings = TimeSeriesSettings()
     experience: ExperienceSettings = ExperienceSettings()
+    connect: ConnectSettings = ConnectSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     tenant: str = "default"
 
 

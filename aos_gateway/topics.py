@@ -114,9 +114,35 @@ CATALOG: tuple[TopicSpec, ...] = (
 )
 
 
+#: the record "contract" of the sink topics: Kafka Connect's JSON with a schema, not Avro
+CONNECT_JSON = "connect-json"
+
+
+def _sink_specs() -> tuple[TopicSpec, ...]:
+    from aos_gateway.connect.rows import TABLES
+
+    return tuple(
+        TopicSpec(
+            t.topic,
+            CONNECT_JSON,
+            partitions=1 if t.table in ("sink_agent_stats", "sink_anomalies", "sink_deadletters") else 4,
+            retention_ms=3 * DAY_MS,
+            doc=f"rows of {t.table} for the JDBC sink: {t.doc}",
+        )
+        for t in TABLES
+    )
+
+
+#: the projections for Kafka Connect's JDBC sink (one per dashboard table; written by the worker)
+SINKS: tuple[TopicSpec, ...] = _sink_specs()
+
+#: every topic the gateway creates
+ALL: tuple[TopicSpec, ...] = (*CATALOG, *SINKS)
+
+
 def by_name(name: str) -> TopicSpec | None:
     """The catalog entry of a topic, if it has one."""
-    return next((t for t in CATALOG if t.name == name), None)
+    return next((t for t in ALL if t.name == name), None)
 
 
 def invocation_topic(agent_id: str) -> str:

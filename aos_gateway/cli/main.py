@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aos-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    dev = sub.add_parser("dev", help="the local stack (Kafka, PostgreSQL, QuestDB)")
+    dev = sub.add_parser("dev", help="the local stack (Kafka, PostgreSQL, QuestDB, Kafka Connect)")
     dsub = dev.add_subparsers(dest="action", required=True, parser_class=_Parser)
     for name, hlp in (
         ("up", "start the stack (idempotent); waits until every part is ready"),
@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     from aos_gateway.cli import experience_cmds
 
     experience_cmds.add_parser(sub, _cmd_experience, _Parser)
+    from aos_gateway.cli import connect_cmds
+
+    connect_cmds.add_parser(sub, _cmd_connect, _Parser)
 
     dm = sub.add_parser("demo", help="register the MetaTool agents, submit sample tasks, print plans")
     dm.add_argument("--agents", type=_existing_file, default=None)
@@ -301,6 +304,11 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         return 0
     if args.action == "up":
         parts = stack.up(_progress)
+        if stack.with_connect:  # the dashboards' sinks, so the stack is useful as it comes up
+            from aos_gateway.cli import connect_cmds
+
+            connect_cmds.apply(_settings(), None, stack.start_timeout_s, _progress)
+            parts = stack.status()
     elif args.action == "down":
         from aos_gateway.cli import worker_proc
 
@@ -323,7 +331,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 def _cmd_topics(args: argparse.Namespace) -> int:
     from aos_gateway.streams.kafka import ensure_topics, existing_topics
-    from aos_gateway.topics import CATALOG
+    from aos_gateway.topics import ALL
 
     s = _settings()
     if args.action == "create":
@@ -331,7 +339,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
         print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else " (all existed)"))
         return 0
     have = existing_topics(s.kafka)
-    for t in CATALOG:
+    for t in ALL:
         mark = "exists " if t.name in have else "missing"
         kind = "compacted" if t.compacted else f"retention {t.retention_ms // 86_400_000 if t.retention_ms else '-'}d"
         print(f"{t.name:<26} {mark} {t.record:<34} {kind:<14} {t.doc}")
@@ -342,6 +350,12 @@ def _cmd_agents(args: argparse.Namespace) -> int:
     from aos_gateway.cli import registry_cmds
 
     return registry_cmds.run(args, _settings(), _progress)
+
+
+def _cmd_connect(args: argparse.Namespace) -> int:
+    from aos_gateway.cli import connect_cmds
+
+    return connect_cmds.run(args, _settings(), _progress)
 
 
 def _cmd_experience(args: argparse.Namespace) -> int:

@@ -1,8 +1,10 @@
-"""The local development stack behind ``aos dev up | down | status``: Kafka, PostgreSQL and QuestDB.
+"""The local development stack behind ``aos dev up | down | status``: Kafka, PostgreSQL, QuestDB, Connect.
 
 Real processes, no Docker, all bound to 127.0.0.1, all state under ``settings.stack.home``:
-``kafka/`` (the broker), ``postgres/`` (the registry and statistics) and ``questdb/`` (the hot
-experience store, written through the InfluxDB v2 API; skipped when ``stack.questdb`` is false).
+``kafka/`` (the broker), ``postgres/`` (the registry, statistics and the dashboards' tables),
+``questdb/`` (the hot experience store, written through the InfluxDB v2 API; skipped when
+``stack.questdb`` is false) and ``connect/`` (Kafka Connect with Debezium's JDBC sink, which fills
+the dashboards' tables in PostgreSQL; skipped when ``stack.connect`` is false).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from pathlib import Path
 
 from aos_gateway.devstack._proc import Progress, quiet
+from aos_gateway.devstack.connect import ENV_PASSWORD, ENV_URL, ENV_USER, ConnectNode
 from aos_gateway.devstack.kafka import KafkaNode
 from aos_gateway.devstack.postgres import PostgresNode
 from aos_gateway.devstack.questdb import QuestDBNode
@@ -47,15 +50,32 @@ class LocalStack:
             version=st.questdb_version,
         )
         self.with_questdb = st.questdb
+        #: like QuestDB: described even when ``stack.connect`` is off
+        self.connect = ConnectNode(
+            self.home,
+            st.connect_port,
+            self.kafka.address,
+            {
+                ENV_URL: f"jdbc:postgresql://127.0.0.1:{pg.port}/{pg.dbname}",
+                ENV_USER: pg.user,
+                ENV_PASSWORD: pg.password.get_secret_value(),
+            },
+            heap=st.connect_heap,
+            kafka_version=st.kafka_version,
+            sink_version=st.jdbc_sink_version,
+        )
+        self.with_connect = st.connect
         self.start_timeout_s = st.start_timeout_s
 
     def prepare(self, progress: Progress = quiet) -> None:
-        """Fetch everything the stack needs (Kafka jars, PostgreSQL 15, the QuestDB jar) without starting it."""
+        """Fetch everything the stack needs (Kafka, QuestDB and Connect jars, PostgreSQL 15) without starting it."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.kafka.ensure_jars(progress)
         self.postgres.ensure_installed(progress)
         if self.with_questdb:
             self.questdb.ensure_jar(progress)
+        if self.with_connect:
+            self.connect.ensure_jars(progress)
 
     def up(self, progress: Progress = quiet) -> list[PartStatus]:
         """Start every part (those already running are left alone) and wait until they answer.
@@ -69,6 +89,8 @@ class LocalStack:
         self.postgres.check_port()
         if self.with_questdb:
             self.questdb.check_ports()
+        if self.with_connect:
+            self.connect.check_ports()
         self.prepare(progress)
         self._warn_if_clients_look_elsewhere(progress)
         self.kafka.launch(progress)  # the JVMs boot while PostgreSQL starts
@@ -76,14 +98,19 @@ class LocalStack:
             self.questdb.launch(progress)
         self.postgres.start(_left(deadline), progress)
         self.kafka.wait_ready(_left(deadline), progress)
+        if self.with_connect:
+            self.connect.launch(progress)  # it needs the broker: it keeps its state in topics
         if self.with_questdb:
             self.questdb.wait_ready(_left(deadline), progress)
+        if self.with_connect:
+            self.connect.wait_ready(_left(deadline), progress)
         parts = self.status()
         progress(f"stack: up in {time.monotonic() - t0:.1f}s (home {self.home})")
         return parts
 
     def down(self, progress: Progress = quiet) -> None:
         """Stop every part; their data stays under the home. Idempotent."""
+        self.connect.stop(progress=progress)  # before the broker, so it leaves its group cleanly
         self.kafka.stop(progress=progress)
         self.questdb.stop(progress=progress)
         self.postgres.stop(progress=progress)
@@ -94,6 +121,8 @@ class LocalStack:
         parts = [self.kafka.status(), self.postgres.status()]
         if self.with_questdb or self.questdb.running_pid() is not None:
             parts.append(self.questdb.status())
+        if self.with_connect or self.connect.running_pid() is not None:
+            parts.append(self.connect.status())
         return parts
 
     def _warn_if_clients_look_elsewhere(self, progress: Progress) -> None:

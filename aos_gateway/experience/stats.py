@@ -264,3 +264,25 @@ def prune_applied(conn: psycopg.Connection[Any], before: datetime) -> int:
             return conn.execute("DELETE FROM agent_stats_applied WHERE applied_at < %s", (before,)).rowcount
     except psycopg.Error as exc:
         raise StoreError(f"cannot prune counted experience ids: {exc}") from exc
+
+
+def totals(conn: psycopg.Connection[Any], agents: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each (tenant, agent)'s counters summed over its task clusters (agents without a row are left out).
+
+    Raises:
+        StoreError: PostgreSQL refused or did not answer.
+    """
+    pairs = sorted(set(agents))
+    if not pairs:
+        return {}
+    try:
+        rows = conn.execute(
+            "SELECT tenant, agent_id, sum(calls), sum(successes), sum(partials), sum(failures), sum(timeouts), "
+            "sum(latency_ms_sum), max(latency_ms_max) FROM agent_stats "
+            "WHERE (tenant, agent_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])) GROUP BY tenant, agent_id",
+            ([p[0] for p in pairs], [p[1] for p in pairs]),
+        ).fetchall()
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot read agent statistics: {exc}") from exc
+    names = ("calls", "successes", "partials", "failures", "timeouts", "latency_ms_sum", "latency_ms_max")
+    return {(r[0], r[1]): dict(zip(names, (int(v) for v in r[2:]), strict=True)) for r in rows}

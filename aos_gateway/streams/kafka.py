@@ -12,7 +12,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from aos_gateway.errors import KafkaError
 from aos_gateway.settings import KafkaSettings
-from aos_gateway.topics import CATALOG, TopicSpec
+from aos_gateway.topics import ALL, TopicSpec
 
 
 def producer_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def existing_topics(kafka: KafkaSettings, timeout: float | None = None) -> set[s
 
 
 def ensure_topics(
-    kafka: KafkaSettings, specs: Iterable[TopicSpec] = CATALOG, partitions: int | None = None
+    kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL, partitions: int | None = None
 ) -> list[str]:
     """Create the topics that do not exist yet (idempotent); returns the names created."""
     specs = list(specs)

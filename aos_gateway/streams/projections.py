@@ -64,6 +64,8 @@ class StatsWriter:
         self.pipe = pipe
         self.conninfo = settings.postgres.conninfo()
         self.conn: Any = None
+        #: after each batch, the touched agents' totals go to aos.sink.agent_stats.v1 (Kafka Connect)
+        self.sink = AgentStatsSink(settings) if settings.connect.sinks else None
 
     def cluster_of(self, rec: ExperienceRecord) -> int | None:
         from aos_gateway.perception.vectors import unpack
@@ -79,10 +81,58 @@ class StatsWriter:
         if self.conn is None or self.conn.closed:
             self.conn = store.connect(self.conninfo)
         try:
-            return stats.apply(self.conn, batch, self.cluster_of)
+            n = stats.apply(self.conn, batch, self.cluster_of)
+            if self.sink is not None:  # also after a redelivered batch: the totals are the same rows
+                self.sink.publish(stats.totals(self.conn, self.sink.touched(batch)))
+            return n
         except Exception:
             self.conn = None  # reconnect on the retry
             raise
+
+
+class AgentStatsSink:
+    """Publishes agents' totals as ``sink_agent_stats`` rows, from the statistics just counted.
+
+    Runs in the statistics projection's I/O thread, right after the batch is counted (so a row
+    never shows less than PostgreSQL holds) and before the batch is acknowledged: a crash in
+    between re-publishes the same totals on redelivery, and the sink upserts them by agent.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from aos_gateway.streams.kafka import make_producer
+
+        self.producer = make_producer(settings.kafka)
+
+    @staticmethod
+    def touched(batch: list[ExperienceRecord]) -> list[tuple[str, str]]:
+        from aos_gateway.experience.stats import countable
+
+        return sorted({(r["tenant"], r["agent_id"]) for r in countable(batch) if r["agent_id"]})
+
+    def publish(self, totals: dict[tuple[str, str], dict[str, Any]]) -> None:
+        """Produce one row per agent and wait for the broker's acknowledgement.
+
+        Raises:
+            KafkaError: The broker did not take every row within 30 s.
+        """
+        from aos_gateway.connect.rows import AGENT_STATS, agent_stats_row
+        from aos_gateway.errors import KafkaError
+
+        if not totals:
+            return
+        now = int(time.time() * 1000)
+        errors: list[str] = []
+
+        def done(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for (tenant, agent), t in sorted(totals.items()):
+            key, value = AGENT_STATS.encode(agent_stats_row(tenant, agent, t, now))
+            self.producer.produce(AGENT_STATS.topic, value=value, key=key, on_delivery=done)
+        left = self.producer.flush(30.0)
+        if left or errors:
+            raise KafkaError(f"agent statistics rows not delivered: {left} pending, {errors[:3]}")
 
 
 def build_projections(app: faust.App, pipe: Pipeline, settings: Settings) -> dict[str, Writer]:

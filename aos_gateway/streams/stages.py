@@ -414,4 +414,8 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
     from aos_gateway.streams.projections import build_projections
 
     build_projections(app, pipe, settings)
+    if settings.connect.sinks:
+        from aos_gateway.streams.sinks import build_sinks
+
+        build_sinks(app, pipe)
     return pipe

@@ -22,6 +22,7 @@ import pytest
 
 from aos_gateway.cli.worker_proc import worker_argv
 from aos_gateway.settings import (
+    ConnectSettings,
     ExperienceSettings,
     KafkaSettings,
     PostgresSettings,
@@ -44,6 +45,7 @@ def stack_env() -> Iterator[dict[str, str]]:
     home.chmod(0o755)  # the postgres system user must traverse it when tests run as root
     kport, cport, pport = _free_port(), _free_port(), _free_port()
     qhttp, qpg, qilp = _free_port(), _free_port(), _free_port()
+    connect_port = _free_port()
     env = {
         "AOS_STACK__HOME": str(home / "stack"),
         "AOS_STACK__KAFKA_PORT": str(kport),
@@ -59,6 +61,8 @@ def stack_env() -> Iterator[dict[str, str]]:
         "AOS_TIMESERIES__URL": f"http://127.0.0.1:{qhttp}",
         "AOS_TIMESERIES__QUESTDB_PG": f"host=127.0.0.1 port={qpg} user=admin password=quest dbname=qdb",
         "AOS_EXPERIENCE__COLD_DIR": str(home / "experience"),
+        "AOS_STACK__CONNECT_PORT": str(connect_port),
+        "AOS_CONNECT__URL": f"http://127.0.0.1:{connect_port}",
         # tests publish learned states of their own: the worker's periodic learning would replace them
         "AOS_EXPERIENCE__MINE_INTERVAL_S": "0",
         # half the tasks on a candidate state while one is under test (only test_execution publishes one)
@@ -84,7 +88,9 @@ def settings(stack_env: dict[str, str]) -> Iterator[Settings]:
             questdb_http_port=int(stack_env["AOS_STACK__QUESTDB_HTTP_PORT"]),
             questdb_pg_port=int(stack_env["AOS_STACK__QUESTDB_PG_PORT"]),
             questdb_ilp_port=int(stack_env["AOS_STACK__QUESTDB_ILP_PORT"]),
+            connect_port=int(stack_env["AOS_STACK__CONNECT_PORT"]),
         ),
+        connect=ConnectSettings(url=stack_env["AOS_CONNECT__URL"]),
         kafka=KafkaSettings(bootstrap_servers=stack_env["AOS_KAFKA__BOOTSTRAP_SERVERS"]),
         postgres=PostgresSettings(port=int(stack_env["AOS_POSTGRES__PORT"])),
         worker=WorkerSettings(app_id=stack_env["AOS_WORKER__APP_ID"], data_dir=Path(stack_env["AOS_WORKER__DATA_DIR"])),

@@ -1,0 +1,85 @@
+"""Rows for Kafka Connect: the gateway's records as schema'd JSON on the ``aos.sink.*.v1`` topics.
+
+sink_<table>  a topic -> aos.sink.<table>.v1 (one Faust agent per source topic)
+
+    aos.plans.v1         -> sink_decisions   (routing decisions with scores and stage latencies)
+    aos.results.v1       -> sink_results     (final execution results)
+    aos.experience.v1    -> sink_experience  (every experience record, without its vector)
+    aos.deadletter.v1    -> sink_deadletters (without the failed bytes)
+    aos.weights.v1       -> sink_anomalies   (the agents each learning pass flags)
+
+``sink_agent_stats`` comes from the statistics projection
+(:class:`aos_gateway.streams.projections.AgentStatsSink`), after each batch is counted.
+Debezium's JDBC sink reads these topics (``connectors/``) and upserts the rows by key, so
+redelivery here never duplicates a row there. A record that cannot be turned into a row goes to
+the dead-letter topic (a dead letter itself that cannot is only logged: no loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import faust
+
+from aos_gateway import topics
+from aos_gateway.connect import rows
+from aos_gateway.experience.learning import ANOMALIES as ANOMALIES_STATE
+
+if TYPE_CHECKING:
+    from aos_gateway.streams.stages import Pipeline
+
+log = logging.getLogger("aos_gateway.sinks")
+
+#: a source record -> the rows it gives (none: nothing to land)
+RowsOf = Callable[[Any], list[dict[str, Any]]]
+
+
+def _anomalies(record: Any) -> list[dict[str, Any]]:
+    return rows.anomaly_rows(record) if record["name"] == ANOMALIES_STATE else []
+
+
+#: source topic -> (dashboard table, rows of one record)
+ROUTES: dict[str, tuple[rows.SinkTable, RowsOf]] = {
+    topics.PLANS.name: (rows.DECISIONS, lambda r: [rows.decision_row(r)]),
+    topics.RESULTS.name: (rows.RESULTS, lambda r: [rows.result_row(r)]),
+    topics.EXPERIENCE.name: (rows.EXPERIENCE, lambda r: [rows.experience_row(r)]),
+    topics.DEADLETTER.name: (rows.DEADLETTERS, lambda r: [rows.deadletter_row(r)]),
+    topics.WEIGHTS.name: (rows.ANOMALIES, _anomalies),
+}
+
+BATCH = 500
+
+
+def build_sinks(app: faust.App, pipe: Pipeline) -> None:
+    """Declare one sink agent per source topic on ``app``."""
+    for source, (table, rows_of) in ROUTES.items():
+        _declare(app, pipe, source, table, rows_of)
+
+
+def _declare(app: faust.App, pipe: Pipeline, source: str, table: rows.SinkTable, rows_of: RowsOf) -> None:
+    stage = f"sink-{table.table.removeprefix('sink_')}"
+
+    async def sink(stream: faust.StreamT[Any]) -> None:
+        async for events in stream.take_events(BATCH, within=0.5):  # type: ignore[attr-defined]
+            sent: list[Awaitable[Any]] = []
+            for event in events:
+                record: Any = None
+                try:
+                    record = pipe.decode(source, event)
+                    encoded = [table.encode(row) for row in rows_of(record)]
+                except Exception as exc:
+                    if source == topics.DEADLETTER.name:
+                        log.warning("%s: a dead letter cannot be landed (%s: %s)", stage, type(exc).__name__, exc)
+                        continue
+                    tid = record.get("task_id") if isinstance(record, dict) else None
+                    sent.append(await pipe.send_dead_letter(stage, event, exc, tid))
+                    continue
+                for key, value in encoded:
+                    sent.append(await pipe.send(table.topic, key, value))
+            if sent:
+                await asyncio.gather(*sent)  # acknowledged before the source offsets move on
+
+    app.agent(pipe.topics[source], name=stage.replace("-", "_"))(sink)

@@ -332,6 +332,36 @@ class AgentSdkSettings(BaseModel):
     simulator_file: Path | None = Field(default=None, description="the simulator agents' behaviour (JSON)")
 
 
+class IngressSettings(BaseModel):
+    """The HTTP ingress (``aos serve``): tasks over HTTP for clients that cannot speak Kafka."""
+
+    host: str = Field(
+        default="127.0.0.1", description="bind address; anything but loopback needs API keys (or --insecure)"
+    )
+    port: int = Field(default=8080, ge=0, le=65535)
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description='API key -> tenant: a JSON object ({"KEY": "TENANT", ...}) or the path of a file holding one '
+        "(re-read when it changes); none: no keys, every task is the default tenant's, loopback only",
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="a larger request is refused (413)")
+    upload_dir: Path | None = Field(
+        default=None,
+        description="uploads larger than media.max_inline_bytes are stored here and sent by file:// reference "
+        "(the workers must see this folder); none: such uploads are refused (413)",
+    )
+    cache_size: int = Field(default=20_000, ge=1, description="recent tasks (plans, results) kept in memory")
+    max_wait_s: float = Field(default=60.0, gt=0, description="the longest ?wait= a request may ask for")
+    max_waiters: int = Field(default=10_000, ge=1, description="long polls and event streams open at once (more: 503)")
+    stream_timeout_s: float = Field(
+        default=330.0, gt=0, description="an event stream ends after this long without its final event"
+    )
+    keepalive_s: float = Field(default=15.0, gt=0, description="an idle event stream sends a comment this often")
+    send_timeout_s: float = Field(
+        default=10.0, gt=0, description="how long a POST waits for Kafka to acknowledge the task (then 503)"
+    )
+
+
 class TimeSeriesSettings(BaseModel):
     """The hot experience store (7 days): InfluxDB v2 write API (QuestDB in the local stack)."""
 
@@ -419,6 +449,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     execution: ExecutionSettings = ExecutionSettings()
     agents: AgentSdkSettings = AgentSdkSettings()
+    ingress: IngressSettings = IngressSettings()
     timeseries: TimeSeriesSettings = TimeSeriesSettings()
     experience: ExperienceSettings = ExperienceSettings()
     connect: ConnectSettings = ConnectSettings()

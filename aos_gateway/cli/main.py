@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     from aos_gateway.cli import experience_cmds
 
     experience_cmds.add_parser(sub, _cmd_experience, _Parser)
+    from aos_gateway.cli import serve_cmds
+
+    serve_cmds.add_parser(sub, serve_cmds.run, _Parser, bench=bsub)
     from aos_gateway.cli import connect_cmds
 
     connect_cmds.add_parser(sub, _cmd_connect, _Parser)

@@ -177,6 +177,7 @@ def handle_one(agent: Agent, inv: Invocation) -> InvocationResult:
         finished_at=now_ms(),
         source="agent",
         metadata=meta,
+        trace_id=inv.get("trace_id"),
     )
 
 

@@ -224,6 +224,7 @@ class DeadLetter(TypedDict):
     failed_at: int
     task_id: str | None
     tenant: str | None
+    trace_id: NotRequired[str | None]
 
 
 class Weights(TypedDict):
@@ -267,6 +268,7 @@ class InvocationResult(TypedDict):
     finished_at: int
     source: str
     metadata: dict[str, str]
+    trace_id: NotRequired[str | None]
 
 
 class StepOutcome(TypedDict):

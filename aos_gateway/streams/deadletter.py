@@ -26,6 +26,7 @@ def dead_letter(
     task_id: str | None = None,
     tenant: str | None = None,
     now_ms: int | None = None,
+    trace_id: str | None = None,
 ) -> DeadLetter:
     """The dead-letter record of one failed event (its id is stable for stage + source offset)."""
     ident = hashlib.sha256(f"{stage}|{topic}|{partition}|{offset}".encode()).hexdigest()[:32]
@@ -43,6 +44,7 @@ def dead_letter(
         failed_at=now_ms if now_ms is not None else int(time.time() * 1000),
         task_id=task_id,
         tenant=tenant,
+        trace_id=trace_id,
     )
 
 

@@ -303,6 +303,35 @@ class WorkerSettings(BaseModel):
     stats_interval_s: float = Field(default=60.0, gt=0, description="how often the perceive stage logs its batch stats")
 
 
+class MetricsSettings(BaseModel):
+    """The worker's Prometheus metrics (names and labels: docs/operations.md)."""
+
+    enabled: bool = Field(default=True, description="serve /metrics and measure consumer lag")
+    host: str = Field(default="127.0.0.1", description="address the metrics endpoint listens on")
+    port: int = Field(
+        default=9108, ge=0, le=65535, description="metrics endpoint port (0: none); a taken port is logged, not fatal"
+    )
+    lag_interval_s: float = Field(default=5.0, gt=0, description="how often consumer lag per partition is measured")
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry spans per stage, in the task's trace (``trace_id`` on every record)."""
+
+    exporter: Literal["none", "console", "otlp"] = Field(
+        default="none",
+        description="none: no spans at all (no-op); console: JSON on stdout; otlp: to a collector "
+        "(pip install 'aos-gateway[otel]')",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None, description="collector address; default: the exporter's own (OTEL_EXPORTER_OTLP_* variables)"
+    )
+    otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    service_name: str = "aos-gateway"
+    sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="share of traces recorded, decided by trace id (the same in every stage)"
+    )
+
+
 class ExecutionSettings(BaseModel):
     """The dispatcher: runs plans over Kafka."""
 
@@ -447,6 +476,8 @@ class Settings(BaseSettings):
     weaviate: WeaviateSettings = WeaviateSettings()
     planning: PlanningSettings = PlanningSettings()
     worker: WorkerSettings = WorkerSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
     execution: ExecutionSettings = ExecutionSettings()
     agents: AgentSdkSettings = AgentSdkSettings()
     ingress: IngressSettings = IngressSettings()

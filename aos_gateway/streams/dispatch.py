@@ -41,6 +41,7 @@ from aos_gateway.execution.engine import Actions, Execution, Policy
 from aos_gateway.settings import Settings
 from aos_gateway.streams.kafka import consumer_config
 from aos_gateway.streams.liveness import HeartbeatView, Liveness
+from aos_gateway.streams.tracing import trace_id_for
 
 if TYPE_CHECKING:
     from aos_gateway.streams.stages import Pipeline
@@ -95,6 +96,8 @@ class Dispatcher:
         self._last_resync = 0.0
         self.existing_topics: set[str] = set()
         self.topics_known = False
+        self.metrics = pipe.metrics.stage("dispatch")
+        pipe.metrics.watch_in_flight(lambda: len(self.live))
 
     def alive(self, agent_id: str) -> bool | None:
         """From heartbeats; an agent never heard of whose invocation topic does not exist is down
@@ -161,8 +164,10 @@ class Dispatcher:
                 futures.append(await self.pipe.send(topics.EXPERIENCE.name, rec["task_id"], rec))
         if futures:
             await asyncio.gather(*futures)
+            self.metrics.emitted(len(futures))
         if acts.result is not None:
             self.results += 1
+            self._finished(acts.result)
             self.live.pop(ex.task_id, None)
             self.table[ex.task_id] = f"{DONE}{acts.result['finished_at']}"
             log.info(
@@ -175,7 +180,23 @@ class Dispatcher:
         elif acts.invocations or ex.task_id in self.live:
             self.table[ex.task_id] = ex.to_json()
 
+    def _finished(self, result: ExecutionResult) -> None:
+        self.pipe.metrics.finished(result["status"])
+        tracer = self.metrics.tracer
+        if tracer.enabled:  # the whole execution, from the plan's start to its final result
+            tracer.span(
+                "execute",
+                result["trace_id"],
+                result["task_id"],
+                result["started_at"] * 1_000_000,
+                result["finished_at"] * 1_000_000,
+                None if result["status"] == "SUCCEEDED" else f"{result['status']}: {result['reason']}",
+                {"aos.status": result["status"], "aos.plan_id": result["plan_id"]},
+            )
+
     async def on_plan(self, plan: Plan) -> None:
+        if not plan["trace_id"]:  # a plan sent straight to the topic: its results still share one trace
+            plan = {**plan, "trace_id": trace_id_for(None, plan["task_id"])}
         seen = self.working_copy(plan["task_id"])
         if seen is not None:
             log.info("dispatch: task %s already executed or running; duplicate plan dropped", plan["task_id"])
@@ -193,7 +214,9 @@ class Dispatcher:
                 plan = {**plan, "status": "REJECTED", "reason": "the plan has no steps"}
             result = unplanned_result(plan, now_ms())
             await asyncio.gather(await self.pipe.send(topics.RESULTS.name, plan["task_id"], result))
+            self.metrics.emitted()
             self.results += 1
+            self._finished(result)
             self.table[plan["task_id"]] = f"{DONE}{result['finished_at']}"
             return
         ex, acts = engine.start(plan, now_ms(), self.policy, self.alive)
@@ -250,24 +273,31 @@ def build_dispatcher(app: faust.App, pipe: Pipeline, settings: Settings) -> Disp
     @app.agent(source, name="dispatch_plans")
     async def dispatch_plans(stream: faust.StreamT[Any]) -> None:
         await d.start_view()
+        st = d.metrics
         async for event in stream.events():
+            t0 = time.time_ns()
+            st.received()
             topic = event.message.topic
             rec: Any = None
+            trace: str | None = None
             try:
                 rec = pipe.decode(topic, event)
+                trace = rec.get("trace_id") or getattr(d.live.get(rec["task_id"]), "trace_id", None)
                 if topic == topics.PLANS.name:
                     await d.on_plan(rec)
                 else:
                     await d.on_reply(rec)
+                st.done(t0, 1, ({"task_id": rec["task_id"], "trace_id": trace},))
             except Exception as exc:
                 tid = rec.get("task_id") if isinstance(rec, dict) else None
-                await asyncio.gather(await pipe.send_dead_letter("dispatch", event, exc, tid))
+                await asyncio.gather(await pipe.send_dead_letter("dispatch", event, exc, tid, trace_id=trace))
 
     @app.timer(interval=settings.execution.tick_interval_s)  # type: ignore[untyped-decorator]
     async def dispatch_tick() -> None:
         try:
             await d.tick()
-        except Exception:  # the timer must keep ticking: log and go on
+        except Exception as exc:  # the timer must keep ticking: log and go on
+            d.metrics.error(exc)
             log.exception("dispatch: tick failed")
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]

@@ -145,7 +145,10 @@ def build_projections(app: faust.App, pipe: Pipeline, settings: Settings) -> dic
     def declare(name: str, write: Writer) -> None:
         async def project(stream: faust.StreamT[Any]) -> None:
             loop = asyncio.get_running_loop()
+            st = pipe.metrics.stage(f"project-{name}")
             async for events in stream.take_events(x.projection_batch, within=1.0):  # type: ignore[attr-defined]
+                start_ns = time.time_ns()
+                st.received(len(events))
                 batch: list[ExperienceRecord] = []
                 bad: list[Awaitable[Any]] = []
                 for event in events:
@@ -161,13 +164,16 @@ def build_projections(app: faust.App, pipe: Pipeline, settings: Settings) -> dic
                         log.debug(
                             "project-%s: %d records in %.0f ms", name, len(batch), 1e3 * (time.perf_counter() - t0)
                         )
+                        st.emitted(len(batch))
                         break
                     except Exception as exc:  # the store is away: wait for it, drop nothing
+                        st.error(exc)
                         log.warning("project-%s: %s: %s; retrying in %.1fs", name, type(exc).__name__, exc, delay)
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 30.0)
                 if bad:
                     await asyncio.gather(*bad)
+                st.done(start_ns, len(events), batch)
 
         app.agent(exp_topic, name=f"project_{name}")(project)
 
@@ -176,8 +182,12 @@ def build_projections(app: faust.App, pipe: Pipeline, settings: Settings) -> dic
 
     @app.agent(fb_topic, name="feedback_to_experience")
     async def feedback_to_experience(stream: faust.StreamT[Any]) -> None:
+        st = pipe.metrics.stage("feedback")
         async for event in stream.events():
+            start_ns = time.time_ns()
+            st.received()
             await _feedback(pipe, event)
+            st.done(start_ns)
 
     if x.projections and "cold" in ws:
         from aos_gateway.experience.cold import ColdStore
@@ -221,6 +231,7 @@ async def _feedback(pipe: Pipeline, event: EventT[Any]) -> None:
         fb = pipe.decode(topics.FEEDBACK.name, event)
         rec = feedback_record(fb)
         await asyncio.gather(await pipe.send(topics.EXPERIENCE.name, rec["task_id"], rec))
+        pipe.metrics.stage("feedback").emitted()
     except Exception as exc:
         tid = fb.get("task_id") if isinstance(fb, dict) else None
         await asyncio.gather(await pipe.send_dead_letter("feedback", event, exc, tid))

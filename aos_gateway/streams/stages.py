@@ -44,7 +44,10 @@ from aos_gateway.perception.text import TextEncoder
 from aos_gateway.settings import Settings
 from aos_gateway.streams.deadletter import as_bytes, dead_letter
 from aos_gateway.streams.kafka import consumer_config
+from aos_gateway.streams.metrics import Metrics
+from aos_gateway.streams.metrics import install as install_metrics
 from aos_gateway.streams.registry_view import RegistryView
+from aos_gateway.streams.tracing import StageTracer, trace_id_for
 from aos_gateway.streams.weights_view import WeightsView
 
 log = logging.getLogger("aos_gateway.stages")
@@ -108,6 +111,10 @@ class Pipeline:
         self._producer_topics: set[str] = set()
         self.dispatcher: Any = None  # streams.dispatch.Dispatcher when execution is enabled
         self.stats = BatchStats(settings.worker.stats_interval_s)
+        self.metrics = Metrics(settings.metrics, StageTracer.from_settings(settings.tracing))
+        self.metrics.watch_caches(
+            {"text": lambda: self.encoder, "image": lambda: self.perceiver.image, "audio": lambda: self.perceiver.audio}
+        )
 
     async def producer_knows(self, topic: str) -> None:
         """Make the producer fetch and keep a topic's metadata.
@@ -214,8 +221,10 @@ class Pipeline:
         error: BaseException,
         task_id: str | None = None,
         tenant: str | None = None,
+        trace_id: str | None = None,
     ) -> Awaitable[Any]:
         msg = event.message
+        trace_id = trace_id_for(trace_id, task_id) if task_id else trace_id
         dl = dead_letter(
             stage=stage,
             error=error,
@@ -226,8 +235,13 @@ class Pipeline:
             value=as_bytes(msg.value),
             task_id=task_id,
             tenant=tenant,
+            trace_id=trace_id,
         )
         self.dead_letters += 1
+        self.metrics.stage(stage).dead_letter(error)
+        if self.metrics.tracer.enabled and task_id:
+            now = time.time_ns()
+            self.metrics.tracer.span(stage, trace_id, task_id, now, now, error, {"aos.dead_letter": True})
         log.warning("%s: dead-lettered %s[%d]@%d: %s", stage, msg.topic, msg.partition, msg.offset, dl["reason"])
         return await self.send(topics.DEADLETTER.name, dl["dead_letter_id"], dl)
 
@@ -247,6 +261,7 @@ async def _settle(futures: Sequence[Awaitable[Any]]) -> None:
 def build(app: faust.App, settings: Settings) -> Pipeline:
     """Declare the pipeline's agents on ``app``."""
     pipe = Pipeline(app, settings)
+    install_metrics(app, pipe.metrics)
     p = settings.perception
     planning = settings.planning
     tasks_topic = pipe.topics[topics.TASKS.name]
@@ -264,20 +279,26 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
 
     @app.agent(tasks_topic, name="perceive_task")
     async def perceive_task(stream: faust.StreamT[Any]) -> None:
+        st = pipe.metrics.stage("perceive")
         async for events in stream.take_events(  # type: ignore[attr-defined]
             p.batch_max, within=p.batch_window_ms / 1000
         ):
+            t0 = time.time_ns()
+            st.received(len(events))
             futures: list[Awaitable[Any]] = []
             ok: list[tuple[EventT[Any], records.TaskRequest, str]] = []
+            sent: list[records.PerceivedTask] = []
             for event in events:
                 req = None
                 try:
                     req = pipe.decode(topics.TASKS.name, event)
+                    req["trace_id"] = trace_id_for(req["trace_id"], req["task_id"])  # every later record has it
                     text = validate_request(req, p.max_text_chars)
                     ok.append((event, req, text))
                 except Exception as exc:
                     tid = req.get("task_id") if isinstance(req, dict) else None
-                    futures.append(await pipe.send_dead_letter("perceive", event, exc, tid))
+                    trace = req.get("trace_id") if isinstance(req, dict) else None
+                    futures.append(await pipe.send_dead_letter("perceive", event, exc, tid, trace_id=trace))
             if ok:
                 try:
                     t_model = time.perf_counter()
@@ -288,16 +309,23 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     for (event, req, _), res in zip(ok, out, strict=True):
                         if isinstance(res, AosError):  # this task's media: dead-lettered alone
                             futures.append(
-                                await pipe.send_dead_letter("perceive", event, res, req["task_id"], req["tenant"])
+                                await pipe.send_dead_letter(
+                                    "perceive", event, res, req["task_id"], req["tenant"], req["trace_id"]
+                                )
                             )
                         else:
                             futures.append(await pipe.send(topics.PERCEIVED.name, res["task_id"], res))
+                            sent.append(res)
                 except Exception as exc:
                     for event, req, _ in ok:
                         futures.append(
-                            await pipe.send_dead_letter("perceive", event, exc, req["task_id"], req["tenant"])
+                            await pipe.send_dead_letter(
+                                "perceive", event, exc, req["task_id"], req["tenant"], req["trace_id"]
+                            )
                         )
             await _settle(futures)
+            st.emitted(len(sent))
+            st.done(t0, len(events), sent)
 
     @app.agent(perceived_topic, name="match_agents")
     async def match_agents(stream: faust.StreamT[Any]) -> None:
@@ -307,11 +335,15 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
         matcher = Matcher.from_settings(pipe.index, m, spaces=pipe.spaces)
         matcher.ab_share = settings.experience.ab_share
         await pipe.start_weights_view(matcher)
+        st = pipe.metrics.stage("match")
         async for events in stream.take_events(  # type: ignore[attr-defined]
             p.batch_max, within=p.batch_window_ms / 1000
         ):
+            t0 = time.time_ns()
+            st.received(len(events))
             futures: list[Awaitable[Any]] = []
             ok: list[tuple[EventT[Any], records.PerceivedTask]] = []
+            sent: list[records.MatchedTask] = []
             for event in events:
                 try:
                     ok.append((event, pipe.decode(topics.PERCEIVED.name, event)))
@@ -321,16 +353,26 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                 try:
                     (matched,) = matcher.match([task], now_ms())
                     futures.append(await pipe.send(topics.MATCHED.name, matched["task_id"], matched))
+                    sent.append(matched)
                 except Exception as exc:
-                    futures.append(await pipe.send_dead_letter("match", event, exc, task["task_id"], task["tenant"]))
+                    futures.append(
+                        await pipe.send_dead_letter(
+                            "match", event, exc, task["task_id"], task["tenant"], task.get("trace_id")
+                        )
+                    )
             await _settle(futures)
+            st.emitted(len(sent))
+            st.done(t0, len(events), sent)
 
     planner_settings = planner_settings_from(planning)
 
     @app.agent(matched_topic, name="plan_task")
     async def plan_task(stream: faust.StreamT[Any]) -> None:
         await pipe.producer_knows_tables()
+        st = pipe.metrics.stage("plan")
         async for event in stream.events():
+            t0 = time.time_ns()
+            st.received()
             futures: list[Awaitable[Any]] = []
             task = None
             try:
@@ -361,9 +403,13 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     futures.append(await pipe.send(topics.REVIEW.name, plan["task_id"], flagged))
                 await _settle(futures)
                 planned[task["task_id"]] = plan["created_at"]
+                st.emitted(len(futures))
+                pipe.metrics.planned(plan["status"])
+                st.done(t0, 1, (plan,))
             except Exception as exc:
                 tid = task.get("task_id") if isinstance(task, dict) else None
-                await _settle([await pipe.send_dead_letter("plan", event, exc, tid)])
+                trace = task.get("trace_id") if isinstance(task, dict) else None
+                await _settle([await pipe.send_dead_letter("plan", event, exc, tid, trace_id=trace)])
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def prune_plan_dedupe() -> None:
@@ -380,7 +426,10 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
 
         loop = asyncio.get_running_loop()
         conn: Any = None
+        st = pipe.metrics.stage("registry")
         async for event in stream.events():
+            t0 = time.time_ns()
+            st.received()
             msg = event.message
             try:
                 key = as_bytes(msg.key)
@@ -400,8 +449,11 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     await loop.run_in_executor(
                         pipe.io_pool, store.record_card_event, conn, key.decode(), card, msg.partition, msg.offset
                     )
+                    st.emitted()
+                    st.done(t0)
                     break
                 except (StoreError, psycopg.Error) as exc:
+                    st.error(exc)
                     log.warning("registry: PostgreSQL unavailable (%s); retrying in %.1fs", exc, delay)
                     conn = None
                     await asyncio.sleep(delay)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -130,8 +132,9 @@ def serve(settings: Settings, host: str | None, port: int | None, insecure: bool
     app = create_app(settings, sender, feed, keys)
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    n = len(keys.tenants)
     auth = (
-        f"API keys of {len(keys.tenants)} tenants"
+        f"API keys for {n} tenant{'s' if n != 1 else ''}"
         if keys.configured
         else f"no API keys: every task is tenant {settings.tenant!r}"
     )
@@ -144,5 +147,16 @@ def serve(settings: Settings, host: str | None, port: int | None, insecure: bool
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    server.run(sockets=[sock])
-    return 0 if server.started else 1
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler in
+    # force before it: make that a no-op, so a clean stop exits 0 instead of "killed by SIGTERM"
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) if in_main else None
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    if not server.started:
+        return 1
+    _progress("aos serve: stopped")
+    return 0

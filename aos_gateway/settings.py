@@ -76,7 +76,7 @@ class StackSettings(BaseModel):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_heap: str = "512m"
-    start_timeout_s: float = 60.0
+    start_timeout_s: float = 120.0
     questdb: bool = Field(default=True, description="start QuestDB (the time-series store) with the stack")
     questdb_version: str = "9.2.2"
     questdb_http_port: int = Field(default=19000, description="QuestDB HTTP: the InfluxDB v2 write API")

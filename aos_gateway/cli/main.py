@@ -281,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     from aos_gateway.cli import connect_cmds
 
     connect_cmds.add_parser(sub, _cmd_connect, _Parser)
+    from aos_gateway.cli import dashboard_cmds
+
+    dashboard_cmds.add_parser(sub, _cmd_dashboard)
 
     dm = sub.add_parser("demo", help="register the MetaTool agents, submit sample tasks, print plans")
     dm.add_argument("--agents", type=_existing_file, default=None)
@@ -359,6 +362,12 @@ def _cmd_connect(args: argparse.Namespace) -> int:
     from aos_gateway.cli import connect_cmds
 
     return connect_cmds.run(args, _settings(), _progress)
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from aos_gateway.cli import dashboard_cmds
+
+    return dashboard_cmds.run(args, _settings(), _progress)
 
 
 def _cmd_experience(args: argparse.Namespace) -> int:

@@ -84,7 +84,6 @@ class LocalStack:
             StackError: A part cannot start or does not answer within ``stack.start_timeout_s``.
         """
         t0 = time.monotonic()
-        deadline = t0 + self.start_timeout_s
         self.kafka.check_ports()  # before anything is fetched or started: a taken port leaves nothing half-up
         self.postgres.check_port()
         if self.with_questdb:
@@ -92,6 +91,7 @@ class LocalStack:
         if self.with_connect:
             self.connect.check_ports()
         self.prepare(progress)
+        deadline = time.monotonic() + self.start_timeout_s  # fetching jars (once) is not starting
         self._warn_if_clients_look_elsewhere(progress)
         self.kafka.launch(progress)  # the JVMs boot while PostgreSQL starts
         if self.with_questdb:

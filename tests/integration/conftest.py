@@ -162,3 +162,13 @@ def worker(
 def write_cards(path: Path, cards: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(c) + "\n" for c in cards))
     return path
+
+
+@pytest.fixture(scope="session")
+def sinks(settings: Settings) -> Iterator[None]:
+    """The dashboards' JDBC sink connector applied to the session's Kafka Connect (RUNNING)."""
+    from aos_gateway.cli.connect_cmds import apply
+
+    apply(settings, None, 90.0, lambda m: print(m, file=sys.stderr))
+    yield
+

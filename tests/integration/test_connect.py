@@ -24,8 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def sink(settings: Settings) -> ConnectClient:
-    apply(settings, None, 90.0, print)
+def sink(settings: Settings, sinks: None) -> ConnectClient:
     return ConnectClient(settings.connect.url)
 
 

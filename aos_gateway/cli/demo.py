@@ -45,8 +45,13 @@ def run(settings: Settings, agents: Path | None, timeout: float, progress: Calla
     if agents is None:
         raise AosError("no agents file: pass --agents FILE (e.g. ../shared/datasets/metatool/agents.jsonl)")
     progress("demo: starting the local stack")
-    LocalStack(settings).up(progress)
+    stack = LocalStack(settings)
+    stack.up(progress)
     ensure_topics(settings.kafka, partitions=settings.worker.topic_partitions)
+    if stack.with_connect:
+        from aos_gateway.cli import connect_cmds
+
+        connect_cmds.apply(settings, None, timeout, progress)
     worker_proc.start_detached(settings, "warn", progress)
     if not worker_proc.wait_ready(settings, timeout, progress):
         progress(f"demo: the worker's consumer group is not stable after {timeout:.0f}s; submitting anyway")
@@ -63,11 +68,42 @@ def run(settings: Settings, agents: Path | None, timeout: float, progress: Calla
             print(f"\n> {text}\n{format_plan(plan)}")
     progress(f"\ndemo: {len(ids)} plans in {time.monotonic() - t0:.1f}s")
     run_reference_agents(settings, timeout, progress)
+    if stack.with_connect and settings.connect.sinks:
+        landed(settings, ids, timeout, progress)
     progress(
         "\ndemo: the stack, the worker and the reference agents keep running "
-        "(`aos submit --text ... --result`, `aos results --executions`, `aos dev down` to stop)"
+        "(`aos submit --text ... --result`, `aos results --executions`, `aos dashboard` for the page, "
+        "`aos dev down` to stop)"
     )
     return 0
+
+
+def landed(settings: Settings, task_ids: list[str], timeout: float, progress: Callable[[str], None]) -> None:
+    """Wait until the tasks' decisions and results are rows of the dashboards' tables (Kafka Connect)."""
+    import psycopg
+
+    t0 = time.monotonic()
+    seen = (0, 0)
+    with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
+        while time.monotonic() - t0 < timeout:
+            try:
+                row = conn.execute(
+                    "SELECT (SELECT count(*) FROM sink_decisions WHERE task_id = ANY(%(ids)s)), "
+                    "(SELECT count(*) FROM sink_results WHERE task_id = ANY(%(ids)s))",
+                    {"ids": task_ids},
+                ).fetchone()
+                seen = (int(row[0]), int(row[1])) if row else seen
+            except psycopg.errors.UndefinedTable:
+                pass
+            if seen == (len(task_ids), len(task_ids)):
+                break
+            time.sleep(0.25)
+    d = settings.dashboard
+    progress(
+        f"\ndemo: dashboards' tables (Kafka Connect -> PostgreSQL): {seen[0]}/{len(task_ids)} decisions and "
+        f"{seen[1]}/{len(task_ids)} results of the MetaTool tasks; `aos dashboard` serves them on "
+        f"http://{d.host}:{d.port}/"
+    )
 
 
 REFERENCE_TASKS = ("What is 12 * (3 + 4)?", "What is 1500 divided by 12?")

@@ -231,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--json", action="store_true")
     bg.set_defaults(handler=_cmd_bench_ingest)
 
+    bk = bsub.add_parser("sink", help="lag from a result on its topic to its row in PostgreSQL (Kafka Connect)")
+    bk.add_argument("--n", type=_positive_int, default=1000)
+    bk.add_argument("--rate", type=_positive_float, default=50.0, help="results per second")
+    bk.add_argument("--json", action="store_true")
+    bk.set_defaults(handler=_cmd_bench_sink)
+
     ev = sub.add_parser("eval", help="offline evaluations")
     esub = ev.add_subparsers(dest="action", required=True, parser_class=_Parser)
     em = esub.add_parser("matching", help="routing accuracy, zero-shot and after learning from labelled tasks")
@@ -613,6 +619,14 @@ def _cmd_bench_ingest(args: argparse.Namespace) -> int:
         if r["incomplete"]:
             print(f"incomplete after 600 s: {', '.join(r['incomplete'])}")
     return 0 if not r["incomplete"] else 1
+
+
+def _cmd_bench_sink(args: argparse.Namespace) -> int:
+    from aos_gateway.bench import sink as bench
+
+    r = bench.run(_settings(), args.n, args.rate, _progress)
+    print(json.dumps(r, indent=2) if args.json else bench.format_report(r))
+    return 0 if not r["missing"] else 1
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

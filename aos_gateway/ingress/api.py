@@ -305,7 +305,7 @@ def create_app(
         tasks.submitted(tid, tenant, task["submitted_at"])
         try:
             await sender.send(task)
-        except BaseException:
+        except AosError:  # refused or unanswered: not the client's task after all (a late copy is seen as it comes)
             tasks.forget(tid)
             raise
         url = f"/v1/tasks/{tid}"

@@ -148,6 +148,15 @@ def test_an_image_upload_gets_a_plan(http_a: httpx.Client, agents: dict[str, str
     assert any("RANDOM CLIP weights" in n for n in plan["notes"])
 
 
+def test_a_corrupt_image_fails_with_the_perceive_stages_reason(http_a: httpx.Client) -> None:
+    tid = _submit(
+        http_a, data={"text": "look at this"}, files={"image": ("x.png", b"\x89PNG\r\n\x1a\nbroken", "image/png")}
+    )
+    body = _wait(http_a, tid, until="result", total=120)
+    assert body["status"] == "failed" and body["plan"] is None, body
+    assert body["error"].startswith("perceive refused the task: ") and "image" in body["error"]
+
+
 def test_keys_and_tenants_are_enforced(server: str, http_a: httpx.Client, tenants: dict[str, str]) -> None:
     wrong = httpx.post(f"{server}/v1/tasks", json={"text": WEATHER}, headers={"X-API-Key": "not-a-key"})
     assert wrong.status_code == 401 and wrong.json() == {"error": "invalid API key"}

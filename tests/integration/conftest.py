@@ -55,6 +55,7 @@ def stack_env() -> Iterator[dict[str, str]]:
         "AOS_WORKER__APP_ID": f"aos-it-{uuid.uuid4().hex[:8]}",
         "AOS_WORKER__DATA_DIR": str(home / "worker"),
         "AOS_PERCEPTION__BATCH_WINDOW_MS": "5",
+        "AOS_METRICS__PORT": str(_free_port()),  # the worker's /metrics, clear of a developer's worker on 9108
         "AOS_STACK__QUESTDB_HTTP_PORT": str(qhttp),
         "AOS_STACK__QUESTDB_PG_PORT": str(qpg),
         "AOS_STACK__QUESTDB_ILP_PORT": str(qilp),

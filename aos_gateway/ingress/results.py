@@ -114,7 +114,7 @@ class TaskStore:
         if kind == "plan":
             if entry.plan is not None:
                 return
-            entry.plan = record
+            entry.plan = {k: v for k, v in record.items() if k != "task_vector"}  # internal, and most of its bytes
         elif kind == "result":
             if entry.result is not None:
                 return

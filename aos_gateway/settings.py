@@ -24,7 +24,33 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = Field(
+        default=None,
+        description="a file whose first line is the SASL password (used when sasl_password is not set; "
+        "`aos security users apply` writes one per principal, mode 0600)",
+    )
     request_timeout_s: float = 10.0
+
+    def sasl_secret(self) -> str | None:
+        """The SASL password: ``sasl_password``, else the first line of ``sasl_password_file`` (never logged).
+
+        Raises:
+            ConfigError: The password file cannot be read or is empty.
+        """
+        if self.sasl_password is not None:
+            return self.sasl_password.get_secret_value()
+        if self.sasl_password_file is None:
+            return None
+        from aos_gateway.errors import ConfigError
+
+        try:
+            lines = self.sasl_password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            where = self.sasl_password_file
+            raise ConfigError(f"kafka.sasl_password_file: cannot read {where}: {exc.strerror}") from None
+        if not lines or not lines[0].strip():
+            raise ConfigError(f"kafka.sasl_password_file: {self.sasl_password_file} is empty")
+        return lines[0].strip()
 
     def librdkafka_config(self) -> dict[str, Any]:
         """The same settings as librdkafka's dotted keys (for confluent-kafka)."""
@@ -37,8 +63,9 @@ class KafkaSettings(BaseModel):
             conf["sasl.mechanism"] = self.sasl_mechanism
         if self.sasl_username:
             conf["sasl.username"] = self.sasl_username
-        if self.sasl_password is not None:
-            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        secret = self.sasl_secret()
+        if secret is not None:
+            conf["sasl.password"] = secret
         return conf
 
 
@@ -77,6 +104,12 @@ class StackSettings(BaseModel):
     kafka_controller_port: int = 19093
     kafka_heap: str = "512m"
     start_timeout_s: float = 120.0
+    kafka_security: Literal["off", "scram"] = Field(
+        default="off",
+        description="off: a PLAINTEXT listener; scram: SASL_PLAINTEXT with SCRAM-SHA-512 and ACLs "
+        "(StandardAuthorizer, deny when no ACL matches); the admin password is generated under "
+        "<home>/secrets/ at the first format (docs/security.md)",
+    )
     questdb: bool = Field(default=True, description="start QuestDB (the time-series store) with the stack")
     questdb_version: str = "9.2.2"
     questdb_http_port: int = Field(default=19000, description="QuestDB HTTP: the InfluxDB v2 write API")
@@ -406,6 +439,7 @@ class TimeSeriesSettings(BaseModel):
     questdb_pg: str = Field(
         default="host=127.0.0.1 port=18812 user=admin password=quest dbname=qdb connect_timeout=5",
         description="QuestDB's PostgreSQL-wire connection string (flavour questdb)",
+        repr=False,  # it holds a password
     )
 
 
@@ -459,6 +493,38 @@ class DashboardSettings(BaseModel):
     window_min: int = Field(default=60, ge=1, description="the time window the plots show, in minutes")
 
 
+class SecuritySettings(BaseModel):
+    """Card signing, encryption of stored experience, PII redaction (docs/security.md)."""
+
+    require_signed_cards: bool = Field(
+        default=False,
+        description="matchers index only agent cards signed by a key that the trust file binds to the card's "
+        "agent id (or tenant); others are ignored with a log line",
+    )
+    card_trust_file: Path | None = Field(
+        default=None,
+        description='public keys of card signers: {"agents": {"ID": ["KEY", ...]}, "tenants": {"T": [...]}} '
+        "(base64 Ed25519); needed when require_signed_cards is on",
+    )
+    card_signing_key_file: Path | None = Field(
+        default=None, description="an Ed25519 private key (PEM) that `aos security cards sign` signs with"
+    )
+    keyring: SecretStr | None = Field(
+        default=None,
+        description='per-tenant keys that encrypt stored experience: {"TENANT": ["NEWEST", "OLDER", ...], '
+        '"*": [...]} (base64 of 32 bytes; "*" derives a key for every other tenant), or the path of a file '
+        "holding one; none: stored as written",
+    )
+    redact_pii: bool = Field(
+        default=False,
+        description="replace e-mail addresses, phone, card and IBAN numbers and IP addresses in stored text "
+        "(dashboard decision rows, experience errors and notes) with [EMAIL], [PHONE], ...",
+    )
+    redact_kinds: list[str] = Field(
+        default=["email", "iban", "card", "phone", "ip"], description="what redaction replaces"
+    )
+
+
 class Settings(BaseSettings):
     """The root of all settings."""
 
@@ -485,6 +551,7 @@ class Settings(BaseSettings):
     experience: ExperienceSettings = ExperienceSettings()
     connect: ConnectSettings = ConnectSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    security: SecuritySettings = SecuritySettings()
     tenant: str = "default"
 
 

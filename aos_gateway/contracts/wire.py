@@ -42,7 +42,7 @@ def _body(parsed: Any, record: Mapping[str, Any], name: str) -> bytes:
     buf = io.BytesIO()
     try:
         fastavro.schemaless_writer(buf, parsed, dict(record), strict_allow_default=True)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:  # an int beyond 64 bits overflows
         raise SerializationError(f"record is not a valid {name}: {exc}") from exc
     return buf.getvalue()
 

@@ -21,7 +21,10 @@ from aos_gateway.contracts.records import Candidate
 
 _SEPARATORS = (
     r"(?<=[.?!;])\s+"  # sentence ends
-    r"|,?\s+(?:and\s+then|and\s+also|as\s+well\s+as|along\s+with|additionally,?|also,?|then|and|but|plus)\s+"
+    # a match starts at a comma or at the first space of a run, never inside a run: the same matches as
+    # ",?\s+(?:...)", without trying every start in a run of spaces (quadratic: 8,000 spaces took seconds)
+    r"|(?:,|(?<![\s,]))"
+    r"\s+(?:and\s+then|and\s+also|as\s+well\s+as|along\s+with|additionally,?|also,?|then|and|but|plus)\s+"
 )
 _SPLIT = re.compile(_SEPARATORS, re.IGNORECASE)
 _SEQUENTIAL_START = re.compile(

@@ -17,6 +17,7 @@ used; a task left with nothing to perceive fails.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -50,6 +51,8 @@ def validate_request(req: TaskRequest, max_text_chars: int) -> str:
         raise ValidationError(f"text has {len(text)} characters, the limit is {max_text_chars}")
     for limit_name in ("max_cost", "max_latency_ms", "top_k"):
         val = req[limit_name]
+        if val is not None and math.isnan(val):  # compares false with everything: no filter would hold
+            raise ValidationError(f"{limit_name} is not a number (NaN)")
         if val is not None and val < 0:
             raise ValidationError(f"{limit_name} must not be negative")
     return text

@@ -30,11 +30,10 @@ def dead_letter(
 ) -> DeadLetter:
     """The dead-letter record of one failed event (its id is stable for stage + source offset)."""
     ident = hashlib.sha256(f"{stage}|{topic}|{partition}|{offset}".encode()).hexdigest()[:32]
-    reason = str(error) or type(error).__name__
     return DeadLetter(
         dead_letter_id=ident,
         stage=stage,
-        reason=reason[:_MAX_REASON],
+        reason=_reason(error),
         error_type=type(error).__name__,
         source_topic=topic,
         source_partition=partition,
@@ -46,6 +45,17 @@ def dead_letter(
         tenant=tenant,
         trace_id=trace_id,
     )
+
+
+def _reason(error: BaseException) -> str:
+    """The error's message, always encodable: a dead letter that cannot be written would crash its stage."""
+    try:
+        text = str(error)
+    except Exception:  # an exception whose __str__ fails is still dead-lettered, by its type
+        text = ""
+    text = text[:_MAX_REASON] or type(error).__name__
+    # lone surrogates (bytes decoded with surrogateescape) are not UTF-8: written as \udcxx escapes
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:_MAX_REASON]
 
 
 def as_bytes(obj: Any) -> bytes | None:

@@ -57,11 +57,17 @@ _WEIRD = "\x00\x07\x1b\x7f\u0085\u2028\u2029\u202e\u200b\ufeff\u0301\U0001f600\U
 weird_chars = st.sampled_from([*_WEIRD, "\r\n", " ", "and", ",", ".", "then", "it", "Also,", "and then convert it"])
 weird_text = st.lists(st.one_of(weird_chars, utf8_text), max_size=12).map("".join)
 
+#: floats, with the special values drawn often (plain st.floats() rarely gives NaN)
+any_float = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e308, -1e308, 5e-324]),
+)
+
 json_scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
+    any_float,
     any_text,
 )
 
@@ -80,8 +86,8 @@ def _avro(schema: Any, named: dict[str, Any]) -> st.SearchStrategy[Any]:
             "boolean": st.booleans(),
             "int": st.integers(*INT32),
             "long": st.integers(*INT64),
-            "float": st.floats(width=32, allow_nan=False),
-            "double": st.floats(allow_nan=False),
+            "float": st.floats(width=32),
+            "double": any_float,  # a producer may send NaN and infinities
             "bytes": st.binary(max_size=64),
             "string": utf8_text,
         }

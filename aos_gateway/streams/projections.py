@@ -99,9 +99,16 @@ class AgentStatsSink:
     """
 
     def __init__(self, settings: Settings) -> None:
-        from aos_gateway.streams.kafka import make_producer
+        self.kafka = settings.kafka
+        self._producer: Any = None  # made on first use: declaring the worker's agents connects to nothing
 
-        self.producer = make_producer(settings.kafka)
+    @property
+    def producer(self) -> Any:
+        if self._producer is None:
+            from aos_gateway.streams.kafka import make_producer
+
+            self._producer = make_producer(self.kafka)
+        return self._producer
 
     @staticmethod
     def touched(batch: list[ExperienceRecord]) -> list[tuple[str, str]]:

@@ -179,6 +179,7 @@ def _stack(tmp_path: Path, questdb: bool) -> LocalStack:
             questdb_ilp_port=i,
             questdb_heap="256m",
             questdb_version="9.1.1",
+            connect=False,  # Kafka Connect's part: tests/unit/devstack/test_connect_node.py
         ),
         postgres=PostgresSettings(port=p),
     )

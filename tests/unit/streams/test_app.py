@@ -19,6 +19,11 @@ def test_app_declares_the_stages_on_the_catalog_topics() -> None:
         "project_stats": exp,
         "project_hot": exp,
         "feedback_to_experience": (topics.FEEDBACK.name,),
+        "sink_decisions": (topics.PLANS.name,),
+        "sink_results": (topics.RESULTS.name,),
+        "sink_experience": exp,
+        "sink_deadletters": (topics.DEADLETTER.name,),
+        "sink_anomalies": (topics.WEIGHTS.name,),
     }
     assert "aos-plan-dedupe" in app.tables and "aos-executions" in app.tables
     assert [str(u) for u in app.conf.broker] == ["kafka://127.0.0.1:1", "kafka://127.0.0.2:2"]

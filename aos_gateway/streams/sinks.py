@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +64,10 @@ def _declare(app: faust.App, pipe: Pipeline, source: str, table: rows.SinkTable,
     stage = f"sink-{table.table.removeprefix('sink_')}"
 
     async def sink(stream: faust.StreamT[Any]) -> None:
+        st = pipe.metrics.stage(stage)
         async for events in stream.take_events(BATCH, within=0.5):  # type: ignore[attr-defined]
+            start_ns = time.time_ns()
+            st.received(len(events))
             sent: list[Awaitable[Any]] = []
             for event in events:
                 record: Any = None
@@ -73,13 +77,16 @@ def _declare(app: faust.App, pipe: Pipeline, source: str, table: rows.SinkTable,
                 except Exception as exc:
                     if source == topics.DEADLETTER.name:
                         log.warning("%s: a dead letter cannot be landed (%s: %s)", stage, type(exc).__name__, exc)
+                        st.error(exc)
                         continue
                     tid = record.get("task_id") if isinstance(record, dict) else None
                     sent.append(await pipe.send_dead_letter(stage, event, exc, tid))
                     continue
                 for key, value in encoded:
                     sent.append(await pipe.send(table.topic, key, value))
+                st.emitted(len(encoded))
             if sent:
                 await asyncio.gather(*sent)  # acknowledged before the source offsets move on
+            st.done(start_ns, len(events))
 
     app.agent(pipe.topics[source], name=stage.replace("-", "_"))(sink)

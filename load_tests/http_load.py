@@ -43,12 +43,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--until", choices=["plan", "result"], default="plan", help="what answers a task (default plan)")
     p.add_argument("--timeout", type=float, default=60.0, help="a task with no answer after this long is missing")
     p.add_argument("--texts", type=Path, default=None, help="task texts: one per line, or JSON lines with 'text'")
+    p.add_argument("--warmup", type=int, default=5, help="tasks sent and answered before the clock starts (default 5)")
     p.add_argument("--max-connections", type=int, default=256, help="HTTP connections at most (default 256)")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the report and plot (default .)")
     p.add_argument("--no-plot", action="store_true", help="write the JSON report only (no matplotlib needed)")
     args = p.parse_args(argv)
-    if args.rate <= 0 or args.duration <= 0 or args.timeout <= 0 or args.max_connections <= 0:
-        p.error("--rate, --duration, --timeout and --max-connections must be > 0")
+    if args.rate <= 0 or args.duration <= 0 or args.timeout <= 0 or args.max_connections <= 0 or args.warmup < 0:
+        p.error("--rate, --duration, --timeout and --max-connections must be > 0 (and --warmup >= 0)")
     return args
 
 
@@ -62,6 +63,7 @@ async def run(
     texts: list[str],
     max_connections: int = 256,
     transport: Any = None,
+    warmup: int = 0,
 ) -> dict[str, Any]:
     """The load; ``transport`` lets tests drive an app in-process (httpx.ASGITransport)."""
     import httpx
@@ -114,6 +116,11 @@ async def run(
                     samples[i] = Sample(sent_s, None, "missing")
                     return
 
+        if warmup:  # connections, and the worker's first batches, before the clock starts
+            for i in range(warmup):
+                r = await client.post("/v1/tasks", json={"text": f"warm-up {i}: what is {i} + 1?"})
+                if r.status_code == 202:
+                    await client.get(f"/v1/tasks/{r.json()['task_id']}", params={"wait": timeout, "until": until})
         t0 = time.perf_counter()
         last_report = t0
         pending: list[asyncio.Task[None]] = []
@@ -155,7 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     texts = _report.texts(args.texts, max(1, round(args.rate * args.duration)))
     print(f"http_load: {len(texts)} tasks at {args.rate:g}/s to {args.url}", file=sys.stderr)
     report = asyncio.run(
-        run(args.url, args.api_key, args.rate, args.duration, args.until, args.timeout, texts, args.max_connections)
+        run(
+            args.url,
+            args.api_key,
+            args.rate,
+            args.duration,
+            args.until,
+            args.timeout,
+            texts,
+            args.max_connections,
+            warmup=args.warmup,
+        )
     )
     paths = _report.write(report, args.out, time.strftime("http_load-%Y%m%d-%H%M%S"), not args.no_plot)
     _report.print_summary(report, paths)

@@ -35,18 +35,26 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--drain", type=float, default=30.0, help="give up this long after the last answer (default 30)")
     p.add_argument("--until", choices=["plan", "result"], default="plan", help="what answers a task (default plan)")
     p.add_argument("--texts", type=Path, default=None, help="task texts: one per line, or JSON lines with 'text'")
+    p.add_argument("--warmup", type=int, default=5, help="tasks sent and answered before the clock starts (default 5)")
     p.add_argument("--tenant", default=None, help="the tasks' tenant (default AOS_TENANT, 'default')")
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default AOS_KAFKA__BOOTSTRAP_SERVERS)")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the report and plot (default .)")
     p.add_argument("--no-plot", action="store_true", help="write the JSON report only (no matplotlib needed)")
     args = p.parse_args(argv)
-    if args.rate <= 0 or args.duration <= 0 or args.drain <= 0:
-        p.error("--rate, --duration and --drain must be > 0")
+    if args.rate <= 0 or args.duration <= 0 or args.drain <= 0 or args.warmup < 0:
+        p.error("--rate, --duration and --drain must be > 0 (and --warmup >= 0)")
     return args
 
 
 def run(
-    settings: Any, rate: float, duration: float, drain: float, until: str, texts: list[str], tenant: str
+    settings: Any,
+    rate: float,
+    duration: float,
+    drain: float,
+    until: str,
+    texts: list[str],
+    tenant: str,
+    warmup: int = 5,
 ) -> dict[str, Any]:
     from aos_gateway import topics
     from aos_gateway.client import new_task
@@ -82,6 +90,20 @@ def run(
         if err is not None:
             errors[msg.key().decode()] = f"produce: {err}"
 
+    if warmup:  # the producer's start-up and the worker's first batches, answered before the clock starts
+        warm = [new_task(f"warm-up {i}: what is {i} + 1?", tenant=tenant) for i in range(warmup)]
+        with lock:
+            sent.update({w["task_id"]: (-1, time.perf_counter()) for w in warm})
+        for w in warm:
+            producer.produce(topics.TASKS.name, key=w["task_id"].encode(), value=codec.encode(w))
+        producer.flush(30)
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline and any(w["task_id"] not in answers for w in warm):
+            time.sleep(0.05)
+        with lock:
+            for w in warm:
+                sent.pop(w["task_id"], None)
+                answers.pop(w["task_id"], None)
     t0 = time.perf_counter()
     last_report = t0
     try:
@@ -152,7 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     texts = _report.texts(args.texts, max(1, round(args.rate * args.duration)))
     print(f"kafka_load: {len(texts)} tasks at {args.rate:g}/s to {settings.kafka.bootstrap_servers}", file=sys.stderr)
     try:
-        report = run(settings, args.rate, args.duration, args.drain, args.until, texts, args.tenant or settings.tenant)
+        report = run(
+            settings,
+            args.rate,
+            args.duration,
+            args.drain,
+            args.until,
+            texts,
+            args.tenant or settings.tenant,
+            args.warmup,
+        )
     except AosError as exc:
         print(f"kafka_load: error: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ from aos_gateway.contracts.records import AgentCard
 from aos_gateway.errors import ValidationError
 
 _STATUSES = ("ACTIVE", "DEGRADED", "INACTIVE")
+_MAX_INT = 2**31 - 1  # p95_latency_ms is an Avro int
 
 
 def _str_list(obj: Mapping[str, Any], key: str, default: list[str]) -> list[str]:
@@ -40,7 +42,7 @@ def card_from_json(obj: Mapping[str, Any], now_ms: int | None = None) -> AgentCa
     try:
         cost = float(obj.get("cost", 0.0))
         p95 = int(obj.get("p95_latency_ms", 1000))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(1e999)
         raise ValidationError(f"'cost' and 'p95_latency_ms' must be numbers: {exc}") from exc
     if cost < 0 or p95 < 0:
         raise ValidationError("'cost' and 'p95_latency_ms' must not be negative")
@@ -48,7 +50,7 @@ def card_from_json(obj: Mapping[str, Any], now_ms: int | None = None) -> AgentCa
     if not isinstance(meta, dict):
         raise ValidationError("'metadata' must be an object")
     topic = obj.get("invocation_topic")
-    return AgentCard(
+    card = AgentCard(
         agent_id=agent_id.strip(),
         name=name.strip(),
         description=desc.strip(),
@@ -63,18 +65,57 @@ def card_from_json(obj: Mapping[str, Any], now_ms: int | None = None) -> AgentCa
         updated_at=now_ms if now_ms is not None else int(time.time() * 1000),
         metadata={str(k): str(v) for k, v in meta.items()},
     )
+    check_card(card)
+    return card
+
+
+def check_card(card: AgentCard) -> None:
+    """What a card must be for every consumer of the registry, wherever it came from (a JSON file,
+    any producer on the topic): numbers the contract and the stores can hold (finite, the latency an
+    Avro int), text without NUL characters (PostgreSQL refuses them) or lone surrogates (not UTF-8).
+    """
+    cost, p95 = card["cost"], card["p95_latency_ms"]
+    if not math.isfinite(cost) or cost < 0:
+        raise ValidationError(f"'cost' must be a finite number >= 0, got {cost}")
+    if not 0 <= p95 <= _MAX_INT:
+        raise ValidationError(f"'p95_latency_ms' must be between 0 and {_MAX_INT}, got {p95}")
+    meta = card["metadata"]
+    texts: list[tuple[str, str]] = [
+        ("agent_id", card["agent_id"]),
+        ("name", card["name"]),
+        ("description", card["description"]),
+        ("tenant", card["tenant"]),
+        ("invocation_topic", card["invocation_topic"] or ""),
+        *(("capabilities", c) for c in card["capabilities"]),
+        *(("modalities", m) for m in card["modalities"]),
+        *(("examples", e) for e in card["examples"]),
+        *(("metadata", t) for kv in meta.items() for t in kv),
+    ]
+    for field, text in texts:
+        if "\x00" in text:
+            raise ValidationError(f"{field!r} contains a NUL character")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(f"{field!r} is not valid Unicode (a lone surrogate)") from None
 
 
 def read_cards(path: Path) -> Iterator[AgentCard]:
     """Cards from a JSON-lines file; a bad line raises with its line number."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValidationError(f"{path}:{lineno}: not UTF-8: {exc.reason} at byte {exc.start}") from None
             if not line.strip():
                 continue
             try:
                 yield card_from_json(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise ValidationError(f"{path}:{lineno}: not JSON: {exc.msg}") from exc
+            except RecursionError:
+                raise ValidationError(f"{path}:{lineno}: not JSON: nested too deeply") from None
             except ValidationError as exc:
                 raise ValidationError(f"{path}:{lineno}: {exc}") from exc
 

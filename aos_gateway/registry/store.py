@@ -18,7 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from aos_gateway.contracts.records import AgentCard
-from aos_gateway.errors import NotFoundError, StoreError
+from aos_gateway.errors import NotFoundError, StoreError, ValidationError
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,34 @@ def card_sha256(card: AgentCard) -> str:
     """A content hash of a card, ignoring when it was sent."""
     body = {k: v for k, v in card.items() if k != "updated_at"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def agent_id_of(key: bytes | None, card: AgentCard | None) -> str:
+    """The agent id of a registry record (its key), checked before anything is stored.
+
+    The record_card stage retries a store error until PostgreSQL takes the record, so what it would
+    refuse on every try (a NUL character, a NaN in the card's JSON) must be refused here, once,
+    and dead-lettered.
+
+    Raises:
+        ValidationError: no key, a key that is not UTF-8 or holds a NUL, a card that breaks
+            :func:`~aos_gateway.matching.cards.check_card`, or one whose agent_id is not the key.
+    """
+    from aos_gateway.matching.cards import check_card
+
+    if not key:
+        raise ValidationError("registry record without a key (agent id)")
+    try:
+        agent_id = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError(f"registry key {key[:100]!r} is not UTF-8") from None
+    if "\x00" in agent_id:
+        raise ValidationError(f"registry key {key[:100]!r} contains a NUL character")
+    if card is not None:
+        check_card(card)
+        if card["agent_id"] != agent_id:
+            raise ValidationError(f"card agent_id {card['agent_id']!r} does not match the key {key!r}")
+    return agent_id
 
 
 def record_card_event(

@@ -432,12 +432,9 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
             st.received()
             msg = event.message
             try:
-                key = as_bytes(msg.key)
-                if not key:
-                    raise AosError("registry record without a key (agent id)")
                 card = None if msg.value is None else pipe.decode(topics.AGENTS.name, event)
-                if card is not None and card["agent_id"] != key.decode("utf-8", "replace"):
-                    raise AosError(f"card agent_id {card['agent_id']!r} does not match the key {key!r}")
+                # what PostgreSQL would refuse on every retry below is dead-lettered here, once
+                agent_id = store.agent_id_of(as_bytes(msg.key), card)
             except Exception as exc:
                 await _settle([await pipe.send_dead_letter("registry", event, exc)])
                 continue
@@ -447,7 +444,7 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     if conn is None:
                         conn = await loop.run_in_executor(pipe.io_pool, store.connect, settings.postgres.conninfo())
                     await loop.run_in_executor(
-                        pipe.io_pool, store.record_card_event, conn, key.decode(), card, msg.partition, msg.offset
+                        pipe.io_pool, store.record_card_event, conn, agent_id, card, msg.partition, msg.offset
                     )
                     st.emitted()
                     st.done(t0)

@@ -28,6 +28,8 @@ class AosApp(faust.App):
 
 def create_app(settings: Settings | None = None) -> tuple[AosApp, Pipeline]:
     """A configured app with the pipeline's agents declared."""
+    from aos_gateway.security.clients import faust_credentials
+
     s = settings or get_settings()
     broker = ";".join(f"kafka://{h.strip()}" for h in s.kafka.bootstrap_servers.split(","))
     app = AosApp(
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None) -> tuple[AosApp, Pipeline]:
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_client_id=s.kafka.client_id,
+        broker_credentials=faust_credentials(s.kafka),  # SASL (SCRAM) as the librdkafka clients: docs/security.md
         producer_linger_ms=s.worker.producer_linger_ms,
     )
     # aiokafka's debug records cost a measurable share of the event loop under load.

@@ -3,14 +3,16 @@
 Every matcher reads ``aos.agents.v1`` from the beginning on start (no consumer group
 offsets: the compacted topic *is* the state), embeds each card and keeps the index current
 from then on. A tombstone removes the agent. Bad records are skipped here and logged; the
-``record_card`` stage dead-letters them.
+``record_card`` stage dead-letters them. With ``security.require_signed_cards`` a card that is not
+signed by a key bound to its agent id (or tenant) is not indexed either: it is logged and counted
+by reason (:mod:`aos_gateway.security.cards`), and the agent's earlier good card stays.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aos_gateway.contracts.wire import RecordCodec
 from aos_gateway.errors import AosError
@@ -18,6 +20,9 @@ from aos_gateway.matching.cards import card_text
 from aos_gateway.matching.index import CapabilityIndex
 from aos_gateway.perception.vectors import FloatArray
 from aos_gateway.streams.compacted import CompactedView
+
+if TYPE_CHECKING:
+    from aos_gateway.security.cards import CardVerifier
 
 log = logging.getLogger("aos_gateway.registry")
 
@@ -35,8 +40,17 @@ class RegistryView(CompactedView):
         embed: Callable[[list[str]], FloatArray],
         codec: RecordCodec,
         extra: list[tuple[CapabilityIndex, Callable[[list[str]], FloatArray]]] | None = None,
+        verifier: CardVerifier | Literal["settings"] | None = "settings",
     ) -> None:
+        """``verifier``: checks each card's signature (None: every card is taken); by default the
+        process settings' (``security.require_signed_cards``, ``security.card_trust_file``)."""
         super().__init__(consumer_conf, topic)
+        if verifier == "settings":
+            from aos_gateway.security.cards import CardVerifier
+            from aos_gateway.settings import get_settings
+
+            verifier = CardVerifier.from_settings(get_settings())
+        self.verifier: CardVerifier | None = verifier
         self.index = index
         self._embed = embed
         self._codec = codec
@@ -61,6 +75,12 @@ class RegistryView(CompactedView):
                 self.skipped += 1
                 log.warning("registry: skipping offset %s: %s", m.offset(), exc)
                 continue
+            if self.verifier is not None:
+                reason = self.verifier.check(card, key)
+                if reason is not None:
+                    aid = card["agent_id"]
+                    log.warning("registry: card of %r at offset %s not indexed: %s", aid, m.offset(), reason)
+                    continue
             latest[card["agent_id"]] = card
         upserts = [(aid, c) for aid, c in latest.items() if c is not None]
         for index, embed in self._spaces:

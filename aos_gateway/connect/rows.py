@@ -197,6 +197,11 @@ def decision_row(plan: Plan) -> dict[str, Any]:
     top = max(steps, key=lambda s: s["score"]) if steps else None
     t = plan["timings"]
     text = plan.get("text")
+    if text:
+        from aos_gateway.security.redact import stored_text_redactor
+
+        redact = stored_text_redactor()  # security.redact_pii: no PII in the dashboards' tables
+        text = redact(text) if redact is not None else text
     return {
         "task_id": plan["task_id"],
         "tenant": plan["tenant"],

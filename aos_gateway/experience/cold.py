@@ -22,6 +22,10 @@ Why these choices:
   bytes: FLOAT16 values are exact in float32, INT8 values are re-quantised with their scale.
 - **Metadata is a Parquet map** (``map<string, string>``); ``occurred_at`` is a UTC timestamp
   in milliseconds (back to epoch ms in :func:`to_records`).
+- **User text is sealed at rest** when ``security.keyring`` (or ``security.redact_pii``) is set:
+  ``error`` and the non-structural metadata values are written redacted and AES-GCM encrypted
+  with the tenant's key (:mod:`aos_gateway.security.sealing`) and opened again by :meth:`ColdStore.read`;
+  :meth:`ColdStore.reseal` re-encrypts a day with the newest keys (key rotation).
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +48,9 @@ import pyarrow.parquet as pq
 from aos_gateway.contracts.records import ExperienceRecord, NamedVector
 from aos_gateway.errors import SerializationError, StoreError, ValidationError
 from aos_gateway.perception.vectors import unpack
+
+if TYPE_CHECKING:
+    from aos_gateway.security.sealing import ExperienceSealer
 
 DAY_MS = 86_400_000
 FORMAT_VERSION = "1"
@@ -104,8 +111,18 @@ def _day_start_ms(day: str) -> int:
 class ColdStore:
     """Experience records as Parquet under ``root`` (``settings.experience.cold_dir``)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], sealer: ExperienceSealer | Literal["settings"] | None = "settings"
+    ) -> None:
+        """``sealer``: seals user text on write and opens it on read (None: stored as written); by
+        default the process settings' (``security.keyring``, ``security.redact_pii``)."""
         self.root = Path(root)
+        if sealer == "settings":
+            from aos_gateway.security.sealing import ExperienceSealer
+            from aos_gateway.settings import get_settings
+
+            sealer = ExperienceSealer.from_settings(get_settings())
+        self.sealer: ExperienceSealer | None = sealer
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -128,6 +145,8 @@ class ColdStore:
         written = 0
         for day, recs in sorted(by_day.items()):
             table = _to_table(recs)
+            if self.sealer is not None:
+                table = self.sealer.seal_table(table)
             self._write_file(day, table, _part_name())
             written += table.num_rows
         return written
@@ -171,10 +190,12 @@ class ColdStore:
             return []
         return sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_")))
 
-    def read(self, since_ms: int | None = None, until_ms: int | None = None) -> pa.Table:
+    def read(self, since_ms: int | None = None, until_ms: int | None = None, *, opened: bool = True) -> pa.Table:
         """Records with ``since_ms <= occurred_at < until_ms``, one row per ``experience_id``.
 
         Day folders outside the range are not opened. Rows come in write order (day, part, row).
+        Sealed values are decrypted unless ``opened`` is False (a DecryptionError when a tenant's
+        key is missing).
         """
         if not self.root.is_dir():
             return SCHEMA.empty_table()
@@ -196,7 +217,10 @@ class ColdStore:
             raise StoreError(f"cannot read cold experience under {self.root}: {exc}") from exc
         if not tables:
             return SCHEMA.empty_table()
-        return dedup(pa.concat_tables(tables))
+        table = dedup(pa.concat_tables(tables))
+        if opened and self.sealer is not None:
+            table = self.sealer.open_table(table)
+        return table
 
     # --- maintenance -------------------------------------------------------------------------
 
@@ -211,19 +235,43 @@ class ColdStore:
         parts = self.parts(d)
         if len(parts) < 2:
             return 0
+        self._merge(d, parts)
+        return len(parts)
+
+    def reseal(self, day: str | date) -> int:
+        """Re-encrypt a day with each tenant's newest key (merging its parts, as compaction does);
+        returns the rows rewritten. Values written before encryption was on get encrypted.
+
+        Raises:
+            StoreError: No keyring (nothing to encrypt with), or the files cannot be read or written.
+            DecryptionError: A value that no key of its tenant opens (the day is left as it was).
+        """
+        if self.sealer is None or not self.sealer.encrypts:
+            raise StoreError("resealing cold experience needs a keyring (AOS_SECURITY__KEYRING)")
+        d = _day_str(day)
+        parts = self.parts(d)
+        if not parts:
+            return 0
+        return self._merge(d, parts, self.sealer.reseal_table)
+
+    def _merge(self, d: str, parts: list[Path], transform: Callable[[pa.Table], pa.Table] | None = None) -> int:
+        """Replace ``parts`` by one deduplicated file (transformed first); returns its rows."""
         try:
             merged = dedup(pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in parts]))
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"cannot read cold experience of {d}: {exc}") from exc
+        if transform is not None:
+            merged = transform(merged)
         # sorts right after the newest part it replaces, so "the latest copy wins" still holds
         self._write_file(d, merged, f"{parts[-1].stem}~c.parquet")
+        folder = self.root / f"day={d}"
         try:
             for p in parts:
                 p.unlink(missing_ok=True)
             _fsync_dir(folder)
         except OSError as exc:
-            raise StoreError(f"cannot remove compacted parts of {d}: {exc}") from exc
-        return len(parts)
+            raise StoreError(f"cannot remove merged parts of {d}: {exc}") from exc
+        return int(merged.num_rows)
 
     def compact_all(self, before_day: str | date) -> list[str]:
         """Compact every day before ``before_day`` (today's folder is still being written)."""

@@ -298,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     from aos_gateway.cli import models_cmds
 
     models_cmds.add_parser(sub, _cmd_models)
+    from aos_gateway.cli import security_cmds
+
+    security_cmds.add_parser(sub, _Parser)
     return parser
 
 

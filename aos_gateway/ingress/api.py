@@ -43,6 +43,7 @@ from aos_gateway.ingress.tasks import (
     RequestError,
     TaskIn,
     build_task,
+    check_multipart_end,
     media_part,
     parse_form,
     parse_json,
@@ -268,6 +269,8 @@ def create_app(
         if ctype == "application/json" or ctype.endswith("+json"):
             body = parse_json(await request.body())
         elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            if ctype == "multipart/form-data":  # read once (within the body limit); the form parser reuses it
+                check_multipart_end(await request.body(), request.headers["content-type"])
             async with request.form(max_files=len(MEDIA_KINDS), max_fields=64) as form:
                 fields: list[tuple[str, str]] = []
                 files: dict[str, UploadFile] = {}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aos_gateway.client import new_task
 from aos_gateway.contracts.records import MediaPart, TaskRequest
@@ -50,9 +50,22 @@ class TaskIn(BaseModel):
         default_factory=list, max_length=64, description="only agents with all of these capabilities"
     )
     max_cost: float | None = Field(default=None, ge=0, description="only agents that cost at most this")
-    max_latency_ms: int | None = Field(default=None, ge=0, description="only agents at most this slow (p95)")
+    max_latency_ms: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="only agents at most this slow (p95)"
+    )  # an Avro int on the tasks topic
     top_k: int | None = Field(default=None, ge=1, le=100, description="candidates to consider")
     metadata: dict[str, str] = Field(default_factory=dict, description="carried with the task, untouched")
+
+    @model_validator(mode="after")
+    def _unicode(self) -> TaskIn:
+        """JSON's \\ud800 escapes decode to lone surrogates, which no UTF-8 record can carry."""
+        texts = [self.text or "", *self.required_capabilities, *self.metadata, *self.metadata.values()]
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text must be valid Unicode: a lone surrogate (\\ud800-\\udfff) is not") from None
+        return self
 
 
 def describe(exc: pydantic.ValidationError) -> str:
@@ -76,6 +89,8 @@ def parse_json(body: bytes) -> TaskIn:
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"malformed JSON: {exc}", 400) from None
+    except RecursionError:
+        raise RequestError("malformed JSON: nested too deeply", 400) from None
     if not isinstance(raw, dict):
         raise RequestError(f"the body must be a JSON object, got {type(raw).__name__}", 422)
     _refuse_tenant(raw)
@@ -98,6 +113,8 @@ def parse_form(fields: Iterable[tuple[str, str]]) -> TaskIn:
                 raw["metadata"] = json.loads(value) if value.strip() else {}
             except json.JSONDecodeError as exc:
                 raise RequestError(f"metadata: not a JSON object: {exc}", 422) from None
+            except RecursionError:
+                raise RequestError("metadata: not a JSON object: nested too deeply", 422) from None
         elif key in raw:
             raise RequestError(f"{key}: given more than once", 422)
         else:
@@ -109,6 +126,20 @@ def parse_form(fields: Iterable[tuple[str, str]]) -> TaskIn:
         return TaskIn.model_validate(raw)
     except pydantic.ValidationError as exc:
         raise RequestError(describe(exc), 422) from None
+
+
+def check_multipart_end(body: bytes, content_type: str) -> None:
+    """Refuse a multipart body cut short (400): the parser would take the parts before the cut as
+    the whole form (a task without its audio) and leave the cut part's spooled file unclosed."""
+    from python_multipart.multipart import parse_options_header
+
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if not boundary:
+        return  # the form parser refuses it (400)
+    delimiter = b"--" + boundary
+    last = body.rfind(delimiter)
+    if last < 0 or body[last + len(delimiter) : last + len(delimiter) + 2] != b"--":
+        raise RequestError("malformed multipart body: it does not end with its closing boundary (cut short?)", 400)
 
 
 def _mime(kind: str, content_type: str | None, filename: str | None) -> str:

@@ -46,8 +46,11 @@ def fuzz(examples: int, deadline_s: float | None = 5.0, *, cost: int = 1) -> set
     )
 
 
-#: any code point, lone surrogates included (JSON's "\ud800" escapes decode to them)
-any_text = st.text(alphabet=st.characters(exclude_categories=()), max_size=64)
+#: any code point, lone surrogates included (JSON's "\ud800" escapes decode to them), and often
+any_text = st.one_of(
+    st.text(alphabet=st.characters(exclude_categories=()), max_size=64),
+    st.lists(st.sampled_from(["\ud800", "\udc80", "\udfff", "\x00", "a", " ", "\u202e"]), max_size=6).map("".join),
+)
 
 #: text a UTF-8 decoder can produce (what comes out of a Kafka record or a valid request)
 utf8_text = st.text(max_size=64)

@@ -65,7 +65,7 @@ def card_objects() -> st.SearchStrategy[Any]:
     return st.one_of(card, json_values)
 
 
-@fuzz(400)
+@fuzz(250)
 @given(card_objects())
 def test_arbitrary_json_is_a_usable_card_or_a_validation_error(obj: Any) -> None:
     try:
@@ -95,7 +95,7 @@ def test_cards_the_contract_or_the_stores_cannot_hold_are_refused(line: str, why
         card_from_json(json.loads(line))
 
 
-@fuzz(150)
+@fuzz(80)
 @given(st.lists(st.one_of(st.binary(max_size=80), card_objects().map(lambda o: json.dumps(o).encode())), max_size=5))
 def test_a_jsonl_file_of_anything_gives_cards_or_a_validation_error(tmp_path_factory: Any, lines: list[bytes]) -> None:
     path = Path(tmp_path_factory.mktemp("cards")) / "agents.jsonl"

@@ -231,7 +231,7 @@ class SpanCheckingEncoder:
         return self.encode(texts), [np.tile(self.encode([""]), (len(sp), 1)) for sp in spans]
 
 
-@fuzz(60)
+@fuzz(30)
 @given(st.lists(st.one_of(weird_text, st.just("and then convert it into a PDF")), min_size=1, max_size=4))
 def test_weird_text_is_perceived_or_refused_with_a_validation_error(parts: list[str]) -> None:
     out = perceive_gate(TASKS.encode(new_task(" and ".join(parts), required_capabilities=parts[:1])))

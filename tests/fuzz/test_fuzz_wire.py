@@ -77,7 +77,7 @@ def test_truncated_records_are_refused(case: tuple[str, bytes], data: st.DataObj
         CODECS[name].decode(full[:cut])
 
 
-@fuzz(150)
+@fuzz(100)
 @given(encoded(), st.data())
 def test_bit_flips_and_overwrites(case: tuple[str, bytes], data: st.DataObject) -> None:
     name, full = case
@@ -122,7 +122,7 @@ def _breaking(value: Any) -> st.SearchStrategy[Any]:
     )
 
 
-@fuzz(200)
+@fuzz(120)
 @given(st.sampled_from([TASK_REQUEST, AGENT_CARD, DEAD_LETTER]), st.data())
 def test_encoding_a_record_that_breaks_the_contract_is_a_serialization_error(name: str, data: st.DataObject) -> None:
     """A wrong type, an out-of-range number or a lone surrogate in any one field: SerializationError."""

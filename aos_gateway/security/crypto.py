@@ -245,15 +245,19 @@ class Keyring:
         """The plaintext of a token made for ``tenant`` and ``context``.
 
         Raises:
-            DecryptionError: Not a token, no key of the tenant has its id, or it does not open
-                (another tenant's or record's token, tampered with).
+            DecryptionError: Not a token, the tenant has no key or none with its id, or it does not
+                open (another tenant's or record's token, tampered with).
         """
         from cryptography.exceptions import InvalidTag
 
         if not is_token(token):
             raise DecryptionError("not an encrypted value")
         kid, _, body = token[len(TOKEN_PREFIX) :].partition(":")
-        key = next((k for k in self.keys_for(tenant) if k.kid == kid), None)
+        try:
+            keys = self.keys_for(tenant)
+        except KeyringError:
+            raise DecryptionError(f"no key for tenant {tenant!r} in the keyring (and no '*' entry)") from None
+        key = next((k for k in keys if k.kid == kid), None)
         if key is None:
             raise DecryptionError(f"no key {kid} for tenant {tenant!r} in the keyring (another tenant's, or removed)")
         try:

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -424,6 +424,36 @@ class IngressSettings(BaseModel):
     )
 
 
+class TenantLimitSettings(BaseModel):
+    """One tenant's own limits; unset ones are the defaults of :class:`LimitsSettings`."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt limit must not be ignored silently
+
+    tasks_per_s: float | None = Field(default=None, ge=0)
+    burst: int | None = Field(default=None, ge=0)
+    max_text_chars: int | None = Field(default=None, ge=1)
+    max_media_bytes: int | None = Field(default=None, ge=1)
+
+
+class LimitsSettings(BaseModel):
+    """Per-tenant limits where tasks enter (:mod:`aos_gateway.limits`): the HTTP ingress answers a tenant
+    over its rate with 429; the perceive stage meters it (tasks on Kafka are never dropped for rate)."""
+
+    tasks_per_s: float = Field(default=0.0, ge=0, description="tasks a tenant may submit per second (0: no limit)")
+    burst: int = Field(default=0, ge=0, description="tasks a tenant may submit at once (0: one second's worth)")
+    max_text_chars: int | None = Field(
+        default=None, ge=1, description="a tenant's longest task text (none, or above it: perception.max_text_chars)"
+    )
+    max_media_bytes: int | None = Field(
+        default=None, ge=1, description="a tenant's largest image or audio (none, or above it: media.max_ref_bytes)"
+    )
+    tenants: dict[str, TenantLimitSettings] = Field(
+        default_factory=dict,
+        description='per-tenant overrides as a JSON object, e.g. {"acme": {"tasks_per_s": 50, "burst": 100}}',
+    )
+    max_tracked_tenants: int = Field(default=10_000, ge=1, description="rate buckets kept (the idlest dropped first)")
+
+
 class TimeSeriesSettings(BaseModel):
     """The hot experience store (7 days): InfluxDB v2 write API (QuestDB in the local stack)."""
 
@@ -547,6 +577,7 @@ class Settings(BaseSettings):
     execution: ExecutionSettings = ExecutionSettings()
     agents: AgentSdkSettings = AgentSdkSettings()
     ingress: IngressSettings = IngressSettings()
+    limits: LimitsSettings = LimitsSettings()
     timeseries: TimeSeriesSettings = TimeSeriesSettings()
     experience: ExperienceSettings = ExperienceSettings()
     connect: ConnectSettings = ConnectSettings()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Protocol
@@ -48,6 +49,7 @@ from aos_gateway.ingress.tasks import (
     parse_form,
     parse_json,
 )
+from aos_gateway.limits import Limits
 from aos_gateway.settings import Settings
 
 log = logging.getLogger("aos_gateway.ingress")
@@ -98,6 +100,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "body or upload too large"),
         (415, "unsupported content type"),
         (422, "a field breaks a rule"),
+        (429, "over the tenant's task rate (AOS_LIMITS__*): retry after Retry-After seconds"),
         (503, "Kafka unavailable or too many requests waiting"),
     )
 }
@@ -193,9 +196,11 @@ def create_app(
     feed: RecordFeed,
     keys: ApiKeys | None = None,
     store: TaskStore | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
     """The ingress app over a task sink and a record feed (started and closed with the app)."""
     ing = settings.ingress
+    limiter = limits if limits is not None else Limits(settings)
     keys = keys if keys is not None else ApiKeys.from_settings(settings)
     tasks = store if store is not None else TaskStore(ing.cache_size, ing.max_waiters)
 
@@ -225,7 +230,7 @@ def create_app(
 
     async def on_request_error(_req: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestError)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
         return _error(exc.status, str(exc), headers)
 
     async def on_aos_error(_req: Request, exc: Exception) -> JSONResponse:
@@ -266,6 +271,8 @@ def create_app(
     async def read_body(request: Request, tenant: str) -> TaskRequest:
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         media: dict[str, MediaPart] = {}
+        lim = limiter.of(tenant)  # the tenant's size limits, within the hard ones every tenant has
+        media_limits = settings.media.model_copy(update={"max_ref_bytes": lim.max_media_bytes})
         if ctype == "application/json" or ctype.endswith("+json"):
             body = parse_json(await request.body())
         elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
@@ -287,12 +294,12 @@ def create_app(
                 for kind, upload in files.items():
                     data = await upload.read()
                     media[kind] = await asyncio.to_thread(
-                        media_part, kind, data, upload.content_type, upload.filename, settings.media, ing.upload_dir
+                        media_part, kind, data, upload.content_type, upload.filename, media_limits, ing.upload_dir
                     )
         else:
             shown = ctype or "none"
             raise RequestError(f"content type {shown!r}: send application/json or multipart/form-data", 415)
-        return build_task(body, tenant, settings.perception.max_text_chars, media.get("image"), media.get("audio"))
+        return build_task(body, tenant, lim.max_text_chars, media.get("image"), media.get("audio"))
 
     @app.post(
         "/v1/tasks",
@@ -303,6 +310,14 @@ def create_app(
         summary="Submit a task (JSON, or multipart with image/audio files)",
     )
     async def submit(request: Request, tenant: Tenant) -> JSONResponse:
+        wait = limiter.admit(tenant)  # before the body is read: a tenant over its rate costs little
+        if wait:
+            rate = limiter.of(tenant).tasks_per_s
+            raise RequestError(
+                f"too many tasks: this tenant may submit {rate:g} per second; retry in {wait:.1f}s",
+                429,
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         task = await read_body(request, tenant)
         tid = task["task_id"]
         tasks.submitted(tid, tenant, task["submitted_at"])

@@ -35,9 +35,10 @@ MEDIA_KINDS = ("image", "audio")
 class RequestError(AosError):
     """A request the ingress refuses; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 class TaskIn(BaseModel):

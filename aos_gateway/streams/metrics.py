@@ -18,6 +18,7 @@ Names and labels (also in docs/operations.md)::
     aos_execution_results_total{status}          final results by status (SUCCEEDED, PARTIAL, FAILED)
     aos_executions_in_flight                     executions the dispatcher is running
     aos_consumer_lag{topic,partition}            high watermark - committed offset (messages)
+    aos_tenant_tasks_over_rate_total{tenant}     tasks over their tenant's rate (AOS_LIMITS__*), perceived anyway
     aos_encoder_cache_hits_total{encoder}        content-hash cache hits (text, image, audio)
     aos_encoder_cache_misses_total{encoder}
     aos_encoder_cache_hit_ratio{encoder}         hits / (hits + misses) since start
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("aos_gateway.metrics")
 
 #: stage latencies run from about a millisecond (match, plan) to seconds (a cold model, a slow store)
+#: distinct tenant label values at most (tenants come from records: a hostile producer could invent any)
+MAX_TENANT_LABELS = 1000
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -157,6 +161,13 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.over_rate = Counter(
+            "aos_tenant_tasks_over_rate",
+            "Tasks over their tenant's rate (AOS_LIMITS__*) at the perceive stage: metered, not dropped",
+            ["tenant"],
+            registry=r,
+        )
+        self._over_rate: dict[str, Any] = {}
         self._caches = _Caches()
         r.register(self._caches)
         self._stages: dict[str, StageMetrics] = {}
@@ -182,6 +193,16 @@ class Metrics:
         child = self._by_status.get((counter, status))  # labels() costs several times an inc()
         if child is None:
             child = self._by_status[(counter, status)] = counter.labels(status)
+        child.inc()
+
+    def tenant_over_rate(self, tenant: str) -> None:
+        """A task over its tenant's rate (past MAX_TENANT_LABELS tenants, counted as ``_other``)."""
+        child = self._over_rate.get(tenant)
+        if child is None:
+            if len(self._over_rate) >= MAX_TENANT_LABELS:
+                tenant = "_other"
+            child = self._over_rate.get(tenant) or self.over_rate.labels(tenant)
+            self._over_rate[tenant] = child
         child.inc()
 
     def watch_caches(self, sources: Mapping[str, Callable[[], Any]]) -> None:

@@ -32,6 +32,7 @@ from aos_gateway.contracts import records
 from aos_gateway.contracts.wire import RecordCodec, codec_for
 from aos_gateway.errors import AosError, StoreError
 from aos_gateway.experience import learning
+from aos_gateway.limits import Limits
 from aos_gateway.matching.index import CapabilityIndex, ExactIndex, make_index
 from aos_gateway.matching.matcher import Matcher
 from aos_gateway.network import quality as network_quality
@@ -277,6 +278,8 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
         partitions=settings.worker.topic_partitions,
     )
 
+    limits = Limits(settings)
+
     @app.agent(tasks_topic, name="perceive_task")
     async def perceive_task(stream: faust.StreamT[Any]) -> None:
         st = pipe.metrics.stage("perceive")
@@ -294,6 +297,9 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     req = pipe.decode(topics.TASKS.name, event)
                     req["trace_id"] = trace_id_for(req["trace_id"], req["task_id"])  # every later record has it
                     text = validate_request(req, p.max_text_chars)
+                    limits.check_size(req)  # the tenant's own size limits: dead-lettered like any rule
+                    if limits.admit(req["tenant"], now=req["submitted_at"] / 1000):  # in the tasks' own time
+                        pipe.metrics.tenant_over_rate(req["tenant"])  # metered, not dropped (see aos_gateway.limits)
                     ok.append((event, req, text))
                 except Exception as exc:
                     tid = req.get("task_id") if isinstance(req, dict) else None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aos_gateway.contracts.wire import RecordCodec
 from aos_gateway.errors import AosError
-from aos_gateway.matching.cards import card_text
+from aos_gateway.matching.cards import card_text, check_card
 from aos_gateway.matching.index import CapabilityIndex
 from aos_gateway.perception.vectors import FloatArray
 from aos_gateway.streams.compacted import CompactedView
@@ -71,6 +71,7 @@ class RegistryView(CompactedView):
                 continue
             try:
                 card = self._codec.decode(m.value())
+                check_card(card)  # a card the record_card stage dead-letters (a NaN cost, a NUL) is not indexed
             except AosError as exc:
                 self.skipped += 1
                 log.warning("registry: skipping offset %s: %s", m.offset(), exc)

@@ -22,7 +22,7 @@ from aos_gateway.contracts.records import AGENT_CARD, AgentCard
 from aos_gateway.contracts.schemas import contract
 from aos_gateway.contracts.wire import SingleObjectCodec
 from aos_gateway.errors import SerializationError, ValidationError
-from aos_gateway.matching.cards import card_from_json, card_text, read_cards
+from aos_gateway.matching.cards import card_from_json, card_text, check_card, read_cards
 from aos_gateway.matching.index import ExactIndex
 from aos_gateway.perception.vectors import FloatArray
 from aos_gateway.registry.store import agent_id_of
@@ -210,16 +210,16 @@ def _embed(texts: list[str]) -> FloatArray:
         max_size=6,
     )
 )
-def test_the_registry_view_skips_what_it_cannot_decode(records: list[tuple[bytes | None, bytes | None]]) -> None:
+def test_the_registry_view_skips_what_it_cannot_decode_or_use(records: list[tuple[bytes | None, bytes | None]]) -> None:
     index = ExactIndex(8)
     view = RegistryView({}, "aos.agents.v1", index, _embed, CARDS)
     view.apply([_Msg(k, v, i) for i, (k, v) in enumerate(records)])
-    undecodable = 0
+    refused = 0
     for _, value in records:
         if value is not None:
             try:
-                CARDS.decode(value)
-            except SerializationError:
-                undecodable += 1
-    assert view.skipped == undecodable
+                check_card(CARDS.decode(value))
+            except (SerializationError, ValidationError):
+                refused += 1
+    assert view.skipped == refused
     assert len(index) <= len(records)

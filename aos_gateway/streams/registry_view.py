@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from aos_gateway.contracts.wire import RecordCodec
 from aos_gateway.errors import AosError
@@ -22,6 +22,7 @@ from aos_gateway.perception.vectors import FloatArray
 from aos_gateway.streams.compacted import CompactedView
 
 if TYPE_CHECKING:
+    from aos_gateway.contracts.records import AgentCard
     from aos_gateway.security.cards import CardVerifier
 
 log = logging.getLogger("aos_gateway.registry")
@@ -71,7 +72,8 @@ class RegistryView(CompactedView):
                 continue
             try:
                 card = self._codec.decode(m.value())
-                check_card(card)  # a card the record_card stage dead-letters (a NaN cost, a NUL) is not indexed
+                # a card the record_card stage dead-letters (a NaN cost, a NUL) is not indexed
+                check_card(cast("AgentCard", card))
             except AosError as exc:
                 self.skipped += 1
                 log.warning("registry: skipping offset %s: %s", m.offset(), exc)

@@ -14,6 +14,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
@@ -25,13 +26,18 @@ INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 
 
-def fuzz(examples: int, deadline_s: float | None = 5.0, *, cost: int = 1) -> settings:
+#: the per-test timeout (pytest-timeout): a hang guard for the default run, none for a long one
+FUZZ_TIMEOUT = pytest.mark.timeout(0 if LONG_EXAMPLES else 300)
+
+
+def fuzz(examples: int, deadline_s: float | None = 30.0, *, cost: int = 1) -> settings:
     """Settings for one fuzz test.
 
     Args:
         examples: examples in the default (CI) run.
         deadline_s: a generous per-example bound: a hang guard, not a benchmark (the machine
-            running the suite may be loaded); None for no per-example deadline.
+            running the suite may be loaded, and a first example pays for imports and warm-up);
+            None for no per-example deadline. Tests that bound a time assert it themselves.
         cost: how expensive one example is (a subprocess, a model): a long run gives the test
             ``AOS_FUZZ_EXAMPLES // cost`` examples, never fewer than the default.
     """

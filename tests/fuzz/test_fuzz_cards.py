@@ -27,9 +27,9 @@ from aos_gateway.matching.index import ExactIndex
 from aos_gateway.perception.vectors import FloatArray
 from aos_gateway.registry.store import agent_id_of
 from aos_gateway.streams.registry_view import RegistryView
-from tests.fuzz.strategies import any_float, any_text, avro_records, fuzz, json_values
+from tests.fuzz.strategies import FUZZ_TIMEOUT, any_float, any_text, avro_records, fuzz, json_values
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = FUZZ_TIMEOUT
 
 CARDS = SingleObjectCodec(AGENT_CARD)
 FIELDS = ["agent_id", "name", "description", "capabilities", "modalities", "examples", "tenant", "cost",
@@ -65,7 +65,7 @@ def card_objects() -> st.SearchStrategy[Any]:
     return st.one_of(card, json_values)
 
 
-@fuzz(250)
+@fuzz(200)
 @given(card_objects())
 def test_arbitrary_json_is_a_usable_card_or_a_validation_error(obj: Any) -> None:
     try:

@@ -22,10 +22,10 @@ from aos_gateway.contracts.records import TASK_REQUEST, TaskRequest
 from aos_gateway.contracts.wire import SingleObjectCodec
 from aos_gateway.ingress.api import create_app
 from aos_gateway.settings import MediaSettings, Settings
-from tests.fuzz.strategies import any_float, any_text, fuzz, json_values
+from tests.fuzz.strategies import FUZZ_TIMEOUT, any_float, any_text, fuzz, json_values
 from tests.unit.ingress.fakes import A, FakeFeed, FakeSender, settings
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = FUZZ_TIMEOUT
 
 TASKS = SingleObjectCodec(TASK_REQUEST)
 ALLOWED = {202, 400, 401, 404, 405, 413, 415, 422, 429}
@@ -77,14 +77,14 @@ def task_bodies() -> st.SearchStrategy[Any]:
     return st.one_of(valid, valid, mutated, json_values)
 
 
-@fuzz(200)
+@fuzz(150)
 @given(task_bodies())
 def test_any_json_body_is_accepted_or_refused_with_a_json_error(http: TestClient, body: Any) -> None:
     raw = json.dumps(body, allow_nan=True).encode()  # ensure_ascii: lone surrogates as \\udxxx escapes
     _check(http.post("/v1/tasks", content=raw, headers={**A, "Content-Type": "application/json"}))
 
 
-@fuzz(200)
+@fuzz(120)
 @given(
     st.one_of(st.binary(max_size=300), st.integers(1, 50_000).map(lambda n: b"[" * n), st.just(b'{"text":' * 3000)),
     st.sampled_from(["application/json", "application/problem+json", "text/plain", "", "application/json; charset=x"]),
@@ -156,7 +156,7 @@ def test_any_urlencoded_form_is_accepted_or_refused(http: TestClient, fields: li
     _check(http.post("/v1/tasks", content=raw, headers={**A, "Content-Type": "application/x-www-form-urlencoded"}))
 
 
-@fuzz(150)
+@fuzz(80)
 @given(
     st.one_of(any_text.filter(lambda t: t not in ("", ".", "..")), st.just("x" * 5000)),
     st.dictionaries(

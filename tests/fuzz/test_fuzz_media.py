@@ -28,9 +28,9 @@ from aos_gateway.contracts.records import MediaPart
 from aos_gateway.errors import MediaError
 from aos_gateway.perception.media import load_media
 from aos_gateway.settings import MediaSettings
-from tests.fuzz.strategies import any_text, fuzz
+from tests.fuzz.strategies import FUZZ_TIMEOUT, any_text, fuzz
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = FUZZ_TIMEOUT
 
 MAX_PIXELS = 1_000_000
 

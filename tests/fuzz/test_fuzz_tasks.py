@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,9 +27,19 @@ from aos_gateway.perception.task import perceive, validate_request
 from aos_gateway.perception.vectors import FloatArray
 from aos_gateway.streams.deadletter import dead_letter
 from aos_gateway.streams.tracing import trace_id_for
-from tests.fuzz.strategies import INT32, INT64, any_float, any_text, avro_records, fuzz, utf8_text, weird_text
+from tests.fuzz.strategies import (
+    FUZZ_TIMEOUT,
+    INT32,
+    INT64,
+    any_float,
+    any_text,
+    avro_records,
+    fuzz,
+    utf8_text,
+    weird_text,
+)
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = FUZZ_TIMEOUT
 
 TASKS = SingleObjectCodec(TASK_REQUEST)
 DEAD = SingleObjectCodec(DEAD_LETTER)
@@ -231,7 +240,7 @@ class SpanCheckingEncoder:
         return self.encode(texts), [np.tile(self.encode([""]), (len(sp), 1)) for sp in spans]
 
 
-@fuzz(30)
+@fuzz(20)
 @given(st.lists(st.one_of(weird_text, st.just("and then convert it into a PDF")), min_size=1, max_size=4))
 def test_weird_text_is_perceived_or_refused_with_a_validation_error(parts: list[str]) -> None:
     out = perceive_gate(TASKS.encode(new_task(" and ".join(parts), required_capabilities=parts[:1])))

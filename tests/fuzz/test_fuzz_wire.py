@@ -21,9 +21,9 @@ from aos_gateway.contracts.wire import ConfluentCodec, RecordCodec, SingleObject
 from aos_gateway.errors import SerializationError
 from aos_gateway.settings import SchemaRegistrySettings
 from aos_gateway.streams.codec import AvroCodec
-from tests.fuzz.strategies import INT64, avro_records, fuzz, json_values, zigzag
+from tests.fuzz.strategies import FUZZ_TIMEOUT, INT64, avro_records, fuzz, json_values, zigzag
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = FUZZ_TIMEOUT
 
 NAMES = sorted(current_contracts())
 CODECS = {name: SingleObjectCodec(name) for name in NAMES}

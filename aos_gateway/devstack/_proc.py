@@ -59,6 +59,20 @@ def read_pid(path: Path) -> int | None:
     return int(text)
 
 
+#: how our own children that pid_alive reaped ended (pid -> wait status)
+_EXITED: dict[int, int] = {}
+
+
+def exit_status(pid: int) -> str | None:
+    """How a child that :func:`pid_alive` reaped ended (``exit code N`` / ``killed by signal N``), if known."""
+    status = _EXITED.get(pid)
+    if status is None:
+        return None
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` is a live process; reaps it when it is our own exited child."""
     try:
@@ -68,8 +82,9 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # alive, owned by another user
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, status = os.waitpid(pid, os.WNOHANG)
         if done == pid:
+            _EXITED[pid] = status
             return False
     except ChildProcessError:
         pass  # not our child

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aos_gateway.devstack._proc import (
     Progress,
+    exit_status,
     file_size,
     pid_alive,
     port_taken,
@@ -95,9 +96,13 @@ class JavaServer:
         t0 = time.monotonic()
         deadline = t0 + timeout_s
         while True:
-            if self.running_pid() is None:
+            # whether the launched process lives, not running_pid(): right after posix_spawn the child
+            # may not have exec'd java yet, and its command line (still ours) fails the ownership test
+            pid = read_pid(self.pid_file)
+            if pid is None or not pid_alive(pid):
                 self.pid_file.unlink(missing_ok=True)
-                raise StackError(f"{self.name} exited during start-up; {self._log_tails()}")
+                how = (exit_status(pid) if pid is not None else None) or "gone"
+                raise StackError(f"{self.name} exited during start-up ({how}); {self._log_tails()}")
             if self._answers(deadline):
                 progress(f"{self.name}: ready on {self._where()} in {time.monotonic() - t0:.1f}s")
                 return

@@ -125,13 +125,13 @@ def test_the_pipeline_lands_decisions_results_experience_and_agent_stats(
     settings: Settings, stack_env: dict[str, str], sink: ConnectClient, worker: subprocess.Popen[bytes], tmp_path: Any
 ) -> None:
     tag = uuid.uuid4().hex[:6]
-    agent = f"Forecast-{tag}"
-    path = write_cards(
-        tmp_path / "cards.jsonl", [{"agent_id": agent, "description": "Weather forecasts for any city."}]
-    )
+    # a domain no other test's agents cover (the registry is shared by the session's tests)
+    agent = f"Glacier-{tag}"
+    card = {"agent_id": agent, "description": "Measures how fast glaciers and ice sheets melt, from satellite data."}
+    path = write_cards(tmp_path / "cards.jsonl", [card])
     run_aos(stack_env, "agents", "register", str(path), "--wait")
     with GatewayClient(settings) as client:
-        plan = client.submit_and_wait(f"Will it rain in Oslo tomorrow? ({tag})", timeout=60)
+        plan = client.submit_and_wait(f"How fast is the Jakobshavn glacier melting this year? ({tag})", timeout=60)
     tid = plan["task_id"]
     got = _wait_rows(
         settings,

@@ -32,7 +32,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _settings(home: Path, kafka_port: int, controller_port: int, pg_port: int) -> Settings:
-    qhttp, qpg, qilp = _free_ports(3)
+    qhttp, qpg, qilp, connect = _free_ports(4)
     return Settings(
         stack=StackSettings(
             home=home,
@@ -41,6 +41,7 @@ def _settings(home: Path, kafka_port: int, controller_port: int, pg_port: int) -
             questdb_http_port=qhttp,
             questdb_pg_port=qpg,
             questdb_ilp_port=qilp,
+            connect_port=connect,
         ),
         kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{kafka_port}"),
         postgres=PostgresSettings(port=pg_port),
@@ -108,6 +109,7 @@ def test_up_is_idempotent_and_a_restart_keeps_data(home: Path) -> None:
             ("kafka", True, True),
             ("postgres", True, True),
             ("questdb", True, True),
+            ("connect", True, True),
         ]
         assert log.has("formatted") and log.has("initialised")
         pid = stack.kafka.running_pid()
@@ -118,7 +120,7 @@ def test_up_is_idempotent_and_a_restart_keeps_data(home: Path) -> None:
         second_up = time.monotonic() - t0
         assert all(p.healthy for p in parts)
         assert log.has("kafka: already running") and log.has("postgres: already running")
-        assert log.has("questdb: already running")
+        assert log.has("questdb: already running") and log.has("connect: already running")
         assert stack.kafka.running_pid() == pid
         assert second_up < 5.0
 

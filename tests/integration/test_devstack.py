@@ -135,7 +135,7 @@ def test_up_is_idempotent_and_a_restart_keeps_data(home: Path) -> None:
 
         stack.down()
         parts = stack.status()
-        assert [(p.running, p.healthy) for p in parts] == [(False, False)] * 3
+        assert [(p.running, p.healthy) for p in parts] == [(False, False)] * 4
         assert not stack.kafka.pid_file.exists()
         stack.down()  # idempotent
 
@@ -156,7 +156,7 @@ def test_up_is_idempotent_and_a_restart_keeps_data(home: Path) -> None:
         print(f"first up {first_up:.1f}s, second up {second_up:.2f}s, restart {restart:.1f}s", file=sys.stderr)
     finally:
         stack.down()
-    assert [p.running for p in stack.status()] == [False, False, False]
+    assert [p.running for p in stack.status()] == [False, False, False, False]
 
 
 def test_postgres_alone_up_select_down(home: Path) -> None:

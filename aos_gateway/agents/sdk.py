@@ -363,9 +363,27 @@ class AgentRunner:
                 for m in msgs:
                     k = (m.topic(), m.partition())
                     offsets[k] = max(offsets.get(k, -1), m.offset() + 1)
-                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+                self._commit(consumer, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
         finally:
             consumer.close()
+
+    @staticmethod
+    def _commit(consumer: Any, offsets: list[Any]) -> None:
+        """Commit, riding out a broker restart or a rebalance (COORDINATOR_LOAD_IN_PROGRESS right
+        after a restart stopped the runner and deregistered its agents): an offset not committed
+        only means a redelivery, answered from the recent replies. Authorization and fatal errors
+        still stop the runner."""
+        from confluent_kafka import KafkaError as RdKafkaError
+        from confluent_kafka import KafkaException
+
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            denied = (RdKafkaError.GROUP_AUTHORIZATION_FAILED, RdKafkaError.TOPIC_AUTHORIZATION_FAILED)
+            if not isinstance(err, RdKafkaError) or err.fatal() or err.code() in denied:
+                raise
+            log.warning("agents: offsets not committed (%s); they go with a later batch", err)
 
     def _handle_batch(self, msgs: list[Any]) -> list[tuple[InvocationResult, str]]:
         todo: list[tuple[Agent, Invocation]] = []

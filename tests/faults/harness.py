@@ -522,6 +522,7 @@ class Scenario:
         per_task = Counter(r["task_id"] for r in results)
         bad_status = [r["task_id"] for r in results if r["status"] not in ("SUCCEEDED", "PARTIAL", "FAILED")]
         no_reason = [r["task_id"] for r in results if r["status"] == "FAILED" and not r["reason"]]
+        executed = {r["task_id"] for r in results if r["steps"]}
         plans_per_task = {t: len({r["plan_id"] for r in results if r["task_id"] == t}) for t in per_task}
         statuses = Counter(r["status"] for r in {r["task_id"]: r for r in results}.values())
 
@@ -540,7 +541,8 @@ class Scenario:
 
         lost = {
             "tasks without a final result": len(ids - set(per_task)),
-            "tasks without an EXECUTION record": len(ids - set(execution_ids)),
+            # a NO_MATCH / REJECTED plan's task is not executed: its FAILED result has no steps, no experience
+            "executed tasks without an EXECUTION record": len(executed - set(execution_ids)),
             "STEP records not counted in agent_stats": len(step_ids - applied),
             "calls missing in agent_stats": max(0, len(step_ids) - calls),
             "records missing in the cold store": len(exp_ids - set(cold)),
@@ -562,6 +564,7 @@ class Scenario:
             "duplicate_result_records": sum(n - 1 for n in per_task.values()),
             "duplicate_experience_records": len(exp) - len(exp_ids),
             "statuses": dict(statuses),
+            "not_executed": len(set(per_task) - executed),
             "finished_on_a_fallback": sum(
                 1 for r in {r["task_id"]: r for r in results}.values() if any(st["fallback_used"] for st in r["steps"])
             ),
@@ -616,7 +619,8 @@ class Scenario:
         plans = self.plans_after(since_ms)
         assert plans, f"{self.fault}: no plans after the fault"
         routed = Counter(p["steps"][0]["agent_id"] if p["steps"] else p["status"] for p in plans)
-        assert routed[self.expected_agent] >= 0.9 * len(plans), f"{self.fault}: plans after the fault: {routed}"
+        labels = Counter(p["weights"].get("matching.ranker") for p in plans)
+        where = f"{self.fault}: plans after the fault: {routed}, under {labels}"
+        assert routed[self.expected_agent] >= 0.9 * len(plans), where
         if self.weights_label is not None:
-            labels = Counter(p["weights"].get("matching.ranker") for p in plans)
-            assert set(labels) == {self.weights_label}, f"{self.fault}: weights after the fault: {labels}"
+            assert set(labels) == {self.weights_label}, where

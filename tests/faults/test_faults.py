@@ -28,7 +28,8 @@ AFTER_S = 8.0  # load after the recovery
 def _finish(faults: Faults, s: Scenario, recovery_s: float | None, what: str) -> None:
     row = s.verify(recovery_s, what)
     faults.add(row)
-    assert faults.worker.alive, f"the worker died; log:\n{faults.worker.tail()}"
+    for proc in (faults.worker, faults.primary, faults.backup):
+        assert proc.alive, f"{proc.name} died; log:\n{proc.tail()}"
     s.check_state(s.fault_end_ms or 0)
     assert row.lost == 0, row.details
     assert row.duplicated_effects == 0, row.details

@@ -32,6 +32,32 @@ def require_java(server: str) -> str:
     return java
 
 
+def render_log4j2_properties(name: str, log_file: Path, levels: dict[str, str]) -> str:
+    """A log4j2 config for a JVM server of the stack: everything at INFO into ``log_file`` (rolled at
+    50 MB, 3 kept), with ``levels`` (logger -> level) quieting its chattiest loggers."""
+    lines = [
+        "# written by `aos dev up`",
+        "status = warn",
+        f"name = {name}",
+        "appender.file.type = RollingFile",
+        "appender.file.name = FILE",
+        f"appender.file.fileName = {log_file}",
+        f"appender.file.filePattern = {log_file}.%i",
+        "appender.file.layout.type = PatternLayout",
+        "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+        "appender.file.policies.type = Policies",
+        "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+        "appender.file.policies.size.size = 50MB",
+        "appender.file.strategy.type = DefaultRolloverStrategy",
+        "appender.file.strategy.max = 3",
+        "rootLogger.level = INFO",
+        "rootLogger.appenderRef.file.ref = FILE",
+    ]
+    for i, (logger, level) in enumerate(levels.items()):
+        lines += [f"logger.l{i}.name = {logger}", f"logger.l{i}.level = {level}"]
+    return "\n".join([*lines, ""])
+
+
 class JavaServer:
     """The shared part of a server node; subclasses say how to launch it and when it answers."""
 

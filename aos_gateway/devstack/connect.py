@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from aos_gateway.devstack import _server
 from aos_gateway.devstack._proc import (
     LOOPBACK,
     Progress,
@@ -82,31 +83,9 @@ def render_worker_properties(bootstrap: str, port: int, plugin_path: Path) -> st
 
 def render_log4j2_properties(logs_dir: Path) -> str:
     """The worker's logs in ``<logs_dir>/connect.log`` (rolled at 50 MB)."""
-    return "\n".join(
-        [
-            "# written by `aos dev up`",
-            "status = warn",
-            "name = aos-devstack-connect",
-            "appender.file.type = RollingFile",
-            "appender.file.name = FILE",
-            f"appender.file.fileName = {logs_dir / 'connect.log'}",
-            f"appender.file.filePattern = {logs_dir / 'connect.log.%i'}",
-            "appender.file.layout.type = PatternLayout",
-            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
-            "appender.file.policies.type = Policies",
-            "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
-            "appender.file.policies.size.size = 50MB",
-            "appender.file.strategy.type = DefaultRolloverStrategy",
-            "appender.file.strategy.max = 3",
-            "rootLogger.level = INFO",
-            "rootLogger.appenderRef.file.ref = FILE",
-            # the sink's per-batch SQL and Hibernate's chatter
-            "logger.hibernate.name = org.hibernate",
-            "logger.hibernate.level = WARN",
-            "logger.clients.name = org.apache.kafka.clients",
-            "logger.clients.level = WARN",
-            "",
-        ]
+    # quiet: the sink's per-batch SQL and Hibernate's chatter, and the clients' connection logs
+    return _server.render_log4j2_properties(
+        "aos-devstack-connect", logs_dir / "connect.log", {"org.hibernate": "WARN", "org.apache.kafka.clients": "WARN"}
     )
 
 

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aos_gateway.devstack import _server
 from aos_gateway.devstack._proc import (
     LOOPBACK,
     Progress,
@@ -107,28 +108,8 @@ def render_server_properties(
 
 def render_log4j2_properties(logs_dir: Path) -> str:
     """A log4j2 config that sends the broker's logs to ``<logs_dir>/server.log`` (rolled at 50 MB)."""
-    return "\n".join(
-        [
-            "# written by `aos dev up`",
-            "status = warn",
-            "name = aos-devstack-kafka",
-            "appender.file.type = RollingFile",
-            "appender.file.name = FILE",
-            f"appender.file.fileName = {logs_dir / 'server.log'}",
-            f"appender.file.filePattern = {logs_dir / 'server.log.%i'}",
-            "appender.file.layout.type = PatternLayout",
-            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
-            "appender.file.policies.type = Policies",
-            "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
-            "appender.file.policies.size.size = 50MB",
-            "appender.file.strategy.type = DefaultRolloverStrategy",
-            "appender.file.strategy.max = 3",
-            "rootLogger.level = INFO",
-            "rootLogger.appenderRef.file.ref = FILE",
-            "logger.statechange.name = state.change.logger",
-            "logger.statechange.level = WARN",
-            "",
-        ]
+    return _server.render_log4j2_properties(
+        "aos-devstack-kafka", logs_dir / "server.log", {"state.change.logger": "WARN"}
     )
 
 

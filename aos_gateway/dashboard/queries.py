@@ -20,6 +20,11 @@ CURVE_BLOCK = 50
 CURVE_MAX = 20_000
 
 
+def _success(column: str) -> str:
+    """SQL scoring an outcome column as the statistics do: SUCCEEDED 1, PARTIAL half, else 0."""
+    return f"CASE {column} WHEN 'SUCCEEDED' THEN 1.0 WHEN 'PARTIAL' THEN 0.5 ELSE 0 END"
+
+
 def _ms(ts: datetime | None) -> int | None:
     return None if ts is None else int(ts.replace(tzinfo=UTC).timestamp() * 1000)
 
@@ -116,7 +121,7 @@ def _stages(conn: psycopg.Connection[Any], since: datetime) -> list[dict[str, An
 def _agents(conn: psycopg.Connection[Any], since: datetime) -> list[dict[str, Any]]:
     rows = _rows(
         conn,
-        "SELECT agent_id, count(*), avg(CASE outcome WHEN 'SUCCEEDED' THEN 1.0 WHEN 'PARTIAL' THEN 0.5 ELSE 0 END), "
+        f"SELECT agent_id, count(*), avg({_success('outcome')}), "
         "percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) FROM sink_experience "
         "WHERE kind = 'STEP' AND agent_id IS NOT NULL AND occurred_at >= %s "
         "GROUP BY agent_id ORDER BY count(*) DESC, agent_id LIMIT 25",
@@ -206,7 +211,7 @@ def _curve(conn: psycopg.Connection[Any]) -> dict[str, list[Any]]:
     rows = _rows(
         conn,
         "SELECT (n - 1) / %s AS block, count(*), "
-        "avg(CASE status WHEN 'SUCCEEDED' THEN 1.0 WHEN 'PARTIAL' THEN 0.5 ELSE 0 END) FROM ("
+        f"avg({_success('status')}) FROM ("
         "  SELECT status, row_number() OVER (ORDER BY finished_at, task_id) AS n FROM ("
         "    SELECT status, finished_at, task_id FROM sink_results ORDER BY finished_at DESC LIMIT %s) last"
         ") numbered GROUP BY 1 ORDER BY 1",
@@ -226,7 +231,7 @@ def _totals(conn: psycopg.Connection[Any], since: datetime) -> dict[str, Any]:
     )
     r = _rows(
         conn,
-        "SELECT count(*), avg(CASE status WHEN 'SUCCEEDED' THEN 1.0 WHEN 'PARTIAL' THEN 0.5 ELSE 0 END), "
+        f"SELECT count(*), avg({_success('status')}), "
         "percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) FROM sink_results WHERE finished_at >= %s",
         (since,),
     )

@@ -6,34 +6,21 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from aos_gateway.cli import argtypes
 from aos_gateway.settings import Settings
-
-
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
-    if not 0 < v < 65536:
-        raise argparse.ArgumentTypeError(f"not a port: {text!r} (1-65535)")
-    return v
-
-
-def _minutes(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
-    if not 1 <= v <= 7 * 24 * 60:
-        raise argparse.ArgumentTypeError(f"window must be 1-10080 minutes, not {v}")
-    return v
 
 
 def add_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:
     db = sub.add_parser("dashboard", help="a web page over the tables Kafka Connect fills (needs `aos dev up`)")
     db.add_argument("--host", default=None, help="address to listen on (default: dashboard.host, 127.0.0.1)")
-    db.add_argument("--port", type=_port, default=None, help="port (default: dashboard.port, 8090)")
-    db.add_argument("--window", type=_minutes, default=None, metavar="MIN", help="minutes the plots cover")
+    db.add_argument("--port", type=argtypes.port, default=None, help="port (default: dashboard.port, 8090)")
+    db.add_argument(
+        "--window",
+        type=argtypes.int_between(1, 7 * 24 * 60, "number of minutes"),
+        default=None,
+        metavar="MIN",
+        help="minutes the plots cover",
+    )
     db.set_defaults(handler=handler)
 
 

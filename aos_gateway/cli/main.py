@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from aos_gateway import __version__
+from aos_gateway.cli import argtypes
 from aos_gateway.errors import AosError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -25,40 +26,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if val <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return val
-
-
-def _positive_int(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if val <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return val
-
-
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return path
-
-
-def _existing_dir(text: str) -> Path:
-    path = Path(text)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"no such folder: {text}")
-    return path
 
 
 def _progress(msg: str) -> None:
@@ -90,10 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     ag = sub.add_parser("agents", help="the agent registry")
     asub = ag.add_subparsers(dest="action", required=True, parser_class=_Parser)
     reg = asub.add_parser("register", help="register agent cards from a JSON-lines file")
-    reg.add_argument("file", type=_existing_file)
+    reg.add_argument("file", type=argtypes.existing_file)
     reg.add_argument("--tenant", default=None, help="owner of the cards (default: the file's, else public)")
     reg.add_argument("--wait", action="store_true", help="wait until the registry has stored every card")
-    reg.add_argument("--timeout", type=_positive_float, default=60.0)
+    reg.add_argument("--timeout", type=argtypes.positive_float, default=60.0)
     reg.set_defaults(handler=_cmd_agents)
     ls = asub.add_parser("list", help="the registered agents (from the registry topic)")
     ls.add_argument("--json", action="store_true")
@@ -128,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--top-k", type=int, default=None)
     sb.add_argument("--wait", action="store_true", help="wait for the plan and print it")
     sb.add_argument("--result", action="store_true", help="also wait for the execution's final result (aos.results.v1)")
-    sb.add_argument("--timeout", type=_positive_float, default=30.0)
+    sb.add_argument("--timeout", type=argtypes.positive_float, default=30.0)
     sb.add_argument("--json", action="store_true")
     sb.set_defaults(handler=_cmd_submit)
 
@@ -161,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="benchmarks")
     bsub = bn.add_subparsers(dest="action", required=True, parser_class=_Parser)
     bp = bsub.add_parser("pipeline", help="open-loop load through the real pipeline")
-    bp.add_argument("--rate", type=_positive_float, default=50.0, help="tasks per second")
-    bp.add_argument("--duration", type=_positive_float, default=30.0, help="seconds of load")
+    bp.add_argument("--rate", type=argtypes.positive_float, default=50.0, help="tasks per second")
+    bp.add_argument("--duration", type=argtypes.positive_float, default=30.0, help="seconds of load")
     bp.add_argument(
-        "--drain", type=_positive_float, default=30.0, help="give up after this many seconds without a new plan"
+        "--drain", type=argtypes.positive_float, default=30.0, help="give up after this many seconds without a new plan"
     )
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(handler=_cmd_bench)
@@ -184,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument(
         "--modality", action="append", choices=["text", "image", "audio"], default=None, help="repeat (default: all)"
     )
-    bq.add_argument("--n", type=_positive_int, default=512, help="texts (images: n/8, at least 64)")
-    bq.add_argument("--audio-n", type=_positive_int, default=24, help="speech clips (espeak-ng)")
+    bq.add_argument("--n", type=argtypes.positive_int, default=512, help="texts (images: n/8, at least 64)")
+    bq.add_argument("--audio-n", type=argtypes.positive_int, default=24, help="speech clips (espeak-ng)")
     bq.add_argument(
         "--audio-backend",
         action="append",
@@ -199,10 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     bw = bsub.add_parser(
         "network", help="network generator: GA vs exhaustive search, planning latency, two-agent tasks"
     )
-    bw.add_argument("--instances", type=_positive_int, default=30, help="random instances per size (n = 10, 25, 50)")
+    bw.add_argument(
+        "--instances", type=argtypes.positive_int, default=30, help="random instances per size (n = 10, 25, 50)"
+    )
     bw.add_argument(
         "--data",
-        type=_existing_dir,
+        type=argtypes.existing_dir,
         default=None,
         help="a MetaTool-form folder (agents, train, multi_dev, dev .jsonl) for the two-agent tasks",
     )
@@ -215,11 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
         "learning", help="the live gateway's learning curve: dev top-1 after 0, 1k, 5k, 10k experiences (simulators)"
     )
     bl.add_argument(
-        "--data", type=_existing_dir, default=None, help="MetaTool-form folder (default: ../shared/datasets/metatool)"
+        "--data",
+        type=argtypes.existing_dir,
+        default=None,
+        help="MetaTool-form folder (default: ../shared/datasets/metatool)",
     )
     bl.add_argument("--checkpoints", default="0,1000,5000,10000", help="experiences at which to measure")
-    bl.add_argument("--dev-limit", type=_positive_int, default=500, help="dev tasks per measurement")
-    bl.add_argument("--rate", type=_positive_float, default=30.0, help="training tasks per second")
+    bl.add_argument("--dev-limit", type=argtypes.positive_int, default=500, help="dev tasks per measurement")
+    bl.add_argument("--rate", type=argtypes.positive_float, default=30.0, help="training tasks per second")
     bl.add_argument("--skill", type=float, default=0.95, help="a simulator's success rate on its own tasks")
     bl.add_argument("--noise", type=float, default=0.05, help="its success rate on other tasks")
     bl.add_argument("--seed", type=int, default=0)
@@ -227,22 +199,22 @@ def build_parser() -> argparse.ArgumentParser:
     bl.set_defaults(handler=_cmd_bench_learning)
 
     bg = bsub.add_parser("ingest", help="experience records/s into each store, through the running worker")
-    bg.add_argument("--n", type=_positive_int, default=20_000)
+    bg.add_argument("--n", type=argtypes.positive_int, default=20_000)
     bg.add_argument("--json", action="store_true")
     bg.set_defaults(handler=_cmd_bench_ingest)
 
     bk = bsub.add_parser("sink", help="lag from a result on its topic to its row in PostgreSQL (Kafka Connect)")
-    bk.add_argument("--n", type=_positive_int, default=1000)
-    bk.add_argument("--rate", type=_positive_float, default=50.0, help="results per second")
+    bk.add_argument("--n", type=argtypes.positive_int, default=1000)
+    bk.add_argument("--rate", type=argtypes.positive_float, default=50.0, help="results per second")
     bk.add_argument("--json", action="store_true")
     bk.set_defaults(handler=_cmd_bench_sink)
 
     ev = sub.add_parser("eval", help="offline evaluations")
     esub = ev.add_subparsers(dest="action", required=True, parser_class=_Parser)
     em = esub.add_parser("matching", help="routing accuracy, zero-shot and after learning from labelled tasks")
-    em.add_argument("--agents", type=_existing_file, required=True, help="agent cards (agents.jsonl form)")
-    em.add_argument("--train", type=_existing_file, required=True, help="past tasks with the right agent")
-    em.add_argument("--test", type=_existing_file, required=True, help="tasks to measure on")
+    em.add_argument("--agents", type=argtypes.existing_file, required=True, help="agent cards (agents.jsonl form)")
+    em.add_argument("--train", type=argtypes.existing_file, required=True, help="past tasks with the right agent")
+    em.add_argument("--test", type=argtypes.existing_file, required=True, help="tasks to measure on")
     em.add_argument(
         "--feedback",
         choices=["gold", "bandit"],
@@ -259,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         "matching",
         help="learn the matcher's state from a labelled file or the experience history; publish it to aos.weights.v1",
     )
-    lm.add_argument("--agents", type=_existing_file, default=None, help="agent cards (agents.jsonl form)")
-    lm.add_argument("--train", type=_existing_file, default=None, help="past tasks with the right agent")
+    lm.add_argument("--agents", type=argtypes.existing_file, default=None, help="agent cards (agents.jsonl form)")
+    lm.add_argument("--train", type=argtypes.existing_file, default=None, help="past tasks with the right agent")
     lm.add_argument("--feedback", choices=["gold", "bandit"], default="gold")
     lm.add_argument("--from-experience", action="store_true", help="replay aos.experience.v1 instead of a file")
     lm.add_argument("--out", default=None, help="also write the state to this file")
@@ -272,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="learn the network quality predictor (reliability per agent and task cluster, edge synergy) from "
         "aos.experience.v1; publish it to aos.weights.v1",
     )
-    lq.add_argument("--clusters", type=_positive_int, default=16, help="task clusters (k-means over task vectors)")
+    lq.add_argument(
+        "--clusters", type=argtypes.positive_int, default=16, help="task clusters (k-means over task vectors)"
+    )
     lq.add_argument("--out", default=None, help="also write the model to this file")
     lq.add_argument("--no-publish", action="store_true")
     lq.add_argument("--json", action="store_true")
@@ -292,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard_cmds.add_parser(sub, _cmd_dashboard)
 
     dm = sub.add_parser("demo", help="register the MetaTool agents, submit sample tasks, print plans")
-    dm.add_argument("--agents", type=_existing_file, default=None)
-    dm.add_argument("--timeout", type=_positive_float, default=120.0)
+    dm.add_argument("--agents", type=argtypes.existing_file, default=None)
+    dm.add_argument("--timeout", type=argtypes.positive_float, default=120.0)
     dm.set_defaults(handler=_cmd_demo)
     from aos_gateway.cli import models_cmds
 

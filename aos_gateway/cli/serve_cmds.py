@@ -15,33 +15,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from aos_gateway.cli import argtypes
 from aos_gateway.errors import ConfigError
 from aos_gateway.settings import Settings, get_settings
 
 _LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
-
-
-def _port(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= val <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {val}")
-    return val
-
-
-def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            val = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
-        if val <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return val
-
-    return parse
 
 
 def add_parser(
@@ -52,7 +30,9 @@ def add_parser(
         "serve", help="the HTTP ingress: submit tasks and read their plans over HTTP (OpenAPI at /docs)"
     )
     sv.add_argument("--host", default=None, help="address to bind (default: AOS_INGRESS__HOST, 127.0.0.1)")
-    sv.add_argument("--port", type=_port, default=None, help="port (default: AOS_INGRESS__PORT, 8080; 0: any free)")
+    sv.add_argument(
+        "--port", type=argtypes.port_or_zero, default=None, help="port (default: AOS_INGRESS__PORT, 8080; 0: any free)"
+    )
     sv.add_argument(
         "--insecure",
         action="store_true",
@@ -65,9 +45,9 @@ def add_parser(
     bi = bench.add_parser(
         "ingress", help="latency the HTTP ingress adds: the same tasks through GatewayClient and through HTTP"
     )
-    bi.add_argument("--n", type=_positive(int), default=200, help="tasks per path")
-    bi.add_argument("--rate", type=_positive(float), default=20.0, help="tasks per second, both paths together")
-    bi.add_argument("--timeout", type=_positive(float), default=60.0, help="the longest a task's plan may take")
+    bi.add_argument("--n", type=argtypes.positive_int, default=200, help="tasks per path")
+    bi.add_argument("--rate", type=argtypes.positive_float, default=20.0, help="tasks per second, both paths together")
+    bi.add_argument("--timeout", type=argtypes.positive_float, default=60.0, help="the longest a task's plan may take")
     bi.add_argument("--json", action="store_true")
     bi.set_defaults(handler=handler)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from aos_gateway.settings import (
 )
 from tests.faults.agents import BACKUP_ID
 from tests.faults.harness import Proc, Row, Scenario, say
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SUFFIX = uuid.uuid4().hex[:6]
@@ -69,12 +69,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     out = os.environ.get("AOS_FAULTS_REPORT")
     if out:
         Path(out).write_text("\n".join(lines) + "\n")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -138,8 +132,8 @@ class Faults:
 def faults() -> Iterator[Faults]:
     home = Path(tempfile.mkdtemp(prefix="aos-faults-"))
     home.chmod(0o755)  # the postgres system user must traverse it when tests run as root
-    kport, cport, pport = _free_port(), _free_port(), _free_port()
-    qhttp, qpg, qilp, connect_port = _free_port(), _free_port(), _free_port(), _free_port()
+    kport, cport, pport = free_port(), free_port(), free_port()
+    qhttp, qpg, qilp, connect_port = free_port(), free_port(), free_port(), free_port()
     start_timeout = float(os.environ.get("AOS_STACK__START_TIMEOUT_S", "240"))
     env = {
         "AOS_STACK__HOME": str(home / "stack"),
@@ -150,7 +144,7 @@ def faults() -> Iterator[Faults]:
         "AOS_WORKER__APP_ID": f"aos-faults-{SUFFIX}",
         "AOS_WORKER__DATA_DIR": str(home / "worker"),
         "AOS_PERCEPTION__BATCH_WINDOW_MS": "5",
-        "AOS_METRICS__PORT": str(_free_port()),
+        "AOS_METRICS__PORT": str(free_port()),
         "AOS_STACK__QUESTDB_HTTP_PORT": str(qhttp),
         "AOS_STACK__QUESTDB_PG_PORT": str(qpg),
         "AOS_STACK__QUESTDB_ILP_PORT": str(qilp),

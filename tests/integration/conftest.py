@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,21 +30,16 @@ from aos_gateway.settings import (
     TimeSeriesSettings,
     WorkerSettings,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="session")
 def stack_env() -> Iterator[dict[str, str]]:
     home = Path(tempfile.mkdtemp(prefix="aos-it-"))
     home.chmod(0o755)  # the postgres system user must traverse it when tests run as root
-    kport, cport, pport = _free_port(), _free_port(), _free_port()
-    qhttp, qpg, qilp = _free_port(), _free_port(), _free_port()
-    connect_port = _free_port()
+    kport, cport, pport = free_port(), free_port(), free_port()
+    qhttp, qpg, qilp = free_port(), free_port(), free_port()
+    connect_port = free_port()
     env = {
         "AOS_STACK__HOME": str(home / "stack"),
         "AOS_STACK__KAFKA_PORT": str(kport),
@@ -55,7 +49,7 @@ def stack_env() -> Iterator[dict[str, str]]:
         "AOS_WORKER__APP_ID": f"aos-it-{uuid.uuid4().hex[:8]}",
         "AOS_WORKER__DATA_DIR": str(home / "worker"),
         "AOS_PERCEPTION__BATCH_WINDOW_MS": "5",
-        "AOS_METRICS__PORT": str(_free_port()),  # the worker's /metrics, clear of a developer's worker on 9108
+        "AOS_METRICS__PORT": str(free_port()),  # the worker's /metrics, clear of a developer's worker on 9108
         "AOS_STACK__QUESTDB_HTTP_PORT": str(qhttp),
         "AOS_STACK__QUESTDB_PG_PORT": str(qpg),
         "AOS_STACK__QUESTDB_ILP_PORT": str(qilp),
@@ -172,4 +166,3 @@ def sinks(settings: Settings) -> Iterator[None]:
 
     apply(settings, None, 90.0, lambda m: print(m, file=sys.stderr))
     yield
-

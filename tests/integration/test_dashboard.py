@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 from aos_gateway.client import GatewayClient
 from aos_gateway.settings import Settings
 from tests.integration.conftest import run_aos, write_cards
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +47,9 @@ def _chromium() -> str:
     return exe
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def dashboard(stack_env: dict[str, str], sinks: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log = (tmp_path_factory.mktemp("dashboard") / "dashboard.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "aos_gateway.cli.main", "dashboard", "--port", str(port)],

@@ -16,23 +16,13 @@ import pytest
 from aos_gateway.devstack import LocalStack
 from aos_gateway.errors import StackError
 from aos_gateway.settings import KafkaSettings, PostgresSettings, Settings, StackSettings
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _settings(home: Path, kafka_port: int, controller_port: int, pg_port: int) -> Settings:
-    qhttp, qpg, qilp, connect = _free_ports(4)
+    qhttp, qpg, qilp, connect = free_ports(4)
     return Settings(
         stack=StackSettings(
             home=home,
@@ -96,7 +86,7 @@ def test_up_is_idempotent_and_a_restart_keeps_data(home: Path) -> None:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    kport, cport, pport = _free_ports(3)
+    kport, cport, pport = free_ports(3)
     settings = _settings(home, kport, cport, pport)
     bootstrap = settings.kafka.bootstrap_servers
     stack = LocalStack(settings)
@@ -162,7 +152,7 @@ def test_up_is_idempotent_and_a_restart_keeps_data(home: Path) -> None:
 def test_postgres_alone_up_select_down(home: Path) -> None:
     import psycopg
 
-    kport, cport, pport = _free_ports(3)
+    kport, cport, pport = free_ports(3)
     pg = LocalStack(_settings(home, kport, cport, pport)).postgres
     try:
         pg.start(60.0)
@@ -177,7 +167,7 @@ def test_postgres_alone_up_select_down(home: Path) -> None:
 
 @pytest.mark.parametrize("which", ["kafka", "postgres"])
 def test_a_taken_port_is_a_one_line_error_and_starts_nothing(home: Path, which: str) -> None:
-    kport, cport, pport = _free_ports(3)
+    kport, cport, pport = free_ports(3)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", kport if which == "kafka" else pport))
         squatter.listen()

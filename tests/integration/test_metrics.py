@@ -9,7 +9,6 @@ storage in a temporary directory and a free loopback port (never the system serv
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -30,6 +29,7 @@ from aos_gateway.contracts import records
 from aos_gateway.contracts.wire import codec_for
 from aos_gateway.settings import Settings
 from aos_gateway.streams.kafka import read_to_end
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +38,6 @@ SUFFIX = uuid.uuid4().hex[:8]
 TENANT = f"it-metrics-{SUFFIX}"
 CALC = f"it-mcalc-{SUFFIX}"
 SKILL = f"math.metrics-{SUFFIX}"  # only this module's calculator has it: tasks requiring it match it alone
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get_json(url: str, timeout: float = 5.0) -> Any:
@@ -58,7 +52,7 @@ def prometheus(
     if not PROMETHEUS.exists():
         pytest.fail("/usr/bin/prometheus is missing: apt-get install prometheus (scripts/setup installs it)")
     home = tmp_path_factory.mktemp("prometheus")
-    port = _free_port()
+    port = free_port()
     config = home / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,23 +35,13 @@ from aos_gateway.security.clients import admin_kafka, as_user
 from aos_gateway.security.passwords import SecretsDir
 from aos_gateway.settings import KafkaSettings, Settings, StackSettings
 from aos_gateway.streams.kafka import ensure_topics
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
 SUFFIX = uuid.uuid4().hex[:6]
 AGENT_A, TENANT_A = f"sec-calc-{SUFFIX}", "tenant-one"
 AGENT_B, TENANT_B = f"sec-spy-{SUFFIX}", "tenant-two"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
@@ -73,7 +62,7 @@ class Secured:
 def secured() -> Iterator[Secured]:
     base = Path(tempfile.mkdtemp(prefix="aos-security-it-"))
     home = base / "stack"
-    kport, cport = _free_ports(2)
+    kport, cport = free_ports(2)
     node = KafkaNode(home, kport, cport, security="scram")
     try:
         node.start(180, lambda m: print(m, file=sys.stderr))

@@ -19,23 +19,13 @@ from aos_gateway.devstack.connect import (
 from aos_gateway.devstack.status import PartStatus
 from aos_gateway.errors import StackError
 from aos_gateway.settings import PostgresSettings, Settings, StackSettings
+from tests.ports import free_ports
 
 
 def _props(text: str) -> dict[str, str]:
     return dict(
         (k.strip(), v.strip()) for k, _, v in (ln.partition("=") for ln in text.splitlines() if ln and ln[0] != "#")
     )
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_worker_properties_distributed_on_loopback_with_env_secrets(tmp_path: Path) -> None:
@@ -49,7 +39,7 @@ def test_worker_properties_distributed_on_loopback_with_env_secrets(tmp_path: Pa
 
 
 def test_local_stack_describes_connect_with_the_database_in_its_environment(tmp_path: Path) -> None:
-    k, c, pg, cp = _free_ports(4)
+    k, c, pg, cp = free_ports(4)
     s = Settings(
         stack=StackSettings(home=tmp_path, kafka_port=k, kafka_controller_port=c, connect_port=cp, questdb=False),
         postgres=PostgresSettings(port=pg, user="u", dbname="d"),
@@ -65,7 +55,7 @@ def test_local_stack_describes_connect_with_the_database_in_its_environment(tmp_
 def test_up_starts_connect_after_the_broker_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connect: bool
 ) -> None:
-    k, c, pg, cp = _free_ports(4)
+    k, c, pg, cp = free_ports(4)
     s = Settings(
         stack=StackSettings(
             home=tmp_path, kafka_port=k, kafka_controller_port=c, connect_port=cp, questdb=False, connect=connect

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aos_gateway.devstack._proc import pid_alive, port_answers, port_taken, read_pid, spawn_detached, tail, wait_dead
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -20,12 +21,6 @@ def listener() -> Iterator[int]:
         s.bind(("127.0.0.1", 0))
         s.listen()
         yield int(s.getsockname()[1])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_listening_port_is_taken_and_answers(listener: int) -> None:
@@ -40,7 +35,7 @@ def test_bound_but_not_listening_port_is_taken() -> None:
 
 
 def test_free_port_is_not_taken() -> None:
-    port = _free_port()
+    port = free_port()
     assert not port_taken(port)
     assert not port_answers(port)
 

@@ -12,6 +12,7 @@ from aos_gateway.devstack import LocalStack, PartStatus
 from aos_gateway.devstack.questdb import MAIN_MODULE, QuestDBNode, render_log_conf, render_server_conf
 from aos_gateway.errors import StackError
 from aos_gateway.settings import PostgresSettings, Settings, StackSettings
+from tests.ports import free_ports
 
 
 def _props(text: str) -> dict[str, str]:
@@ -21,17 +22,6 @@ def _props(text: str) -> dict[str, str]:
             key, _, value = line.partition("=")
             out[key.strip()] = value.strip()
     return out
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _script(path: Path, body: str) -> Path:
@@ -64,7 +54,7 @@ def test_log_conf_writes_a_capped_rolling_file_in_logs_dir() -> None:
     [(0, "AOS_STACK__QUESTDB_HTTP_PORT"), (1, "AOS_STACK__QUESTDB_PG_PORT"), (2, "AOS_STACK__QUESTDB_ILP_PORT")],
 )
 def test_a_taken_port_is_one_line_naming_its_setting(tmp_path: Path, which: int, env: str) -> None:
-    ports = _free_ports(3)
+    ports = free_ports(3)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", ports[which]))
         squatter.listen()
@@ -74,7 +64,7 @@ def test_a_taken_port_is_one_line_naming_its_setting(tmp_path: Path, which: int,
 
 
 def test_free_ports_pass_the_check(tmp_path: Path) -> None:
-    http, pg, ilp = _free_ports(3)
+    http, pg, ilp = free_ports(3)
     QuestDBNode(tmp_path, http, pg, ilp).check_ports()
 
 
@@ -130,7 +120,7 @@ def test_launch_writes_the_config_and_a_server_that_dies_is_reported(
 ) -> None:
     java = _script(tmp_path / "bin" / "java", 'echo "Error: could not open $3 (fake java)"\nexit 1\n')
     monkeypatch.setattr("shutil.which", lambda name: str(java) if name == "java" else None)
-    http, pg, ilp = _free_ports(3)
+    http, pg, ilp = free_ports(3)
     node = QuestDBNode(tmp_path / "home", http, pg, ilp, heap="300m")
     node.lib.mkdir(parents=True)
     node.jar.write_text("jar")  # present: no Maven needed
@@ -157,7 +147,7 @@ def test_stale_pid_file_is_not_running(tmp_path: Path) -> None:
 
 
 def test_status_when_stopped(tmp_path: Path) -> None:
-    http, pg, ilp = _free_ports(3)
+    http, pg, ilp = free_ports(3)
     st = QuestDBNode(tmp_path, http, pg, ilp).status()
     assert st == PartStatus("questdb", f"127.0.0.1:{http}", False, False, "stopped")
 
@@ -167,7 +157,7 @@ def test_main_module_is_the_one_in_the_recipe() -> None:
 
 
 def _stack(tmp_path: Path, questdb: bool) -> LocalStack:
-    k, c, p, h, g, i = _free_ports(6)
+    k, c, p, h, g, i = free_ports(6)
     s = Settings(
         stack=StackSettings(
             home=tmp_path / "stack",

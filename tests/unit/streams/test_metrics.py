@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,17 +17,12 @@ from aos_gateway.errors import ValidationError
 from aos_gateway.settings import KafkaSettings, MetricsSettings, Settings
 from aos_gateway.streams.metrics import LATENCY_BUCKETS, Metrics
 from aos_gateway.streams.tracing import w3c_trace_id
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port
 
 
 @pytest.fixture
 def metrics() -> Iterator[Metrics]:
-    m = Metrics(MetricsSettings(port=_free_port()))
+    m = Metrics(MetricsSettings(port=free_port()))
     yield m
     m.close()
 

@@ -58,6 +58,9 @@ class KafkaSettings(BaseModel):
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "security.protocol": self.security_protocol,
+            # warnings and worse only: librdkafka's info lines (e.g. "BGQUEUE ... Purging 1 unserved
+            # events" when an admin client closes) landed raw in CLI output such as `aos dev up`
+            "log_level": 4,
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism

@@ -19,6 +19,7 @@ Names and labels (also in docs/operations.md)::
     aos_executions_in_flight                     executions the dispatcher is running
     aos_consumer_lag{topic,partition}            high watermark - committed offset (messages)
     aos_tenant_tasks_over_rate_total{tenant}     tasks over their tenant's rate (AOS_LIMITS__*), perceived anyway
+    aos_registry_cards_rejected_total{reason}    cards refused (AOS_SECURITY__REQUIRE_SIGNED_CARDS)
     aos_encoder_cache_hits_total{encoder}        content-hash cache hits (text, image, audio)
     aos_encoder_cache_misses_total{encoder}
     aos_encoder_cache_hit_ratio{encoder}         hits / (hits + misses) since start

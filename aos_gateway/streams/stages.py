@@ -170,6 +170,10 @@ class Pipeline:
                 self.codecs[topics.AGENTS.name],
                 extra,
             )
+            if self.view.verifier is not None:  # signed cards required: count the ones refused, by reason
+                from aos_gateway.security.cards import RejectedCardsCollector
+
+                self.metrics.registry.register(RejectedCardsCollector(self.view.verifier))
             self.view.start()
             timeout = self.settings.matching.registry_catchup_timeout_s
             ok = await asyncio.get_running_loop().run_in_executor(None, self.view.wait_caught_up, timeout)

@@ -61,9 +61,7 @@ def _success(rec: ExperienceRecord) -> bool:
     return score >= 0.5 if score is not None else rec["outcome"] == "SUCCEEDED"
 
 
-def compare(
-    records: Iterable[ExperienceRecord], candidate_version: int, min_samples: int, alpha: float
-) -> Verdict:
+def compare(records: Iterable[ExperienceRecord], candidate_version: int, min_samples: int, alpha: float) -> Verdict:
     """The verdict on the candidate of this version, from the EXECUTION records of both arms."""
     want = label("candidate", candidate_version)
     seen: set[str] = set()

@@ -117,9 +117,7 @@ def existing_topics(kafka: KafkaSettings, timeout: float | None = None) -> set[s
     return set(md.topics)
 
 
-def ensure_topics(
-    kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL, partitions: int | None = None
-) -> list[str]:
+def ensure_topics(kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL, partitions: int | None = None) -> list[str]:
     """Create the topics that do not exist yet (idempotent); returns the names created."""
     specs = list(specs)
     have = existing_topics(kafka)

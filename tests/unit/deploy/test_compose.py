@@ -65,9 +65,7 @@ def test_compose_file_matches_the_compose_specification() -> None:
         (("services", "grafana", "portz"), ["3000:3000"], "portz"),
     ],
 )
-def test_a_broken_compose_file_is_rejected(
-    tmp_path: Path, path: tuple[str, ...], value: object, expected: str
-) -> None:
+def test_a_broken_compose_file_is_rejected(tmp_path: Path, path: tuple[str, ...], value: object, expected: str) -> None:
     doc = _compose()
     node = doc
     for key in path[:-1]:

@@ -91,11 +91,7 @@ def test_runs_as_non_root_with_entrypoint_aos_and_command_worker() -> None:
 
 def test_env_settings_are_real_settings() -> None:
     names = [
-        pair.split("=", 1)[0]
-        for word, args in INSTRUCTIONS
-        if word == "ENV"
-        for pair in args.split()
-        if "=" in pair
+        pair.split("=", 1)[0] for word, args in INSTRUCTIONS if word == "ENV" for pair in args.split() if "=" in pair
     ]
     assert "AOS_WORKER__DATA_DIR" in names
     assert unknown_settings(names) == []

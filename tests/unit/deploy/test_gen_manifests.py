@@ -38,9 +38,7 @@ def test_every_topic_has_its_kafka_topic() -> None:
 
 
 def test_a_catalog_change_makes_the_committed_file_stale() -> None:
-    changed = tuple(
-        dataclasses.replace(t, partitions=t.partitions + 1) if t is topics.TASKS else t for t in topics.ALL
-    )
+    changed = tuple(dataclasses.replace(t, partitions=t.partitions + 1) if t is topics.TASKS else t for t in topics.ALL)
     assert gen_topics.render(changed) != TOPICS.read_text(encoding="utf-8")
     assert gen_topics.render(topics.ALL[:-1]) != TOPICS.read_text(encoding="utf-8")
 

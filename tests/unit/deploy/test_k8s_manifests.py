@@ -109,8 +109,16 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                                 "properties": {
                                     "name": {"type": "string", "pattern": "^[a-z0-9]{1,11}$"},
                                     "port": {"type": "integer", "minimum": 9092},
-                                    "type": {"enum": ["internal", "route", "loadbalancer", "nodeport", "ingress",
-                                                      "cluster-ip"]},
+                                    "type": {
+                                        "enum": [
+                                            "internal",
+                                            "route",
+                                            "loadbalancer",
+                                            "nodeport",
+                                            "ingress",
+                                            "cluster-ip",
+                                        ]
+                                    },
                                     "tls": {"type": "boolean"},
                                 },
                             },

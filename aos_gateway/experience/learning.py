@@ -99,13 +99,14 @@ class Learned:
         """sha256 of each learned payload, whatever version it is published as: equal
         fingerprints, equal weights."""
         out = {ANOMALIES: hashlib.sha256(self.anomalies_payload()).hexdigest()}
-        for name, model in ((matching_weights.NAME, self.matching), (network_quality.NAME, self.quality)):
-            if model is not None:
-                held, model.version = model.version, 0
-                try:
-                    out[name] = hashlib.sha256(model.to_bytes()).hexdigest()
-                finally:
-                    model.version = held
+        if self.matching is not None:
+            out[matching_weights.NAME] = self.matching.fingerprint()
+        if self.quality is not None:  # small: its archive is cheap
+            held, self.quality.version = self.quality.version, 0
+            try:
+                out[network_quality.NAME] = hashlib.sha256(self.quality.to_bytes()).hexdigest()
+            finally:
+                self.quality.version = held
         return out
 
     def summary(self) -> dict[str, Any]:

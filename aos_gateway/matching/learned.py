@@ -18,9 +18,12 @@ success or failure of the chosen agent is (bandit; see :mod:`aos_gateway.matchin
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -90,6 +93,24 @@ class LearnedState:
             }
         np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
+
+    def fingerprint(self) -> str:
+        """sha256 of the content as :meth:`to_bytes` publishes it (floats as float16), without the
+        version: equal fingerprints, equal states. No archive is built: compressing a large memory
+        for each learning pass's change check was a tenth of a busy worker's CPU."""
+        h = hashlib.sha256(FORMAT.encode())
+        h.update(json.dumps([self.agent_ids, self.metadata], sort_keys=True).encode())
+        arrays: list[npt.NDArray[np.generic]] = [
+            self.memory.astype(np.float16),
+            self.memory_agent.astype(np.int32),
+            self.memory_success.astype(np.bool_),
+        ]
+        if self.coef is not None and self.intercept is not None and self.classes is not None:
+            arrays += [self.coef.astype(np.float16), self.intercept.astype(np.float32), self.classes.astype(np.int32)]
+        for a in arrays:
+            h.update(repr(a.shape).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LearnedState:
@@ -190,11 +211,19 @@ def _softmax(s: FloatArray, temperature: float) -> FloatArray:
     return out
 
 
-def knn_votes(state: LearnedState, queries: FloatArray, k: int, temperature: float, success: bool = True) -> FloatArray:
+def knn_votes(
+    state: LearnedState,
+    queries: FloatArray,
+    k: int,
+    temperature: float,
+    success: bool = True,
+    sims: FloatArray | None = None,
+) -> FloatArray:
     """(n, agents): similarity-weighted votes of the k nearest memories with this outcome.
 
     Unnormalised: the weight of a neighbour is exp((cos - 1) / temperature), 1 for an exact
-    repeat, so the sum says how much close evidence there is.
+    repeat, so the sum says how much close evidence there is. ``sims``: ``queries @ memory.T``
+    when the caller has it already (left unchanged).
     """
     q = np.atleast_2d(queries)
     out = np.zeros((q.shape[0], len(state.agent_ids)), dtype=np.float32)
@@ -202,7 +231,10 @@ def knn_votes(state: LearnedState, queries: FloatArray, k: int, temperature: flo
     n = int(sel.sum())
     if n == 0:
         return out
-    sims = q @ state.memory.T  # no copy of the memory: the other outcome is masked out instead
+    if sims is None:
+        sims = q @ state.memory.T  # no copy of the memory: the other outcome is masked out instead
+    elif n < sel.shape[0]:
+        sims = sims.copy()  # masked below: the caller's rows stay as they were
     if n < sel.shape[0]:
         sims[:, ~sel] = -np.inf
     kk = min(k, n)
@@ -229,16 +261,28 @@ def classifier_proba(state: LearnedState, queries: FloatArray) -> FloatArray | N
     return out
 
 
+#: query-memory similarity rows a ranker keeps (bytes): one task vector is compared with the whole
+#: memory by ``propose``, ``score`` and the bandit evidence, for the task and each clause; with
+#: tens of thousands of memories that product was a third of the worker's CPU (soak, 2026-11-28)
+SIMS_CACHE_BYTES = 32 * 1024 * 1024
+
+
 class Ranker:
     """Scores candidate agents for one task vector with a learned state (or zero-shot without).
 
     Candidates are any agents (ids): those the state never saw keep only their card share.
     ``propose`` names the agents the learned state favours, so a matcher can add them to the
-    ones its similarity search found.
+    ones its similarity search found. A ranker's state is never changed in place (a new state
+    gets a new ranker), so the similarities of a query to the memory are computed once and kept
+    for the next calls with the same vector (:meth:`prefetch` computes several in one product).
     """
 
     def __init__(self, state: LearnedState | None = None, weights: BlendWeights | None = None) -> None:
         self.state = state if state is not None and state.successes else None
+        self._sims_cache: OrderedDict[bytes, FloatArray] = OrderedDict()
+        self._sims_lock = threading.Lock()
+        rows = self.state.memory.shape[0] if self.state is not None else 0
+        self._sims_rows = max(8, SIMS_CACHE_BYTES // (4 * max(rows, 1)))
         self.weights = weights or BlendWeights()
         self._pos = {a: i for i, a in enumerate(state.agent_ids)} if state is not None else {}
         self.version = state.version if state is not None else 0
@@ -249,6 +293,36 @@ class Ranker:
     @property
     def learned(self) -> bool:
         return self.state is not None
+
+    def similarities(self, queries: FloatArray) -> FloatArray:
+        """(n, memories): ``queries @ memory.T``, rows seen before from the cache (the state's
+        vector size is required)."""
+        assert self.state is not None
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        keys = [row.tobytes() for row in q]
+        rows: list[FloatArray | None] = []
+        with self._sims_lock:
+            for key in keys:
+                hit = self._sims_cache.get(key)
+                if hit is not None:
+                    self._sims_cache.move_to_end(key)
+                rows.append(hit)
+        missing = [i for i, r in enumerate(rows) if r is None]
+        if missing:
+            fresh = q[missing] @ self.state.memory.T
+            with self._sims_lock:
+                for j, i in enumerate(missing):
+                    rows[i] = self._sims_cache[keys[i]] = fresh[j].copy()
+                while len(self._sims_cache) > self._sims_rows:
+                    self._sims_cache.popitem(last=False)
+        out: FloatArray = np.stack([r for r in rows if r is not None])
+        return out
+
+    def prefetch(self, queries: FloatArray) -> None:
+        """Compute the similarities of several vectors (a task's and its clauses') in one product."""
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if self.state is not None and q.shape[0] and q.shape[1] == self.state.dim:
+            self.similarities(q)
 
     def learned_distribution(self, query: FloatArray, card_sims: FloatArray | None = None) -> FloatArray | None:
         """Over ``state.agent_ids``: kNN + classifier probabilities, backed off to the cards.
@@ -263,7 +337,7 @@ class Ranker:
             return None
         w = self.weights
         q = np.atleast_2d(np.asarray(query, dtype=np.float32))
-        votes = knn_votes(self.state, q, w.k, w.knn_temperature)[0]
+        votes = knn_votes(self.state, q, w.k, w.knn_temperature, sims=self.similarities(q))[0]
         mass = float(votes.sum())
         n = len(self.state.agent_ids)
         if card_sims is None:
@@ -322,8 +396,9 @@ class Ranker:
                 # bandit feedback: an agent that failed on tasks like this one is discounted by its
                 # local success odds, (1 + wins) / (1 + wins + losses) (kernel-weighted counts)
                 q = np.atleast_2d(np.asarray(query, dtype=np.float32))
-                wins = knn_votes(self.state, q, w.evidence_k, w.knn_temperature, success=True)[0]
-                losses = knn_votes(self.state, q, w.evidence_k, w.knn_temperature, success=False)[0]
+                sims_q = self.similarities(q)
+                wins = knn_votes(self.state, q, w.evidence_k, w.knn_temperature, True, sims_q)[0]
+                losses = knn_votes(self.state, q, w.evidence_k, w.knn_temperature, False, sims_q)[0]
                 c = np.maximum(cols, 0)
                 odds = np.where(known, (1.0 + wins[c]) / (1.0 + wins[c] + losses[c]), 1.0)
                 total = total * odds

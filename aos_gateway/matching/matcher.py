@@ -184,6 +184,7 @@ class Matcher:
             fused = task["fused"]
             ranker, weights = self.arm(task["task_id"])
             k = task["top_k"] or self.top_k
+            self._prefetch(ranker, task)
             cands = self.rank(unpack(fused), TaskConstraints.of(task), k, fused["model"], ranker)
             other_space = fused["model"] in self.spaces
             reason = self.abstain_reason(cands, self.space_min_similarity if other_space else None)
@@ -210,6 +211,18 @@ class Matcher:
                 )
             )
         return out
+
+    @staticmethod
+    def _prefetch(ranker: Ranker, task: PerceivedTask) -> None:
+        """The task's and its clauses' similarities to the learned memory, in one product (each
+        vector is ranked several times against it; see :class:`Ranker`)."""
+        if not ranker.learned:
+            return
+        model = task["fused"]["model"]
+        vecs = [task["fused"], *(c["vector"] for c in task.get("clauses") or [])]
+        same = [unpack(v) for v in vecs if (v["model"] or model) == model]
+        if same and len({v.shape[0] for v in same}) == 1:
+            ranker.prefetch(np.stack(same))
 
     def find_roles(self, task: PerceivedTask, whole: list[Candidate], ranker: Ranker | None = None) -> list[Role]:
         """The sub-capabilities of the task, each with its own ranking (empty: one role, ``whole``).

@@ -10,6 +10,7 @@ from aos_gateway.matching.learned import (
     Ranker,
     cap_memory,
     empty_state,
+    fit_classifier,
     learn_gold,
 )
 from aos_gateway.perception.vectors import l2_normalize
@@ -85,3 +86,63 @@ def test_thompson_learner_finds_the_right_agents_from_success_and_failure_only()
     picks = [AGENTS[int(np.argmax(ranker.score(c, AGENTS, misleading)[0]))] for c in centers]
     assert picks == AGENTS
     assert learner.state.memory_success.sum() < learner.state.memory.shape[0]  # failures were kept too
+
+
+def _bandit_state(rng: np.random.Generator, n: int = 400, dim: int = 16, agents: int = 5) -> LearnedState:
+    vecs = rng.normal(size=(n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    state = empty_state([f"a{i}" for i in range(agents)], dim)
+    state.memory = vecs
+    state.memory_agent = rng.integers(0, agents, n).astype(np.int32)
+    state.memory_success = rng.random(n) < 0.7  # failures too: score() adds the evidence odds
+    return fit_classifier(state)
+
+
+def test_cached_similarities_give_the_same_scores_as_computing_them_afresh() -> None:
+    rng = np.random.default_rng(3)
+    state = _bandit_state(rng)
+    ids = state.agent_ids
+    queries = rng.normal(size=(6, state.dim)).astype(np.float32)
+    cards = rng.uniform(0.1, 0.6, size=(6, len(ids))).astype(np.float32)
+    fresh = [Ranker(state).score(q, ids, c) for q, c in zip(queries, cards, strict=True)]
+    cached = Ranker(state)
+    cached.prefetch(queries[:4])  # some prefetched together, some not
+    for _ in range(2):  # the second round is served from the cache
+        for q, c, (want, want_learned) in zip(queries, cards, fresh, strict=True):
+            got, learned = cached.score(q, ids, c)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)  # GEMM vs GEMV rounding
+            assert learned is not None and want_learned is not None
+            np.testing.assert_allclose(learned, want_learned, rtol=1e-4, atol=1e-7)
+            assert cached.propose(q, 3) == Ranker(state).propose(q, 3)
+    # the memory is read once per distinct vector, and the rows handed out are not the cached ones
+    assert len(cached._sims_cache) == 6
+    rows = cached.similarities(queries[:2])
+    rows[:] = 0.0
+    np.testing.assert_allclose(cached.similarities(queries[:2]), queries[:2] @ state.memory.T, rtol=1e-5, atol=1e-6)
+
+
+def test_the_similarity_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aos_gateway.matching import learned
+
+    monkeypatch.setattr(learned, "SIMS_CACHE_BYTES", 4 * 400 * 10)  # ten rows of 400 memories
+    rng = np.random.default_rng(4)
+    state = _bandit_state(rng)
+    ranker = Ranker(state)
+    queries = rng.normal(size=(25, state.dim)).astype(np.float32)
+    for q in queries:
+        ranker.score(q, state.agent_ids, np.full(len(state.agent_ids), 0.3, dtype=np.float32))
+    assert len(ranker._sims_cache) == 10
+    # a vector of another size is not prefetched (the matcher may hold a CLIP-space task)
+    ranker.prefetch(np.ones((1, state.dim + 1), dtype=np.float32))
+    assert len(ranker._sims_cache) == 10
+
+
+def test_fingerprint_ignores_the_version_and_follows_the_published_content() -> None:
+    rng = np.random.default_rng(5)
+    state = _bandit_state(rng)
+    fp = state.fingerprint()
+    state.version = 123
+    assert state.fingerprint() == fp
+    assert LearnedState.from_bytes(state.to_bytes()).fingerprint() == fp  # float16 on the wire: same content
+    state.memory_success = ~state.memory_success
+    assert state.fingerprint() != fp

@@ -217,15 +217,16 @@ def build_projections(app: faust.App, pipe: Pipeline, settings: Settings) -> dic
                 log.exception("cold store maintenance failed")
 
     if x.mine_interval_s > 0:
-        from aos_gateway.streams.learner import PeriodicLearner
-
-        learner = PeriodicLearner(settings)
+        from aos_gateway.streams.learner import pass_in_child
 
         @app.timer(interval=x.mine_interval_s)  # type: ignore[untyped-decorator]
         async def learn_from_experience() -> None:
-            """Mine the experience history and publish the learned states that changed."""
+            """Mine the experience history and publish the learned states that changed (in a child
+            process: see :func:`aos_gateway.streams.learner.pass_in_child`)."""
             try:
-                await asyncio.get_running_loop().run_in_executor(pipe.io_pool, learner.run_once)
+                sent = await pass_in_child(max(x.mine_interval_s, 600.0))
+                if sent:
+                    log.info("learning pass published %s", ", ".join(f"{k} v{v}" for k, v in sent.items()))
             except Exception:
                 log.exception("learning pass failed")
 

@@ -1,0 +1,37 @@
+"""aos_gateway.streams.learner.pass_in_child: the worker's learning pass in a process of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from aos_gateway.errors import AosError
+from aos_gateway.streams import learner
+
+
+def _run(argv: list[str], timeout: float = 30.0) -> dict[str, int]:
+    return asyncio.run(learner.pass_in_child(timeout, argv))
+
+
+def test_what_the_child_published_comes_back() -> None:
+    child = "import json, os; print('progress on stdout first'); print(json.dumps({'matching': 7, 'quality': 8}))"
+    assert _run([sys.executable, "-c", child]) == {"matching": 7, "quality": 8}
+    assert _run([sys.executable, "-c", "pass"]) == {}
+
+
+def test_a_failed_child_is_an_error_with_its_last_words() -> None:
+    with pytest.raises(AosError, match=r"exit 1: .*no experience yet"):
+        _run([sys.executable, "-c", "import sys; print('no experience yet', file=sys.stderr); sys.exit(1)"])
+    with pytest.raises(AosError, match="unreadable answer"):
+        _run([sys.executable, "-c", "print('not json')"])
+
+
+def test_a_hung_child_is_killed_at_the_timeout() -> None:
+    with pytest.raises(AosError, match=r"no answer in 1s; killed"):
+        _run([sys.executable, "-c", "import time; time.sleep(60)"], timeout=1.0)
+
+
+def test_the_child_runs_the_learner_module_with_the_workers_environment() -> None:
+    assert learner.CHILD_ARGV == (sys.executable, "-m", "aos_gateway.streams.learner")

@@ -1,0 +1,380 @@
+"""Soak: the whole pipeline at a steady rate for a long time, with memory and consumer lag sampled.
+
+    python load_tests/soak.py --rate 8 --duration 1800 [--data ../shared/datasets/metatool] [--out DIR]
+
+Run it from the checkout (settings read ``.aos/`` there), with the local stack and a worker up
+(``aos dev up``, ``aos worker --detach``). The soak starts one
+simulator agent per MetaTool agent (as ``aos bench learning`` does: same ids and cards, 20 ms
+median latency, skilled on the training tasks labelled with them), so every plan is dispatched to
+a running agent, executed, answered, recorded as experience, stored and projected to the sink
+topics: the whole pipeline. Then :mod:`kafka_load`'s open loop sends MetaTool dev tasks (each text
+made unique) at ``--rate`` and waits for each task's final result (``--until result``).
+
+Meanwhile, every ``--sample-every`` seconds, a sampler thread reads
+
+- the resident memory (``VmRSS``) of the worker, the simulator agents' process and the broker;
+- the worker's consumer lag: for the Faust group (``AOS_WORKER__APP_ID``), the committed offsets
+  from Kafka's admin API against the partitions' high watermarks (not the worker's own gauge, which
+  a stalled worker would stop updating), summed over the partitions it reads.
+
+Verdicts, each printed with its figures (the exit status is 3 when one fails):
+
+- *throughput held*: every task answered, and every whole minute after the first answers
+  ≥ 95% of the rate;
+- *p95 steady*: the median of the last five minutes' p95 ≤ 1.5 × the median of minutes 2–6;
+- *memory flat*: each process's RSS grows ≤ ``--rss-slope`` MB per 10 min over the second half
+  (a least-squares slope; the first half includes warm-up and caches filling);
+- *lag bounded*: the summed lag never exceeds ``--max-lag`` records and ends below it.
+
+Writes ``<out>/soak-<time>.json`` (summary, per-minute windows, every sample; the tasks are in
+kafka_load's own report next to it) and a ``.png`` (p50/p95 per minute, RSS, lag) unless
+``--no-plot``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import _report
+import kafka_load
+from _report import Sample
+
+MB = 1024.0
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="soak.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rate", type=float, default=8.0, help="tasks per second (default 8)")
+    p.add_argument("--duration", type=float, default=1800.0, help="seconds of load (default 1800 = 30 min)")
+    p.add_argument("--drain", type=float, default=60.0, help="give up this long after the last answer (default 60)")
+    p.add_argument("--data", type=Path, default=None, help="MetaTool folder (default ../shared/datasets/metatool)")
+    p.add_argument("--sample-every", type=float, default=10.0, help="seconds between RSS/lag samples (default 10)")
+    p.add_argument("--rss-slope", type=float, default=20.0, help="memory-flat limit, MB per 10 min (default 20)")
+    p.add_argument("--max-lag", type=int, default=0, help="lag-bounded limit in records (default 30 s of tasks)")
+    p.add_argument("--tenant", default="soak", help="the tasks' tenant (default soak)")
+    p.add_argument("--out", type=Path, default=Path("."), help="folder for the reports and plots (default .)")
+    p.add_argument("--no-plot", action="store_true", help="write the JSON reports only (no matplotlib needed)")
+    args = p.parse_args(argv)
+    if args.rate <= 0 or args.duration < 60 or args.drain <= 0 or args.sample_every <= 0:
+        p.error("--rate, --drain and --sample-every must be > 0 and --duration >= 60")
+    if args.data is None:
+        args.data = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "metatool"
+    missing = [f for f in ("agents.jsonl", "train.jsonl", "dev.jsonl") if not (args.data / f).is_file()]
+    if missing:
+        p.error(f"{args.data}: missing {', '.join(missing)} (pass --data)")
+    return args
+
+
+def rss_mb(pid: int | None) -> float | None:
+    """A process's resident memory now, or None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / MB, 1)
+    except OSError:
+        return None
+    return None
+
+
+class GroupLag:
+    """The summed lag of a consumer group, from Kafka: high watermark − committed offset per partition."""
+
+    def __init__(self, kafka: Any, group: str) -> None:
+        from confluent_kafka import Consumer
+
+        from aos_gateway.streams.kafka import admin, consumer_config
+
+        self.group = group
+        self._admin = admin(kafka)
+        # a consumer outside the group, only to ask for watermarks
+        self._probe = Consumer(consumer_config(kafka, f"{group}-soak-probe"))
+
+    def sample(self) -> tuple[int, dict[str, int]]:
+        """(total lag, lag per topic) over the group's committed partitions."""
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        fut = self._admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(self.group)])
+        res = next(iter(fut.values())).result(timeout=10)
+        per_topic: dict[str, int] = {}
+        for tp in res.topic_partitions:
+            if tp.offset < 0:
+                continue
+            _low, high = self._probe.get_watermark_offsets(tp, timeout=10, cached=False)
+            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, high - tp.offset)
+        return sum(per_topic.values()), per_topic
+
+    def close(self) -> None:
+        self._probe.close()
+
+
+class Sampler(threading.Thread):
+    """Samples RSS per named process and the group's lag until stopped."""
+
+    def __init__(self, every: float, pids: dict[str, int | None], lag: GroupLag) -> None:
+        super().__init__(name="soak-sampler", daemon=True)
+        self.every, self.pids, self.lag = every, pids, lag
+        self.samples: list[dict[str, Any]] = []
+        self.errors = 0
+        self._stop_event = threading.Event()
+        self.t0 = time.perf_counter()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            row: dict[str, Any] = {"t_s": round(time.perf_counter() - self.t0, 1)}
+            row.update({f"rss_{name}_mb": rss_mb(pid) for name, pid in self.pids.items()})
+            try:
+                row["lag"], row["lag_by_topic"] = self.lag.sample()
+            except Exception as exc:  # a sample lost is reported, the soak goes on
+                self.errors += 1
+                row["lag"], row["lag_error"] = None, str(exc)[:200]
+            self.samples.append(row)
+            self._stop_event.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=30)
+
+
+def windows(samples: list[Sample], width_s: float = 60.0) -> list[dict[str, Any]]:
+    """Per minute of the run: tasks sent, results received (by arrival time: the throughput), and
+    the p50/p95 latency of the tasks sent in it."""
+    if not samples:
+        return []
+    n_win = int(max(s.sent_s for s in samples) // width_s) + 1
+    arrived = [0] * n_win
+    for s in samples:
+        if s.latency_ms is not None:
+            w = int((s.sent_s + s.latency_ms / 1000) // width_s)
+            if w < n_win:
+                arrived[w] += 1
+    out = []
+    for w in range(n_win):
+        inside = [s for s in samples if w * width_s <= s.sent_s < (w + 1) * width_s]
+        pct = _report.percentiles(s.latency_ms for s in inside if s.latency_ms is not None)
+        out.append(
+            {
+                "minute": w + 1,
+                "sent": len(inside),
+                "answered": arrived[w],
+                "per_s": round(arrived[w] / width_s, 2),
+                "p50_ms": pct["p50"],
+                "p95_ms": pct["p95"],
+            }
+        )
+    return out
+
+
+def slope_per_10min(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, MB) points, in MB per 10 minutes."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mx = sum(t for t, _ in points) / n
+    my = sum(v for _, v in points) / n
+    den = sum((t - mx) ** 2 for t, _ in points)
+    if den == 0:
+        return None
+    return round(sum((t - mx) * (v - my) for t, v in points) / den * 600, 2)
+
+
+def _median(xs: list[float]) -> float | None:
+    xs = sorted(xs)
+    if not xs:
+        return None
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+def verdicts(
+    load: dict[str, Any],
+    wins: list[dict[str, Any]],
+    samples: list[dict[str, Any]],
+    rate: float,
+    rss_limit: float,
+    max_lag: int,
+) -> dict[str, dict[str, Any]]:
+    full = [w for w in wins[1:] if w["sent"] >= 0.9 * rate * 60]  # whole minutes after the first
+    slow = [w for w in full if w["answered"] < 0.95 * rate * 60]
+    p95s = [w["p95_ms"] for w in full if w["p95_ms"] is not None]
+    early, late = _median(p95s[:5]), _median(p95s[-5:])
+    half = samples[len(samples) // 2 :]
+    slopes: dict[str, float | None] = {}
+    for key in [k for k in (samples[0] if samples else {}) if k.startswith("rss_")]:
+        slopes[key] = slope_per_10min([(s["t_s"], s[key]) for s in half if s.get(key) is not None])
+    lags = [s["lag"] for s in samples if s.get("lag") is not None]
+    return {
+        "throughput_held": {
+            "ok": load["missing"] == 0 and load["errors"] == 0 and not slow and bool(full),
+            "answered": load["answered"],
+            "sent": load["sent"],
+            "minutes_below_95pct": [w["minute"] for w in slow],
+            "min_per_s": min((w["per_s"] for w in full), default=None),
+        },
+        "p95_steady": {
+            "ok": early is not None and late is not None and late <= 1.5 * early,
+            "p95_first_minutes_ms": early,
+            "p95_last_minutes_ms": late,
+            "ratio": round(late / early, 2) if early and late else None,
+        },
+        "memory_flat": {
+            "ok": bool(slopes) and all(v is not None and v <= rss_limit for v in slopes.values()),
+            "slope_mb_per_10min_second_half": slopes,
+            "limit_mb_per_10min": rss_limit,
+        },
+        "lag_bounded": {
+            "ok": bool(lags) and max(lags) <= max_lag and lags[-1] <= max_lag,
+            "max": max(lags, default=None),
+            "last": lags[-1] if lags else None,
+            "p95": _report.percentiles(lags)["p95"],
+            "limit": max_lag,
+        },
+    }
+
+
+def _pids(settings: Any) -> dict[str, int | None]:
+    from aos_gateway.cli import worker_proc
+    from aos_gateway.devstack.stack import LocalStack
+
+    return {"worker": worker_proc.running_pid(settings), "broker": LocalStack(settings).kafka.running_pid()}
+
+
+def draw(report: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wins, samples = report["windows"], report["samples"]
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
+    ax1.plot([w["minute"] * 60 for w in wins], [w["p50_ms"] for w in wins], label="p50")
+    ax1.plot([w["minute"] * 60 for w in wins], [w["p95_ms"] for w in wins], label="p95")
+    ax1.set_ylabel("submit → result (ms)")
+    ax1.legend()
+    ax1.set_title(f"soak: {report['rate']:g} tasks/s for {report['duration_s']:g} s")
+    for key in [k for k in (samples[0] if samples else {}) if k.startswith("rss_")]:
+        ax2.plot([s["t_s"] for s in samples], [s[key] for s in samples], label=key[4:-3])
+    ax2.set_ylabel("RSS (MB)")
+    ax2.legend()
+    ax3.plot([s["t_s"] for s in samples], [s.get("lag") for s in samples])
+    ax3.set_ylabel("worker group lag (records)")
+    ax3.set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    if not args.no_plot:
+        _report.require_matplotlib()
+    from aos_gateway.bench.learning import simulator_spec
+    from aos_gateway.cli.demo import wait_alive
+    from aos_gateway.errors import AosError
+    from aos_gateway.matching.dataset import read_examples
+    from aos_gateway.settings import Settings
+
+    # a TERM (or an INT, which a shell's background job ignores) stops the soak through the same
+    # clean-up as its end: the simulator agents do not outlive it
+    def _stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(f"soak: stopped by signal {signum}; no report")
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    settings = Settings()
+    pids = _pids(settings)
+    if pids["worker"] is None:
+        print("soak: no worker is running: `aos dev up` and `aos worker --detach` first", file=sys.stderr)
+        return 2
+    max_lag = args.max_lag or int(args.rate * 30)
+    train = read_examples(args.data / "train.jsonl")
+    spec = simulator_spec(args.data / "agents.jsonl", train, skill=0.95, noise=0.05, seed=0)
+    spec_file = Path(tempfile.mkstemp(prefix="aos-soak-sim-", suffix=".json")[1])
+    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    env = {**os.environ, "AOS_AGENTS__SIMULATOR_FILE": str(spec_file), "AOS_AGENTS__CONCURRENCY": "32"}
+    log_path = settings.stack.home.resolve() / "soak-agents.log"
+    print(f"soak: starting {len(spec['agents'])} simulator agents (log {log_path})", file=sys.stderr)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "aos_gateway.cli.main", "agents", "run", "aos_gateway.agents.simulator:agents"],
+        env=env,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    pids["agents"] = sim.pid
+    sampler: Sampler | None = None
+    lag: GroupLag | None = None
+    try:
+        wait_alive(settings, [a["agent_id"] for a in spec["agents"][:3]], 180, lambda m: print(m, file=sys.stderr))
+        texts = _report.texts(args.data / "dev.jsonl", max(1, round(args.rate * args.duration)))
+        lag = GroupLag(settings.kafka, settings.worker.app_id)
+        sampler = Sampler(args.sample_every, pids, lag)
+        sampler.start()
+        print(f"soak: {len(texts)} tasks at {args.rate:g}/s ({args.duration:g} s), until result", file=sys.stderr)
+        load = kafka_load.run(settings, args.rate, args.duration, args.drain, "result", texts, args.tenant)
+    except AosError as exc:
+        print(f"soak: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        if lag is not None:
+            lag.close()
+        sim.terminate()
+        try:
+            sim.wait(60)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+        spec_file.unlink(missing_ok=True)
+    assert sampler is not None
+    stem = time.strftime("soak-%Y%m%d-%H%M%S")
+    load_paths = _report.write(load, args.out, stem.replace("soak", "soak-tasks"), False)
+    samples = [Sample(*row) for row in load["samples"]]
+    wins = windows(samples)
+    report = {
+        "rate": args.rate,
+        "duration_s": args.duration,
+        "load": {k: v for k, v in load.items() if k != "samples"},
+        "verdicts": verdicts(load, wins, sampler.samples, args.rate, args.rss_slope, max_lag),
+        "windows": wins,
+        "samples": sampler.samples,
+        "sample_errors": sampler.errors,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{stem}.json"
+    path.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    paths = [*load_paths, path]
+    if not args.no_plot:
+        paths.append(draw(report, args.out / f"{stem}.png"))
+    print_summary(report, paths)
+    return 0 if all(v["ok"] for v in report["verdicts"].values()) else 3
+
+
+def print_summary(report: dict[str, Any], paths: list[Path]) -> None:
+    load, v = report["load"], report["verdicts"]
+    lat = load["latency_ms"]
+    print(
+        f"soak: {load['sent']} sent, {load['answered']} answered, {load['missing']} missing, {load['errors']} errors; "
+        f"throughput {load['throughput_per_s']}/s; latency ms p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']}"
+    )
+    for name, d in v.items():
+        figures = ", ".join(f"{k} {val}" for k, val in d.items() if k != "ok")
+        print(f"  {'PASS' if d['ok'] else 'FAIL'} {name}: {figures}")
+    print(f"  minutes: {len(report['windows'])}, samples: {len(report['samples'])} ({report['sample_errors']} lost)")
+    for p in paths:
+        print(f"  wrote {p}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

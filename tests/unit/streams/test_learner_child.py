@@ -31,7 +31,3 @@ def test_a_failed_child_is_an_error_with_its_last_words() -> None:
 def test_a_hung_child_is_killed_at_the_timeout() -> None:
     with pytest.raises(AosError, match=r"no answer in 1s; killed"):
         _run([sys.executable, "-c", "import time; time.sleep(60)"], timeout=1.0)
-
-
-def test_the_child_runs_the_learner_module_with_the_workers_environment() -> None:
-    assert learner.CHILD_ARGV == (sys.executable, "-m", "aos_gateway.streams.learner")

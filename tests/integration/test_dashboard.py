@@ -85,7 +85,7 @@ def _figures(url: str) -> dict[str, Any]:
 
 def test_bad_arguments_get_one_line(stack_env: dict[str, str]) -> None:
     out = run_aos(stack_env, "dashboard", "--port", "70000", check=False)
-    assert out.returncode != 0 and "not a port" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode != 0 and "a port is 1..65535" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_the_page_shows_a_task_within_seconds_of_its_result_in_a_real_browser(

@@ -35,11 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -48,8 +45,6 @@ from typing import Any
 import _report
 import kafka_load
 from _report import Sample
-
-MB = 1024.0
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,15 +72,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def rss_mb(pid: int | None) -> float | None:
     """A process's resident memory now, or None when it is gone."""
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / MB, 1)
-    except OSError:
-        return None
-    return None
+    from aos_gateway.devstack._proc import memory_mb
+
+    return None if pid is None else memory_mb(pid)
 
 
 class GroupLag:
@@ -280,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     if not args.no_plot:
         _report.require_matplotlib()
-    from aos_gateway.bench.learning import simulator_spec
-    from aos_gateway.cli.demo import wait_alive
+    from aos_gateway.bench.learning import simulator_agents, simulator_spec
     from aos_gateway.errors import AosError
     from aos_gateway.matching.dataset import read_examples
     from aos_gateway.settings import Settings
@@ -301,43 +289,26 @@ def main(argv: list[str] | None = None) -> int:
     max_lag = args.max_lag or int(args.rate * 30)
     train = read_examples(args.data / "train.jsonl")
     spec = simulator_spec(args.data / "agents.jsonl", train, skill=0.95, noise=0.05, seed=0)
-    spec_file = Path(tempfile.mkstemp(prefix="aos-soak-sim-", suffix=".json")[1])
-    spec_file.write_text(json.dumps(spec), encoding="utf-8")
-    env = {**os.environ, "AOS_AGENTS__SIMULATOR_FILE": str(spec_file), "AOS_AGENTS__CONCURRENCY": "32"}
-    log_path = settings.stack.home.resolve() / "soak-agents.log"
-    print(f"soak: starting {len(spec['agents'])} simulator agents (log {log_path})", file=sys.stderr)
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "aos_gateway.cli.main", "agents", "run", "aos_gateway.agents.simulator:agents"],
-        env=env,
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    pids["agents"] = sim.pid
-    sampler: Sampler | None = None
-    lag: GroupLag | None = None
+
+    def say(msg: str) -> None:
+        print(f"soak: {msg}", file=sys.stderr)
+
     try:
-        wait_alive(settings, [a["agent_id"] for a in spec["agents"][:3]], 180, lambda m: print(m, file=sys.stderr))
-        texts = _report.texts(args.data / "dev.jsonl", max(1, round(args.rate * args.duration)))
-        lag = GroupLag(settings.kafka, settings.worker.app_id)
-        sampler = Sampler(args.sample_every, pids, lag)
-        sampler.start()
-        print(f"soak: {len(texts)} tasks at {args.rate:g}/s ({args.duration:g} s), until result", file=sys.stderr)
-        load = kafka_load.run(settings, args.rate, args.duration, args.drain, "result", texts, args.tenant)
+        with simulator_agents(settings, spec, "soak-agents.log", 32, False, 60.0, say) as sim:
+            pids["agents"] = sim.pid
+            texts = _report.texts(args.data / "dev.jsonl", max(1, round(args.rate * args.duration)))
+            lag = GroupLag(settings.kafka, settings.worker.app_id)
+            sampler = Sampler(args.sample_every, pids, lag)
+            sampler.start()
+            try:
+                say(f"{len(texts)} tasks at {args.rate:g}/s ({args.duration:g} s), until result")
+                load = kafka_load.run(settings, args.rate, args.duration, args.drain, "result", texts, args.tenant)
+            finally:
+                sampler.stop()
+                lag.close()
     except AosError as exc:
-        print(f"soak: error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return 1
-    finally:
-        if sampler is not None:
-            sampler.stop()
-        if lag is not None:
-            lag.close()
-        sim.terminate()
-        try:
-            sim.wait(60)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-        spec_file.unlink(missing_ok=True)
-    assert sampler is not None
     stem = time.strftime("soak-%Y%m%d-%H%M%S")
     load_paths = _report.write(load, args.out, stem.replace("soak", "soak-tasks"), False)
     samples = [Sample(*row) for row in load["samples"]]

@@ -26,6 +26,7 @@ time. The run replaces the learned state of the stack it runs on (``aos experien
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from aos_gateway import topics
 from aos_gateway.client import new_task
 from aos_gateway.contracts.records import EXECUTION_RESULT, EXPERIENCE, PLAN, TASK_REQUEST
 from aos_gateway.contracts.wire import codec_for
-from aos_gateway.errors import AosError, StackError
+from aos_gateway.errors import StackError
 from aos_gateway.matching.dataset import Example, read_examples
 from aos_gateway.settings import Settings
 from aos_gateway.streams.kafka import consumer_config, ensure_topics, make_producer, poll_batch
@@ -50,6 +51,44 @@ from aos_gateway.topics import TopicSpec
 
 TENANT = "bench-learning"
 EVAL_TOPIC = TopicSpec("aos.bench.learning.plans", PLAN, partitions=4, retention_ms=24 * 3600 * 1000)
+
+
+@contextlib.contextmanager
+def simulator_agents(
+    settings: Settings,
+    spec: dict[str, Any],
+    log_name: str,
+    concurrency: int,
+    keep_registered: bool,
+    stop_timeout_s: float,
+    progress: Callable[[str], None],
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The simulator agents of ``spec`` running in a child ``aos agents run`` (log in the stack's
+    home), alive before the body runs; stopped (TERM, then KILL after ``stop_timeout_s``) after."""
+    from aos_gateway.cli.demo import wait_alive
+
+    spec_file = Path(tempfile.mkstemp(prefix="aos-sim-", suffix=".json")[1])
+    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    env = {**os.environ, "AOS_AGENTS__SIMULATOR_FILE": str(spec_file), "AOS_AGENTS__CONCURRENCY": str(concurrency)}
+    log_path = settings.stack.home.resolve() / log_name
+    progress(f"starting {len(spec['agents'])} simulator agents (log {log_path})")
+    argv = [sys.executable, "-m", "aos_gateway.cli.main", "agents", "run", "aos_gateway.agents.simulator:agents"]
+    sim = subprocess.Popen(
+        argv + (["--keep-registered"] if keep_registered else []),
+        env=env,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_alive(settings, [a["agent_id"] for a in spec["agents"][:3]], 180, progress)
+        yield sim
+    finally:
+        sim.terminate()
+        try:
+            sim.wait(stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+        spec_file.unlink(missing_ok=True)
 
 
 def simulator_spec(agents_file: Path, train: list[Example], skill: float, noise: float, seed: int) -> dict[str, Any]:
@@ -166,7 +205,6 @@ def run(
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     from aos_gateway.cli import worker_proc
-    from aos_gateway.cli.demo import wait_alive
     from aos_gateway.streams.learner import PeriodicLearner, reset
 
     if worker_proc.running_pid(settings) is None:
@@ -179,31 +217,14 @@ def run(
     run_id = f"bl{int(time.time())}"
 
     spec = simulator_spec(agents_file, train, skill, noise, seed)
-    spec_file = Path(tempfile.mkstemp(prefix="aos-sim-", suffix=".json")[1])
-    spec_file.write_text(json.dumps(spec), encoding="utf-8")
-    env = {**os.environ, "AOS_AGENTS__SIMULATOR_FILE": str(spec_file), "AOS_AGENTS__CONCURRENCY": "16"}
-    log_path = settings.stack.home.resolve() / "bench-learning-agents.log"
-    progress(f"bench: starting {len(spec['agents'])} simulator agents (log {log_path})")
-    sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aos_gateway.cli.main",
-            "agents",
-            "run",
-            "aos_gateway.agents.simulator:agents",
-            "--keep-registered",
-        ],
-        env=env,
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    counter: ExperienceCounter | None = None
-    try:
-        wait_alive(settings, [a["agent_id"] for a in spec["agents"][:3]], 180, progress)
+    with (
+        simulator_agents(settings, spec, "bench-learning-agents.log", 16, True, 30.0, progress),
+        contextlib.ExitStack() as stack,
+    ):
         reset(settings, f"aos bench learning {run_id}")
         learner = PeriodicLearner(settings)
         counter = ExperienceCounter(settings, run_id)
+        stack.callback(counter.close)  # before the simulators stop
         producer = make_producer(settings.kafka)
         codec = codec_for(TASK_REQUEST, topics.TASKS.name)
         order: list[Example] = []
@@ -263,17 +284,6 @@ def run(
             "finished_not_executed": len(counter.finished) - executed,  # NO_MATCH / REJECTED plans
             "ingest_per_s": round(executed / max(stream_s, 1e-9), 1),
         }
-    except AosError:
-        raise
-    finally:
-        if counter is not None:
-            counter.close()
-        sim.terminate()
-        try:
-            sim.wait(30)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-        spec_file.unlink(missing_ok=True)
 
 
 def format_report(r: dict[str, Any]) -> str:

@@ -67,17 +67,10 @@ def _pct(values: list[float]) -> dict[str, float]:
 
 def _worker_rss_mb(settings: Settings) -> float | None:
     from aos_gateway.cli.worker_proc import running_pid
+    from aos_gateway.devstack._proc import memory_mb
 
     pid = running_pid(settings)
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
+    return None if pid is None else memory_mb(pid, "VmHWM")
 
 
 def run(

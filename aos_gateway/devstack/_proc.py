@@ -192,3 +192,15 @@ def run(
         last = "\n".join(out.stdout.strip().splitlines()[-tail_lines:])
         raise StackError(f"{what} failed (exit {out.returncode}):\n{last}")
     return out
+
+
+def memory_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """A process's memory from /proc/<pid>/status in MB (``VmRSS`` now, ``VmHWM`` its peak), or
+    None when it is gone or /proc cannot tell."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None

@@ -239,7 +239,7 @@ CHILD_ARGV = (sys.executable, "-m", "aos_gateway.streams.learner")
 
 
 async def pass_in_child(timeout_s: float, argv: Sequence[str] = CHILD_ARGV) -> dict[str, int]:
-    """One learning pass in a child process (same environment, so the same settings); returns
+    """One learning pass in a child process (it inherits the environment, so the same settings); returns
     what it published (name -> version).
 
     Why not a thread of the worker: a pass replays the whole experience history and decodes
@@ -248,9 +248,7 @@ async def pass_in_child(timeout_s: float, argv: Sequence[str] = CHILD_ARGV) -> d
     worker's heap (RSS +0.2-0.5 GB per pass). A child runs at a lower CPU priority and gives
     its memory back when it exits. Raises :class:`AosError` when the child fails or times out.
     """
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=os.environ.copy()
-    )
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except TimeoutError:

@@ -107,3 +107,12 @@ def test_tail_since_shows_only_new_lines(tmp_path: Path) -> None:
         out.write("new 1\n")
     assert tail(f, 10, since=mark) == "new 1"
     assert tail(f, 10, since=mark + 100) == "old 1\nold 2\nnew 1"  # a rotated (shorter) file: show its end
+
+
+def test_memory_mb_reads_proc_status() -> None:
+    from aos_gateway.devstack._proc import memory_mb
+
+    now, peak = memory_mb(os.getpid()), memory_mb(os.getpid(), "VmHWM")
+    assert now is not None and peak is not None and 0 < now <= peak
+    assert memory_mb(2**22 + 12345) is None  # above pid_max: no such process
+    assert memory_mb(os.getpid(), "NoSuchField") is None

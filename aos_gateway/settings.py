@@ -488,6 +488,16 @@ class ExperienceSettings(BaseModel):
     half_life_days: float = Field(default=30.0, gt=0, description="old evidence counts half after this long")
     anomaly_z: float = Field(default=3.5, gt=0, description="robust z-score above which an agent is anomalous")
     min_support: float = Field(default=0.01, gt=0, le=1, description="association rules: minimum support")
+    learn_window: int = Field(
+        default=20_000,
+        ge=1,
+        description="the worker's learning pass: up to this many records it learns from scratch; beyond, it "
+        "learns from the records since its last pass (checkpoint in worker.data_dir) and mines the latest "
+        "this many",
+    )
+    warm_iterations: int = Field(
+        default=50, ge=1, description="an incremental pass continues the matcher's classifier for this many iterations"
+    )
     ab_share: float = Field(
         default=0.0,
         ge=0,

@@ -77,8 +77,7 @@ def topic_resource(spec: TopicSpec, *, cluster: str = CLUSTER, namespace: str = 
 def render(catalog: Iterable[TopicSpec] = ALL) -> str:
     """The whole ``topics.yaml``: one document per topic, in catalog order."""
     docs = [
-        yaml.safe_dump(topic_resource(spec), sort_keys=False, default_flow_style=False, width=120)
-        for spec in catalog
+        yaml.safe_dump(topic_resource(spec), sort_keys=False, default_flow_style=False, width=120) for spec in catalog
     ]
     return HEADER + "".join(f"---\n{doc}" for doc in docs)
 

@@ -27,6 +27,8 @@ class Memory:
     agent_id: str
     success: bool
     model: str
+    task_id: str = ""
+    from_execution: bool = False  # an EXECUTION record's (its task had no STEP records)
 
 
 def memories(records: Iterable[ExperienceRecord]) -> tuple[list[Memory], dict[str, int]]:
@@ -56,17 +58,23 @@ def memories(records: Iterable[ExperienceRecord]) -> tuple[list[Memory], dict[st
             continue
         score = rec["feedback_score"]
         ok = score >= 0.5 if score is not None else rec["outcome"] in SUCCESS
-        out.append(Memory(unpack(vec), agent, ok, vec["model"]))
+        out.append(Memory(unpack(vec), agent, ok, vec["model"], rec["task_id"], rec["kind"] != "STEP"))
     return out, skipped
 
 
 def learn_from_memories(
-    mems: Sequence[Memory], agent_ids: Sequence[str] = (), per_agent: int = 1000, c: float = 10.0
+    mems: Sequence[Memory],
+    agent_ids: Sequence[str] = (),
+    per_agent: int = 1000,
+    c: float = 10.0,
+    warm: LearnedState | None = None,
+    max_iter: int = 3000,
 ) -> LearnedState:
     """A state from memories; the catalogue is ``agent_ids`` plus every agent met in them.
 
     Memories from another encoder than the most common one are left out (their vectors live
-    in another space); the state records the encoder as metadata ``model``.
+    in another space); the state records the encoder as metadata ``model``. ``warm`` and
+    ``max_iter``: see :func:`~aos_gateway.matching.learned.fit_classifier`.
     """
     if not mems:
         raise ValueError("no usable experience to learn from")
@@ -80,4 +88,4 @@ def learn_from_memories(
     state.memory_agent = np.array([pos[m.agent_id] for m in mems], dtype=np.int32)
     state.memory_success = np.array([m.success for m in mems], dtype=np.bool_)
     state.metadata = {"model": model}
-    return fit_classifier(cap_memory(state, per_agent), c=c)
+    return fit_classifier(cap_memory(state, per_agent), c=c, warm=warm, max_iter=max_iter)

@@ -166,22 +166,54 @@ def cap_memory(state: LearnedState, per_agent: int) -> LearnedState:
     return state
 
 
-def fit_classifier(state: LearnedState, c: float = 10.0, max_iter: int = 3000) -> LearnedState:
-    """(Re)fit the classifier on the successes in memory; needs two agents with successes."""
+def fit_classifier(
+    state: LearnedState, c: float = 10.0, max_iter: int = 3000, warm: LearnedState | None = None
+) -> LearnedState:
+    """(Re)fit the classifier on the successes in memory; needs two agents with successes.
+
+    ``warm``: a state fitted before on much the same memory (the previous learning pass); its
+    rows start the optimisation (agents it lacks start at zero), so a few iterations suffice.
+    """
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     ok = state.memory_success
     x, y = state.memory[ok], state.memory_agent[ok]
-    if len(np.unique(y)) < 2:
+    classes = np.unique(y)
+    if len(classes) < 2:
         state.coef = state.intercept = state.classes = None
         return state
+    lr = LogisticRegression(C=c, max_iter=max_iter)
+    start = _warm_start(warm, [state.agent_ids[i] for i in classes], x.shape[1]) if len(classes) > 2 else None
+    if start is not None:
+        lr.set_params(warm_start=True)
+        lr.coef_, lr.intercept_ = start
     with warnings.catch_warnings():  # early in a stream, few tasks per agent: sklearn warns, rightly but uselessly
         warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
-        lr = LogisticRegression(C=c, max_iter=max_iter).fit(x, y)
+        if start is not None:  # a bounded continuation: not converging within max_iter is expected
+            warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        lr.fit(x, y)
     state.coef = np.asarray(lr.coef_, dtype=np.float32)
     state.intercept = np.asarray(lr.intercept_, dtype=np.float32)
     state.classes = np.asarray(lr.classes_, dtype=np.int32)
     return state
+
+
+def _warm_start(
+    warm: LearnedState | None, agents: Sequence[str], dim: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """``warm``'s coefficients rearranged for ``agents`` (in class order), or None when it has none."""
+    if warm is None or warm.coef is None or warm.intercept is None or warm.classes is None or warm.dim != dim:
+        return None
+    row = {warm.agent_ids[int(k)]: i for i, k in enumerate(warm.classes)}
+    coef = np.zeros((len(agents), dim))
+    icpt = np.zeros(len(agents))
+    for i, a in enumerate(agents):
+        j = row.get(a)
+        if j is not None:
+            coef[i] = warm.coef[j]
+            icpt[i] = warm.intercept[j]
+    return coef, icpt
 
 
 def learn_gold(

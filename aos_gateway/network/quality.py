@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,13 +123,15 @@ class QualityModel:
             raise ValidationError(f"cannot read a network quality model: {exc}") from exc
 
 
-def learn_quality(records: Iterable[ExperienceRecord], clusters: int = 16, seed: int = 0) -> QualityModel:
-    """A quality model from experience: STEP records give reliability, EXECUTION records synergy.
+#: one STEP's evidence: (agent, success 0..1, task vector or None)
+Step = tuple[str, float, FloatArray | None]
 
-    Records are deduplicated by ``experience_id`` (the experience topic is at-least-once).
-    """
+
+def evidence(records: Iterable[ExperienceRecord]) -> tuple[list[Step], dict[tuple[str, str], list[float]]]:
+    """The STEP records' (agent, success, vector) and the plan edges' [successes, trials] of the
+    EXECUTION records, deduplicated by ``experience_id`` (the experience topic is at-least-once)."""
     seen: set[str] = set()
-    steps: list[tuple[str, float, FloatArray | None]] = []
+    steps: list[Step] = []
     pair_counts: dict[tuple[str, str], list[float]] = {}
     for rec in records:
         if rec["experience_id"] in seen:
@@ -144,28 +146,60 @@ def learn_quality(records: Iterable[ExperienceRecord], clusters: int = 16, seed:
                 sn = pair_counts.setdefault((a, b), [0.0, 0.0])
                 sn[0] += ok
                 sn[1] += 1.0
-    agent_ids = sorted({a for a, _, _ in steps})
-    pos = {a: i for i, a in enumerate(agent_ids)}
-    vecs = [v for _, _, v in steps if v is not None]
-    dims = {v.shape[0] for v in vecs}
-    centroids = np.zeros((0, 0), dtype=np.float32)
-    if vecs and len(dims) == 1 and len(vecs) >= clusters:
-        from sklearn.cluster import KMeans
+    return steps, pair_counts
 
-        x = np.stack(vecs).astype(np.float32)
-        km = KMeans(n_clusters=clusters, n_init=3, random_state=seed).fit(x)
-        c = km.cluster_centers_.astype(np.float32)
-        centroids = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
-    k = centroids.shape[0]  # one column per cluster, and a last one for steps without a cluster
-    succ = np.zeros((len(agent_ids), k + 1))
-    trials = np.zeros((len(agent_ids), k + 1))
-    model = QualityModel(agent_ids=agent_ids, centroids=centroids, successes=succ, trials=trials)
-    for a, ok, v in steps:
-        c_i = model.cluster_of(v)
-        col = k if c_i is None else c_i
-        succ[pos[a], col] += ok
-        trials[pos[a], col] += 1.0
-    model.pairs = {p: (sn[0], sn[1]) for p, sn in pair_counts.items()}
+
+def fit_centroids(steps: Sequence[Step], clusters: int, seed: int = 0) -> FloatArray:
+    """Unit-length k-means centroids of the steps' task vectors (none when the vectors are fewer
+    than ``clusters`` or of several dimensions); MiniBatchKMeans beyond 20,000 vectors."""
+    from aos_gateway.experience.mining import cluster_tasks
+
+    vecs = [v for _, _, v in steps if v is not None]
+    if not vecs or len({v.shape[0] for v in vecs}) != 1 or len(vecs) < clusters:
+        return np.zeros((0, 0), dtype=np.float32)
+    c = cluster_tasks(np.stack(vecs).astype(np.float32), clusters, seed=seed).centroids
+    out: FloatArray = (c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return out
+
+
+def add_evidence(model: QualityModel, steps: Sequence[Step], pairs: dict[tuple[str, str], list[float]]) -> None:
+    """Count steps (each in its vector's cluster, or the last column) and edges into ``model``;
+    agents met for the first time get rows."""
+    new = sorted({a for a, _, _ in steps} - set(model.agent_ids))
+    if new or model.trials.shape[0] != len(model.agent_ids):
+        cols = model.centroids.shape[0] + 1
+        grow = len(model.agent_ids) + len(new) - model.trials.shape[0]
+        pad = np.zeros((grow, cols))
+        model.successes = np.vstack([model.successes.reshape(-1, cols), pad])
+        model.trials = np.vstack([model.trials.reshape(-1, cols), pad])
+        model.agent_ids = [*model.agent_ids, *new]
+        model.__post_init__()
+    k = model.centroids.shape[0]
+    cols_of = np.full(len(steps), k, dtype=np.int64)
+    fit = [i for i, (_, _, v) in enumerate(steps) if v is not None and k and v.shape[0] == model.centroids.shape[1]]
+    if fit:
+        x = np.stack([steps[i][2] for i in fit]).astype(np.float32)  # type: ignore[misc]
+        cols_of[fit] = np.argmax(x @ model.centroids.T, axis=1)
+    rows = np.array([model._pos[a] for a, _, _ in steps], dtype=np.int64)
+    oks = np.array([ok for _, ok, _ in steps], dtype=np.float64)
+    np.add.at(model.successes, (rows, cols_of), oks)
+    np.add.at(model.trials, (rows, cols_of), 1.0)
+    for p, (s, n) in pairs.items():
+        s0, n0 = model.pairs.get(p, (0.0, 0.0))
+        model.pairs[p] = (s0 + s, n0 + n)
+
+
+def learn_quality(records: Iterable[ExperienceRecord], clusters: int = 16, seed: int = 0) -> QualityModel:
+    """A quality model from experience: STEP records give reliability, EXECUTION records synergy.
+
+    Records are deduplicated by ``experience_id`` (the experience topic is at-least-once).
+    """
+    steps, pairs = evidence(records)
+    centroids = fit_centroids(steps, clusters, seed)
+    model = QualityModel(
+        agent_ids=[], centroids=centroids, successes=np.zeros((0, centroids.shape[0] + 1)), trials=np.zeros((0, 0))
+    )
+    add_evidence(model, steps, pairs)
     return model
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
@@ -149,9 +149,22 @@ def ensure_topics(kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL, partit
 
 def read_to_end(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> list[Any]:
     """Every message on a topic now, from the beginning to the current end (one pass)."""
+    return read_range(kafka, topic, lambda marks: {p: low for p, (low, _high) in marks.items()}, timeout)[0]
+
+
+#: where to start reading each partition, given each partition's (low, high) watermarks
+StartAt = Callable[[dict[int, tuple[int, int]]], dict[int, int]]
+
+
+def read_range(
+    kafka: KafkaSettings, topic: str, start_at: StartAt, timeout: float = 30.0
+) -> tuple[list[Any], dict[int, tuple[int, int]]]:
+    """The messages of each partition from ``start_at(watermarks)[p]`` (clipped to the partition's
+    offsets; a partition it leaves out is not read) to its current end, and the watermarks read
+    to (partition -> (low, high): ``high`` is where the next read starts)."""
     import time
 
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(consumer_config(kafka))
     try:
@@ -163,11 +176,21 @@ def read_to_end(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> list
         meta = md.topics.get(topic)
         if meta is None or meta.error is not None:
             raise KafkaError(f"topic {topic} does not exist; run `aos topics create`")
-        targets = end_offsets(consumer, topic, sorted(meta.partitions), kafka.request_timeout_s)
-        if not targets:
-            return []
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in targets])
+        marks = {p: watermarks(consumer, topic, p, kafka.request_timeout_s) for p in sorted(meta.partitions)}
+        starts = start_at(dict(marks))
+        targets: dict[int, int] = {}
+        assign = []
+        for p, (low, high) in marks.items():
+            if p not in starts:
+                continue
+            first = min(max(starts[p], low), high)
+            if first < high:
+                targets[p] = high
+                assign.append(TopicPartition(topic, p, first))
         out: list[Any] = []
+        if not assign:
+            return out, marks
+        consumer.assign(assign)
         deadline = time.monotonic() + timeout
         while targets and time.monotonic() < deadline:
             good = [m for m in poll_batch(consumer, 1000, 0.5) if m.error() is None]
@@ -175,6 +198,6 @@ def read_to_end(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> list
             strike_reached(targets, good)
         if targets:
             raise KafkaError(f"timed out reading {topic} to its end")
-        return out
+        return out, marks
     finally:
         consumer.close()

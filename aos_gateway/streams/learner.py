@@ -1,10 +1,13 @@
 """Learning from the Kafka experience history: replay, learn every state, publish what changed.
 
-Used by the worker's periodic timer (``experience.mine_interval_s``; each pass in a process of
-its own, :func:`pass_in_child`) and by ``aos experience mine | replay | reset``; both read
-``aos.experience.v1`` from the beginning (the replayable source of truth), honour the latest
-reset marker on ``aos.weights.v1``, and learn with
-:func:`aos_gateway.experience.learning.learn_all`, so the live run and a replay agree.
+Used by ``aos experience mine | replay | reset``, which read ``aos.experience.v1`` from the
+beginning (the replayable source of truth) and learn with
+:func:`aos_gateway.experience.learning.learn_all`, and by the worker's periodic timer
+(``experience.mine_interval_s``; each pass in a process of its own, :func:`pass_in_child`), which
+does the same while the history is at most ``experience.learn_window`` records — so the live run
+and a replay agree — and beyond learns only what arrived since its last pass
+(:mod:`aos_gateway.experience.incremental`). Both honour the latest reset marker on
+``aos.weights.v1``.
 """
 
 from __future__ import annotations
@@ -16,16 +19,19 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from aos_gateway import topics
 from aos_gateway.contracts.records import EXPERIENCE, WEIGHTS, ExperienceRecord, Weights
 from aos_gateway.contracts.wire import codec_for
 from aos_gateway.errors import AosError
-from aos_gateway.experience import abtest, learning
+from aos_gateway.experience import abtest, incremental, learning
 from aos_gateway.experience.learning import Learned
 from aos_gateway.matching import weights as matching_weights
 from aos_gateway.settings import Settings
-from aos_gateway.streams.kafka import read_to_end
+from aos_gateway.streams.kafka import read_range, read_to_end
 
 log = logging.getLogger("aos_gateway.learner")
 Progress = Callable[[str], None]
@@ -116,6 +122,57 @@ def publish(settings: Settings, learned: Learned, skip: dict[str, str] | None = 
     return out
 
 
+def checkpoint_path(settings: Settings) -> Path:
+    """Where the worker's learning pass keeps its :class:`~aos_gateway.experience.incremental.Checkpoint`."""
+    return settings.worker.data_dir / "learner-checkpoint.npz"
+
+
+@dataclass
+class _PassInput:
+    full: bool  # learn from scratch (``new`` is the whole history)
+    new: list[ExperienceRecord]  # records after the checkpoint's offsets
+    window: list[ExperienceRecord]  # the latest ``learn_window`` records (all, when they are fewer)
+    ends: dict[int, int]  # partition -> the offset the next pass starts at
+    read: int  # messages read
+
+
+def _read_for_pass(settings: Settings, ckpt: incremental.Checkpoint | None) -> _PassInput:
+    """Read what one pass needs: the whole history while it is at most ``learn_window`` records
+    or without a checkpoint, else the records after the checkpoint and the latest window."""
+    window = settings.experience.learn_window
+    shape: dict[str, Any] = {}
+
+    def start_at(marks: dict[int, tuple[int, int]]) -> dict[int, int]:
+        total = sum(high - low for low, high in marks.values())
+        tail = -(-window // max(1, len(marks)))
+        shape.update(full=ckpt is None or total <= window, small=total <= window, tail=tail)
+        if shape["full"]:
+            return {p: low for p, (low, _high) in marks.items()}
+        assert ckpt is not None
+        return {p: min(ckpt.offsets.get(p, low), max(low, high - tail)) for p, (low, high) in marks.items()}
+
+    msgs, marks = read_range(settings.kafka, topics.EXPERIENCE.name, start_at, timeout=300.0)
+    codec = codec_for(EXPERIENCE, topics.EXPERIENCE.name, settings.schema_registry)
+    decoded: list[tuple[int, int, ExperienceRecord]] = []
+    for m in msgs:
+        if m.value() is None:
+            continue
+        try:
+            rec: ExperienceRecord = codec.decode(m.value())  # type: ignore[assignment]
+        except AosError:
+            continue  # undecodable: the consuming stages dead-letter them; nothing to learn
+        decoded.append((m.partition(), m.offset(), rec))
+    tail = int(shape.get("tail", window))
+    in_window = [r for p, o, r in decoded if shape.get("small") or o >= marks[p][1] - tail]
+    if shape.get("full", True):
+        new = [r for _, _, r in decoded]
+    else:
+        assert ckpt is not None
+        new = [r for p, o, r in decoded if o >= ckpt.offsets.get(p, 0)]
+    ends = {p: high for p, (_low, high) in marks.items()}
+    return _PassInput(bool(shape.get("full", True)), new, in_window, ends, len(msgs))
+
+
 class PeriodicLearner:
     """The worker's learning pass: publishes the learned states that changed; with
     ``experience.ab_share`` > 0, a new matcher state goes through an A/B rollout
@@ -125,18 +182,36 @@ class PeriodicLearner:
         self.settings = settings
         self.passes = 0
         self.last_verdict: abtest.Verdict | None = None
+        self.last_pass: dict[str, Any] = {}
 
     def run_once(self) -> dict[str, int]:
+        """One pass: learn (from scratch while the history is at most ``experience.learn_window``
+        records, else from the records since the last pass: :mod:`aos_gateway.experience.incremental`)
+        and publish what changed."""
         from aos_gateway.cli.learn_cmds import publish_record
+        from aos_gateway.cli.registry_cmds import current_cards
 
         s = self.settings
+        t0 = time.perf_counter()
         latest = latest_weights(s)
-        records, _bad = replay(s)
+        reset_rec = latest.get(learning.RESET)
+        since = None if reset_rec is None else learning.reset_since(reset_rec)
+        path = checkpoint_path(s)
+        ckpt = incremental.load(path)
+        if ckpt is not None and ckpt.since != since:
+            ckpt = None  # learned before the latest reset
+        read = _read_for_pass(s, ckpt)
+        if read.full:
+            ckpt = incremental.Checkpoint(since=since)
+        elif not read.new:
+            return {}  # nothing new since the last pass
+        assert ckpt is not None
         try:
-            learned = _learn(s, records, latest, None)
+            learned = incremental.advance(ckpt, read.new, read.window, sorted(current_cards(s)), s)
         except AosError as exc:  # e.g. no experience yet: nothing to do
             log.info("learning pass skipped: %s", exc)
             return {}
+        records = read.window
         fps = learned.fingerprints()
         version = int(time.time() * 1000)
         control = latest.get(matching_weights.NAME)
@@ -153,15 +228,27 @@ class PeriodicLearner:
             sent[name] = publish_record(s, rec)
         if ab and learned.matching is not None and control is not None:
             sent |= self._rollout(latest, control, learned, fps, records, version)
+        ckpt.offsets = read.ends
+        incremental.save(ckpt, path)
         self.passes += 1
-        if sent:
-            log.info(
-                "learning pass %d: %d records; published %s; %d anomalies",
-                self.passes,
-                learned.records,
-                ", ".join(f"{k} v{v}" for k, v in sent.items()),
-                len(learned.report.anomalies),
-            )
+        self.last_pass = {
+            "kind": "full" if read.full else "incremental",
+            "read": read.read,
+            "new": len(read.new),
+            "window": len(read.window),
+            "records": learned.records,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        log.info(
+            "learning pass %d (%s): %d new records, %d learned in all, %.1fs; published %s; %d anomalies",
+            self.passes,
+            self.last_pass["kind"],
+            len(read.new),
+            learned.records,
+            self.last_pass["seconds"],
+            ", ".join(f"{k} v{v}" for k, v in sent.items()) or "nothing",
+            len(learned.report.anomalies),
+        )
         return sent
 
     def _rollout(
@@ -270,10 +357,13 @@ def main() -> int:
     """One learning pass (the worker's timer runs this in a child): JSON of what was published."""
     os.nice(10)  # the pipeline's stages first: a pass may take longer, tasks should not wait
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [learner] %(message)s", stream=sys.stderr)
+    from threadpoolctl import threadpool_limits
+
     from aos_gateway.settings import get_settings
 
     try:
-        sent = PeriodicLearner(get_settings()).run_once()
+        with threadpool_limits(1):  # one core: the other stays with the pipeline
+            sent = PeriodicLearner(get_settings()).run_once()
     except AosError as exc:
         print(f"learning pass: {exc}", file=sys.stderr)
         return 1

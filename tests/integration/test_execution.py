@@ -25,7 +25,7 @@ from aos_gateway.client import ResultReader
 from aos_gateway.contracts.records import EXECUTION_RESULT, EXPERIENCE, PLAN, Plan, PlanStep
 from aos_gateway.contracts.wire import codec_for
 from aos_gateway.settings import Settings
-from aos_gateway.streams.kafka import make_producer, read_to_end
+from aos_gateway.streams.kafka import make_producer, read_range, read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -370,6 +370,41 @@ def test_replay_reaches_the_same_weights_as_the_live_learner(
     assert replayed["published"] == {}
     live_fps = {name: rec["metadata"]["fingerprint"] for name, rec in held.items() if name in sent}
     assert live_fps and all(replayed["fingerprints"][k] == v for k, v in live_fps.items())
+
+
+def test_beyond_its_window_the_learning_pass_reads_only_what_is_new(
+    settings: Settings, agents: AgentRunner, results: ResultReader, tmp_path: Path
+) -> None:
+    from aos_gateway.streams.learner import PeriodicLearner, learn_from_history
+
+    small = settings.model_copy(
+        update={
+            "experience": settings.experience.model_copy(update={"learn_window": 1}),
+            "worker": settings.worker.model_copy(update={"data_dir": tmp_path}),
+        }
+    )
+    results.wait(send_plan(settings, "what is 2 * 21", [step("s1", CALC)])["task_id"], 60)
+    time.sleep(1)  # the experience records follow the result
+    live = PeriodicLearner(small)
+    live.run_once()
+    assert live.last_pass["kind"] == "full"  # no checkpoint yet
+    everything = live.last_pass["read"]
+    for text in ("what is 6 * 7", "what is 9 - 2"):
+        results.wait(send_plan(settings, text, [step("s1", CALC)])["task_id"], 60)
+    time.sleep(1)
+    sent = live.run_once()
+    assert live.last_pass["kind"] == "incremental", live.last_pass
+    assert live.last_pass["new"] >= 4  # two plans: a STEP and an EXECUTION record each
+    _, marks = read_range(settings.kafka, topics.EXPERIENCE.name, lambda _m: {})
+    # the new records and the window (the latest record of each partition), not the history
+    assert live.last_pass["read"] <= live.last_pass["new"] + len(marks)
+    assert sum(high - low for low, high in marks.values()) >= everything + live.last_pass["new"]
+    assert "network.quality" in sent  # two more steps counted
+    full = learn_from_history(settings)  # what a replay of the whole history learns
+    assert live.last_pass["records"] == full.records
+    held = (tmp_path / "learner-checkpoint.npz").stat().st_size
+    assert held > 0
+    assert live.run_once() == {}  # nothing new: nothing read but the window, nothing published
 
 
 def _calc_steps(settings: Settings) -> int:

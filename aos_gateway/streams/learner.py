@@ -325,11 +325,17 @@ def reset(settings: Settings, reason: str = "") -> tuple[int, dict[str, int]]:
 CHILD_ARGV = (sys.executable, "-m", "aos_gateway.streams.learner")
 
 
-async def pass_in_child(timeout_s: float, argv: Sequence[str] = CHILD_ARGV) -> dict[str, int]:
-    """One learning pass in a child process (it inherits the environment, so the same settings); returns
-    what it published (name -> version).
+@dataclass(frozen=True)
+class PassOutcome:
+    published: dict[str, int]  # name -> version
+    info: dict[str, Any]  # :attr:`PeriodicLearner.last_pass` (empty when nothing was learned)
 
-    Why not a thread of the worker: a pass replays the whole experience history and decodes
+
+async def pass_in_child(timeout_s: float, argv: Sequence[str] = CHILD_ARGV) -> PassOutcome:
+    """One learning pass in a child process (it inherits the environment, so the same settings):
+    what it published and its summary.
+
+    Why not a thread of the worker: a full pass replays the whole experience history and decodes
     every record in Python. In a thread it held the worker's GIL for a minute (the soak's
     pipeline stalled at each pass: p50 0.4 s -> 14 s) and the history's peak stayed in the
     worker's heap (RSS +0.2-0.5 GB per pass). A child runs at a lower CPU priority and gives
@@ -347,9 +353,10 @@ async def pass_in_child(timeout_s: float, argv: Sequence[str] = CHILD_ARGV) -> d
         raise AosError(f"learning pass: exit {proc.returncode}: {' | '.join(tail) or 'no output'}")
     try:
         lines = out.decode().strip().splitlines()
-        sent = json.loads(lines[-1]) if lines else {}
-        return {str(k): int(v) for k, v in sent.items()}
-    except (ValueError, AttributeError) as exc:
+        doc = json.loads(lines[-1]) if lines else {}
+        sent = doc.get("published", {})
+        return PassOutcome({str(k): int(v) for k, v in sent.items()}, dict(doc.get("pass", {})))
+    except (ValueError, AttributeError, TypeError) as exc:
         raise AosError(f"learning pass: unreadable answer {out[-200:]!r}") from exc
 
 
@@ -363,11 +370,12 @@ def main() -> int:
 
     try:
         with threadpool_limits(1):  # one core: the other stays with the pipeline
-            sent = PeriodicLearner(get_settings()).run_once()
+            live = PeriodicLearner(get_settings())
+            sent = live.run_once()
     except AosError as exc:
         print(f"learning pass: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(sent))
+    print(json.dumps({"published": sent, "pass": live.last_pass}))
     return 0
 
 

@@ -168,6 +168,17 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
+        self.learning_pass = Histogram(
+            "aos_learning_pass_seconds",
+            "Wall time of the worker's learning passes (kind: full = the whole history, incremental = "
+            "what arrived since the last pass)",
+            ["kind"],
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.learning_new = Gauge(
+            "aos_learning_pass_new_records", "Experience records the last learning pass learned from", registry=r
+        )
         self._over_rate: dict[str, Any] = {}
         self._caches = _Caches()
         r.register(self._caches)
@@ -195,6 +206,12 @@ class Metrics:
         if child is None:
             child = self._by_status[(counter, status)] = counter.labels(status)
         child.inc()
+
+    def learned(self, info: dict[str, Any]) -> None:
+        """A learning pass's summary (:attr:`aos_gateway.streams.learner.PeriodicLearner.last_pass`)."""
+        if "seconds" in info:
+            self.learning_pass.labels(str(info.get("kind", "full"))).observe(float(info["seconds"]))
+            self.learning_new.set(int(info.get("new", 0)))
 
     def tenant_over_rate(self, tenant: str) -> None:
         """A task over its tenant's rate (past MAX_TENANT_LABELS tenants, counted as ``_other``)."""

@@ -224,9 +224,10 @@ def build_projections(app: faust.App, pipe: Pipeline, settings: Settings) -> dic
             """Mine the experience history and publish the learned states that changed (in a child
             process: see :func:`aos_gateway.streams.learner.pass_in_child`)."""
             try:
-                sent = await pass_in_child(max(x.mine_interval_s, 600.0))
-                if sent:
-                    log.info("learning pass published %s", ", ".join(f"{k} v{v}" for k, v in sent.items()))
+                done = await pass_in_child(max(x.mine_interval_s, 600.0))
+                pipe.metrics.learned(done.info)
+                if done.published:
+                    log.info("learning pass published %s", ", ".join(f"{k} v{v}" for k, v in done.published.items()))
             except Exception:
                 log.exception("learning pass failed")
 

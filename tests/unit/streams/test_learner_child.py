@@ -12,12 +12,15 @@ from aos_gateway.streams import learner
 
 
 def _run(argv: list[str], timeout: float = 30.0) -> dict[str, int]:
-    return asyncio.run(learner.pass_in_child(timeout, argv))
+    return asyncio.run(learner.pass_in_child(timeout, argv)).published
 
 
 def test_what_the_child_published_comes_back() -> None:
-    child = "import json, os; print('progress on stdout first'); print(json.dumps({'matching': 7, 'quality': 8}))"
-    assert _run([sys.executable, "-c", child]) == {"matching": 7, "quality": 8}
+    doc = "{'published': {'matching': 7, 'quality': 8}, 'pass': {'kind': 'incremental', 'seconds': 1.5}}"
+    child = f"import json; print('progress on stdout first'); print(json.dumps({doc}))"
+    out = asyncio.run(learner.pass_in_child(30.0, [sys.executable, "-c", child]))
+    assert out.published == {"matching": 7, "quality": 8}
+    assert out.info == {"kind": "incremental", "seconds": 1.5}
     assert _run([sys.executable, "-c", "pass"]) == {}
 
 

@@ -337,12 +337,6 @@ class WorkerSettings(BaseModel):
     topic_partitions: int = 4
     producer_linger_ms: int = Field(default=2, ge=0, description="batch produced records for this long")
     stats_interval_s: float = Field(default=60.0, gt=0, description="how often the perceive stage logs its batch stats")
-    stall_check_s: float = Field(default=15.0, gt=0, description="how often the stalled-partition watchdog looks")
-    stall_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="a source partition with records waiting and not read for this long is resumed and re-seeked",
-    )
 
 
 class MetricsSettings(BaseModel):

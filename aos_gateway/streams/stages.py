@@ -49,7 +49,6 @@ from aos_gateway.streams.metrics import Metrics
 from aos_gateway.streams.metrics import install as install_metrics
 from aos_gateway.streams.registry_view import RegistryView
 from aos_gateway.streams.tracing import StageTracer, trace_id_for
-from aos_gateway.streams.watchdog import install as install_watchdog
 from aos_gateway.streams.weights_view import WeightsView
 
 log = logging.getLogger("aos_gateway.stages")
@@ -268,7 +267,6 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
     """Declare the pipeline's agents on ``app``."""
     pipe = Pipeline(app, settings)
     install_metrics(app, pipe.metrics)
-    install_watchdog(app, settings.worker.stall_check_s, settings.worker.stall_s)
     p = settings.perception
     planning = settings.planning
     tasks_topic = pipe.topics[topics.TASKS.name]

@@ -7,6 +7,7 @@ import logging
 import faust
 
 from aos_gateway.settings import Settings, get_settings
+from aos_gateway.streams.recovery import AosTableManager
 from aos_gateway.streams.stages import Pipeline, build
 
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> tuple[AosApp, Pipeline]:
         broker_client_id=s.kafka.client_id,
         broker_credentials=faust_credentials(s.kafka),  # SASL (SCRAM) as the librdkafka clients: docs/security.md
         producer_linger_ms=s.worker.producer_linger_ms,
+        TableManager=AosTableManager,  # recovery that seeks before it delivers: aos_gateway.streams.recovery
     )
     # aiokafka's debug records cost a measurable share of the event loop under load.
     logging.getLogger("aiokafka").setLevel(max(logging.getLogger("aiokafka").getEffectiveLevel(), logging.INFO))

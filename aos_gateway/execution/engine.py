@@ -190,6 +190,7 @@ def on_result(ex: Execution, res: InvocationResult, now: int, policy: Policy, li
     step = ex.steps.get(res["step_id"])
     if ex.finished or step is None or step.state not in OPEN or res["invocation_id"] not in step.invocation_ids:
         return Actions()
+    now = reply_time(step, res, now)
     agent = res["agent_id"]
     step.cost += res["cost"]
     if res["status"] == "SUCCEEDED":
@@ -206,6 +207,15 @@ def on_result(ex: Execution, res: InvocationResult, now: int, policy: Policy, li
     error = res["error"] or res["status"].lower()
     _attempt_failed(step, agent, outcome, res["latency_ms"], error, now, policy, retryable)
     return _advance(ex, now, policy, live)
+
+
+def reply_time(step: StepRun, res: InvocationResult, now: int) -> int:
+    """When a reply counts as arrived: the agent's ``finished_at``, no later than ``now`` and no
+    earlier than the attempt was sent. A reply consumed again after a worker restart (the execution
+    restored from its changelog as it was) then yields the same times, so the records it produces
+    are the same records (same ids *and* timestamps: the hot store deduplicates on both), not a
+    second copy stamped with the moment of the replay."""
+    return max(step.sent_at, min(now, res["finished_at"]))
 
 
 def on_tick(ex: Execution, now: int, policy: Policy, live: Liveness) -> Actions:

@@ -51,7 +51,10 @@ def plan(*steps: PlanStep, est: int = 1_000) -> Plan:
     )
 
 
-def reply(inv: Any, status: str = "SUCCEEDED", output: str | None = "ok", **meta: str) -> InvocationResult:
+def reply(
+    inv: Any, status: str = "SUCCEEDED", output: str | None = "ok", finished_at: int = 2**62, **meta: str
+) -> InvocationResult:
+    """An agent's reply; its ``finished_at`` is later than any test's ``now`` unless given."""
     return InvocationResult(
         invocation_id=inv["invocation_id"],
         task_id=inv["task_id"],
@@ -63,7 +66,7 @@ def reply(inv: Any, status: str = "SUCCEEDED", output: str | None = "ok", **meta
         error=None if status == "SUCCEEDED" else "boom",
         latency_ms=50,
         cost=0.5,
-        finished_at=0,
+        finished_at=finished_at,
         source="agent",
         metadata=dict(meta),
     )
@@ -200,3 +203,22 @@ def test_experience_ids_are_stable() -> None:
         return [r["experience_id"] for r in acts.experience]
 
     assert run() == run()
+
+
+def test_a_reply_consumed_again_after_a_restart_yields_the_same_records() -> None:
+    ex, acts = engine.start(plan(step("s1", "calc")), 1_000, POLICY, alive)
+    restored = ex.to_json()  # the changelog's state when the worker was killed
+    r = reply(acts.invocations[0], finished_at=1_040)
+    first = engine.on_result(ex, r, 1_050, POLICY, alive)
+    replay = engine.on_result(Execution.from_json(restored), r, 61_050, POLICY, alive)  # a minute later
+    assert first.result is not None and first.result["finished_at"] == 1_040
+    assert replay.result == first.result
+    assert replay.experience == first.experience
+    assert {e["occurred_at"] for e in first.experience} == {1_040}
+
+
+def test_a_reply_time_is_bounded_by_the_attempt_and_now() -> None:
+    ex, acts = engine.start(plan(step("s1", "calc")), 1_000, POLICY, alive)
+    s1 = ex.steps["s1"]
+    assert engine.reply_time(s1, reply(acts.invocations[0], finished_at=900), 1_050) == 1_000  # agent clock behind
+    assert engine.reply_time(s1, reply(acts.invocations[0], finished_at=9_000), 1_050) == 1_050  # ahead

@@ -34,5 +34,4 @@ class AosTableManager(TableManager):
     def recovery(self) -> Recovery:
         if self._recovery is None:
             self._recovery = OrderedRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
-        recovery: Recovery = self._recovery
-        return recovery
+        return self._recovery

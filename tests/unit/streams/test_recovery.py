@@ -49,7 +49,7 @@ class Fetcher:
 
 
 def _complete(recovery_cls: type[Recovery]) -> RecordingConsumer:
-    app = faust.App("aos-test-recovery", TableManager=AosTableManager)
+    app = faust.App("aos-test-recovery")
     tp = faust.types.TP("aos.tasks.v1", 0)
     consumer = RecordingConsumer(app, {tp})
     app.consumer = consumer  # type: ignore[assignment]

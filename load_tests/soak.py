@@ -3,12 +3,13 @@
     python load_tests/soak.py --rate 8 --duration 1800 [--data ../shared/datasets/metatool] [--out DIR]
 
 Run it from the checkout (settings read ``.aos/`` there), with the local stack and a worker up
-(``aos dev up``, ``aos worker --detach``). The soak starts one
-simulator agent per MetaTool agent (as ``aos bench learning`` does: same ids and cards, 20 ms
-median latency, skilled on the training tasks labelled with them), so every plan is dispatched to
-a running agent, executed, answered, recorded as experience, stored and projected to the sink
-topics: the whole pipeline. Then :mod:`kafka_load`'s open loop sends MetaTool dev tasks (each text
-made unique) at ``--rate`` and waits for each task's final result (``--until result``).
+(``aos dev up``, ``aos worker --detach``). The soak starts one simulator agent per MetaTool agent
+(as ``aos bench learning`` does: same ids and cards, 20 ms median latency, 95% success on the tasks
+labelled with them — the training tasks and the dev tasks it sends — and 5% on others), so every
+plan is dispatched to a running agent, executed, answered, recorded as experience, stored and
+projected to the sink topics: the whole pipeline, with outcomes that follow the routing. Then
+:mod:`kafka_load`'s open loop sends MetaTool dev tasks (each text made unique) at ``--rate`` and
+waits for each task's final result (``--until result``).
 
 Meanwhile, every ``--sample-every`` seconds, a sampler thread reads
 
@@ -68,6 +69,45 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     if missing:
         p.error(f"{args.data}: missing {', '.join(missing)} (pass --data)")
     return args
+
+
+def learning_passes(host: str, port: int) -> dict[str, dict[str, float]] | None:
+    """The worker's learning passes so far, from its /metrics: {kind: {"count", "seconds"}}; None when
+    the endpoint cannot be read (metrics off, port 0, worker gone)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if port == 0:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode("utf-8")
+    except OSError:
+        return None
+    out: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name != "aos_learning_pass_seconds":
+            continue
+        for smp in fam.samples:
+            kind = smp.labels.get("kind", "")
+            if smp.name.endswith("_count"):
+                out.setdefault(kind, {"count": 0.0, "seconds": 0.0})["count"] = smp.value
+            elif smp.name.endswith("_sum"):
+                out.setdefault(kind, {"count": 0.0, "seconds": 0.0})["seconds"] = smp.value
+    return out
+
+
+def passes_between(before: dict[str, dict[str, float]] | None, after: dict[str, dict[str, float]] | None) -> Any:
+    """The learning passes run between two readings, per kind: count, seconds in all, mean."""
+    if before is None or after is None:
+        return None
+    out = {}
+    for kind, a in after.items():
+        b = before.get(kind, {"count": 0.0, "seconds": 0.0})
+        n, sec = int(a["count"] - b["count"]), round(a["seconds"] - b["seconds"], 1)
+        out[kind] = {"count": n, "seconds": sec, "mean_s": round(sec / n, 1) if n else None}
+    return out
 
 
 def rss_mb(pid: int | None) -> float | None:
@@ -289,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     max_lag = args.max_lag or int(args.rate * 30)
     train = read_examples(args.data / "train.jsonl")
     spec = simulator_spec(args.data / "agents.jsonl", train, skill=0.95, noise=0.05, seed=0)
+    texts = _report.texts(args.data / "dev.jsonl", max(1, round(args.rate * args.duration)))
+    # the agents know the sent tasks' gold too (as they know train's): an agent succeeds (95%) on
+    # the tasks of its own kind, so outcomes follow routing; without this every dev task was
+    # unknown to them and failed 95% of the time (the runs before 2026-11-29)
+    dev_gold = [e.gold[0] for e in read_examples(args.data / "dev.jsonl")]
+    spec["labels"].update({t: dev_gold[i % len(dev_gold)] for i, t in enumerate(texts)})
 
     def say(msg: str) -> None:
         print(f"soak: {msg}", file=sys.stderr)
@@ -296,16 +342,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with simulator_agents(settings, spec, "soak-agents.log", 32, False, 60.0, say) as sim:
             pids["agents"] = sim.pid
-            texts = _report.texts(args.data / "dev.jsonl", max(1, round(args.rate * args.duration)))
             lag = GroupLag(settings.kafka, settings.worker.app_id)
             sampler = Sampler(args.sample_every, pids, lag)
             sampler.start()
+            passes_before = learning_passes(settings.metrics.host, settings.metrics.port)
             try:
                 say(f"{len(texts)} tasks at {args.rate:g}/s ({args.duration:g} s), until result")
                 load = kafka_load.run(settings, args.rate, args.duration, args.drain, "result", texts, args.tenant)
             finally:
                 sampler.stop()
                 lag.close()
+                passes = passes_between(passes_before, learning_passes(settings.metrics.host, settings.metrics.port))
     except AosError as exc:
         say(f"error: {exc}")
         return 1
@@ -321,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         "windows": wins,
         "samples": sampler.samples,
         "sample_errors": sampler.errors,
+        "learning_passes": passes,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{stem}.json"
@@ -342,6 +390,12 @@ def print_summary(report: dict[str, Any], paths: list[Path]) -> None:
     for name, d in v.items():
         figures = ", ".join(f"{k} {val}" for k, val in d.items() if k != "ok")
         print(f"  {'PASS' if d['ok'] else 'FAIL'} {name}: {figures}")
+    passes = report.get("learning_passes")
+    if passes is None:
+        print("  learning passes: unknown (the worker's /metrics could not be read)")
+    else:
+        told = ", ".join(f"{k} {v['count']} ({v['seconds']} s)" for k, v in sorted(passes.items())) or "none"
+        print(f"  learning passes during the run: {told}")
     print(f"  minutes: {len(report['windows'])}, samples: {len(report['samples'])} ({report['sample_errors']} lost)")
     for p in paths:
         print(f"  wrote {p}")

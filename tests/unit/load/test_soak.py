@@ -75,3 +75,46 @@ def test_each_verdict_fails_on_its_own_symptom(soak: ModuleType) -> None:
     v = soak.verdicts(_load(lost), soak.windows(lost), leak, 2.0, 20.0, 60)
     assert not v["throughput_held"]["ok"]
     assert v["throughput_held"]["minutes_below_95pct"] == [3]
+
+
+def test_learning_passes_read_from_a_metrics_endpoint(soak: ModuleType) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    reg = CollectorRegistry()
+    hist = Histogram("aos_learning_pass_seconds", "pass", ["kind"], registry=reg)
+    hist.labels(kind="full").observe(12.0)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = generate_latest(reg)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        before = soak.learning_passes("127.0.0.1", port)
+        assert before == {"full": {"count": 1.0, "seconds": 12.0}}
+        hist.labels(kind="incremental").observe(30.0)
+        hist.labels(kind="incremental").observe(20.0)
+        after = soak.learning_passes("127.0.0.1", port)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert soak.passes_between(before, after) == {
+        "full": {"count": 0, "seconds": 0.0, "mean_s": None},
+        "incremental": {"count": 2, "seconds": 50.0, "mean_s": 25.0},
+    }
+    # unreadable: no endpoint, or metrics off
+    assert soak.learning_passes("127.0.0.1", port) is None
+    assert soak.learning_passes("127.0.0.1", 0) is None
+    assert soak.passes_between(None, after) is None

@@ -71,19 +71,25 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def learning_passes(host: str, port: int) -> dict[str, dict[str, float]] | None:
+def learning_passes(host: str, port: int, tries: int = 3, timeout: float = 10.0) -> dict[str, dict[str, float]] | None:
     """The worker's learning passes so far, from its /metrics: {kind: {"count", "seconds"}}; None when
-    the endpoint cannot be read (metrics off, port 0, worker gone)."""
+    the endpoint cannot be read in ``tries`` attempts (metrics off, port 0, worker gone)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     if port == 0:
         return None
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
-            text = resp.read().decode("utf-8")
-    except OSError:
+    text = None
+    for attempt in range(tries):  # a busy worker (start-up, a backlog) may answer late
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as resp:
+                text = resp.read().decode("utf-8")
+            break
+        except OSError:
+            if attempt + 1 < tries:
+                time.sleep(1.0)
+    if text is None:
         return None
     out: dict[str, dict[str, float]] = {}
     for fam in text_string_to_metric_families(text):

@@ -115,6 +115,6 @@ def test_learning_passes_read_from_a_metrics_endpoint(soak: ModuleType) -> None:
         "incremental": {"count": 2, "seconds": 50.0, "mean_s": 25.0},
     }
     # unreadable: no endpoint, or metrics off
-    assert soak.learning_passes("127.0.0.1", port) is None
+    assert soak.learning_passes("127.0.0.1", port, tries=2, timeout=1.0) is None
     assert soak.learning_passes("127.0.0.1", 0) is None
     assert soak.passes_between(None, after) is None

@@ -280,6 +280,18 @@ class MatchingSettings(BaseModel):
     hnsw_m: int = Field(default=16, ge=2, le=128, description="HNSW edges per node")
     hnsw_ef_construct: int = Field(default=100, ge=4, description="HNSW candidates while building")
     hnsw_ef: int = Field(default=64, ge=1, description="HNSW candidates while searching")
+    acorn_ef: int = Field(
+        default=16, ge=1, description="HNSW candidates while searching with a selective filter (ACORN)"
+    )
+    acorn_selectivity: float = Field(
+        default=0.4,
+        ge=0.0,
+        le=1.0,
+        description="a filter estimated to pass at most this share of the agents is searched with ACORN",
+    )
+    index_search_threads: int = Field(
+        default=1, ge=0, description="the qdrant shard's search threads (0: one per core; 1: the caller's)"
+    )
 
 
 class WeaviateSettings(BaseModel):

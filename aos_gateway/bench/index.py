@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 from aos_gateway.contracts.records import AgentCard
 from aos_gateway.errors import ConfigError
 from aos_gateway.matching.filters import TaskConstraints
-from aos_gateway.matching.index import CapabilityIndex, ExactIndex
+from aos_gateway.matching.index import CapabilityIndex, ExactIndex, hnsw_options
 from aos_gateway.perception.vectors import FloatArray
 from aos_gateway.settings import Settings
 
@@ -201,7 +201,6 @@ def _du_mb(path: Path) -> float | None:
 
 
 def _make(backend: str, settings: Settings, n_agents: int) -> CapabilityIndex:
-    m = settings.matching
     if backend == "exact":
         return ExactIndex(DIM)
     if backend == "qdrant":
@@ -209,15 +208,7 @@ def _make(backend: str, settings: Settings, n_agents: int) -> CapabilityIndex:
 
         # exact_below=0: measure the graph at every size (the auto backend would scan below the threshold);
         # no background rebuilds during the bulk load: the bench builds the graph once, after it
-        return QdrantIndex(
-            DIM,
-            None,
-            m=m.hnsw_m,
-            ef_construct=m.hnsw_ef_construct,
-            ef=m.hnsw_ef,
-            exact_below=0,
-            reindex_after=n_agents + 1,
-        )
+        return QdrantIndex(DIM, None, exact_below=0, reindex_after=n_agents + 1, **hnsw_options(settings))
     raise ConfigError(f"unknown bench backend {backend!r}: use {', '.join(BACKENDS)}")
 
 
@@ -258,15 +249,18 @@ def bench_backend(
         lat: list[float] = []
         hits_total = violations = 0
         recalls: list[float] = []
-        for q, c, want in zip(queries, cons, truth, strict=True):
-            s = time.perf_counter()
-            with threadpool_limits(1):  # one BLAS thread per query, as the eval (measured: 2 threads spin)
+        # one BLAS thread, as the eval (measured: 2 threads spin); set once around the loop: entering
+        # threadpool_limits inspects the loaded libraries, ~1.2 ms a time (measured), which the
+        # figures recorded before 2026-11-29 carried in every query
+        with threadpool_limits(1, user_api="blas"):
+            for q, c, want in zip(queries, cons, truth, strict=True):
+                s = time.perf_counter()
                 (hits,) = idx.search(q, K, c)
-            lat.append((time.perf_counter() - s) * 1000)
-            got = [int(h.agent.card["agent_id"].split("-")[1]) for h in hits]
-            violations += sum(not c.allows(h.agent.card) for h in hits)
-            hits_total += len(hits)
-            recalls.append(len(set(got) & set(want)) / len(want) if want else float(not got))
+                lat.append((time.perf_counter() - s) * 1000)
+                got = [int(h.agent.card["agent_id"].split("-")[1]) for h in hits]
+                violations += sum(not c.allows(h.agent.card) for h in hits)
+                hits_total += len(hits)
+                recalls.append(len(set(got) & set(want)) / len(want) if want else float(not got))
         rss2, peak2 = _rss_mb()
         report: dict[str, Any] = {
             "backend": backend,
@@ -284,6 +278,7 @@ def bench_backend(
             report["graph"] = graph
             report["disk_mb"] = _du_mb(idx.root)
             report["shard"] = idx.info()
+            report["search_paths"] = dict(idx.searches)
         return report
     finally:
         idx.close()
@@ -298,6 +293,7 @@ def run(
     backends: list[str],
     progress: Callable[[str], None],
     seed: int = 0,
+    query_seed: int | None = None,
 ) -> dict[str, Any]:
     """The whole bench: data, exact truth, then each backend in turn (one at a time in memory)."""
     if n < 1 or n_queries < 1:
@@ -308,7 +304,8 @@ def run(
     t = time.perf_counter()
     progress(f"bench index: generating {n} agents x {DIM} dims")
     agents = synthetic_agents(n, DIM, seed)
-    queries, cons = synthetic_queries(agents, n_queries, seed + 1)
+    qseed = seed + 1 if query_seed is None else query_seed
+    queries, cons = synthetic_queries(agents, n_queries, qseed)
     progress(f"bench index: exact top-{K} for {n_queries} filtered queries ({time.perf_counter() - t:.0f} s)")
     truth = exact_truth(agents, queries, cons)
     matches = [int(_mask(agents, c).sum()) for c in cons]
@@ -318,7 +315,14 @@ def run(
         "dim": DIM,
         "queries": n_queries,
         "k": K,
-        "hnsw": {"m": m.hnsw_m, "ef_construct": m.hnsw_ef_construct, "ef": m.hnsw_ef},
+        "seeds": {"agents": seed, "queries": qseed},
+        "hnsw": {
+            "m": m.hnsw_m,
+            "ef_construct": m.hnsw_ef_construct,
+            "ef": m.hnsw_ef,
+            "acorn_ef": m.acorn_ef,
+            "acorn_selectivity": m.acorn_selectivity,
+        },
         "filter_matches": {
             "median": int(np.median(matches)),
             "min": int(min(matches)),
@@ -341,9 +345,11 @@ def format_report(r: dict[str, Any]) -> str:
     fm = r["filter_matches"]
     h = r["hnsw"]
     lines = [
-        f"{r['n']} agents x {r['dim']} dims, {r['queries']} filtered queries at batch 1, k={r['k']} "
+        f"{r['n']} agents x {r['dim']} dims (seed {r['seeds']['agents']}), {r['queries']} filtered queries "
+        f"(seed {r['seeds']['queries']}) at batch 1, k={r['k']} "
         f"(agents passing a query's filter: median {fm['median']}, min {fm['min']}, {fm['under_k']} under k)",
-        f"HNSW m={h['m']} ef_construct={h['ef_construct']} ef={h['ef']}; {r['machine']['cpus']} cpus, "
+        f"HNSW m={h['m']} ef_construct={h['ef_construct']} ef={h['ef']} (ACORN ef={h['acorn_ef']} for filters "
+        f"passing <= {h['acorn_selectivity']:.0%}); {r['machine']['cpus']} cpus, "
         f"load {r['machine']['load_avg_1m']:.1f} -> {r['machine']['load_avg_1m_end']:.1f}",
         f"{'backend':<8} {'build s':>9} {'upsert/s':>9} {'RSS +MB':>8} {'peak +MB':>9} "
         f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'recall@10':>9} {'bad':>4}",
@@ -361,6 +367,8 @@ def format_report(r: dict[str, Any]) -> str:
                 f"         graph: copy {g['copy_s']} s, build {g['build_s']} s (child process, peak RSS "
                 f"{g['child_peak_rss_mb']} MB), swap {g['swap_s']} s; on disk {b['disk_mb']} MB"
             )
+            sp = b["search_paths"]
+            lines.append(f"         searches: {sp['hnsw']} plain HNSW, {sp['acorn']} ACORN, {sp['exact']} exact")
     if "speedup_p50" in r:
         lines.append(f"exact/qdrant latency: p50 x{r['speedup_p50']}, p95 x{r['speedup_p95']}")
     return "\n".join(lines)

@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     bi = bsub.add_parser("index", help="capability index backends: build time, memory, latency, recall@10")
     bi.add_argument("--n", type=int, default=100_000, help="synthetic agents (384 dims)")
     bi.add_argument("--queries", type=int, default=500, help="filtered queries, searched one at a time")
+    bi.add_argument("--seed", type=int, default=0, help="seed of the agents (the queries use seed + 1)")
+    bi.add_argument("--query-seed", type=int, default=None, help="seed of the queries alone (a query set not tuned on)")
     bi.add_argument(
         "--backend", action="append", choices=["exact", "qdrant"], default=None, help="repeat for more (default: both)"
     )
@@ -538,7 +540,15 @@ def _cmd_bench_perception(args: argparse.Namespace) -> int:
 def _cmd_bench_index(args: argparse.Namespace) -> int:
     from aos_gateway.bench import index as bench
 
-    report = bench.run(_settings(), args.n, args.queries, args.backend or list(bench.BACKENDS), _progress)
+    report = bench.run(
+        _settings(),
+        args.n,
+        args.queries,
+        args.backend or list(bench.BACKENDS),
+        _progress,
+        seed=args.seed,
+        query_seed=args.query_seed,
+    )
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0
 

@@ -276,6 +276,19 @@ class ExactIndex:
         """Nothing to release: the index lives in memory."""
 
 
+def hnsw_options(settings: Settings) -> dict[str, Any]:
+    """The qdrant index's graph and search options from the settings (``AOS_MATCHING__*``)."""
+    m = settings.matching
+    return {
+        "m": m.hnsw_m,
+        "ef_construct": m.hnsw_ef_construct,
+        "ef": m.hnsw_ef,
+        "acorn_ef": m.acorn_ef,
+        "acorn_selectivity": m.acorn_selectivity,
+        "search_threads": m.index_search_threads,
+    }
+
+
 def make_index(settings: Settings, dim: int) -> CapabilityIndex:
     """The index backend the settings name (``AOS_MATCHING__INDEX_BACKEND``), for vectors of ``dim``.
 
@@ -291,7 +304,7 @@ def make_index(settings: Settings, dim: int) -> CapabilityIndex:
         return WeaviateIndex.connect(settings.weaviate, dim, m.hnsw_m, m.hnsw_ef_construct, m.hnsw_ef)
     from aos_gateway.matching.qdrant_index import HybridIndex, QdrantIndex
 
-    hnsw = {"m": m.hnsw_m, "ef_construct": m.hnsw_ef_construct, "ef": m.hnsw_ef}
+    hnsw = hnsw_options(settings)
     if m.index_backend == "qdrant":
         return QdrantIndex(dim, m.index_path, exact_below=m.exact_threshold, **hnsw)
     if m.index_backend == "auto":

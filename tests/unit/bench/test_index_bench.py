@@ -44,8 +44,10 @@ def test_run_reports_every_backend_at_a_tiny_n() -> None:
     for b in (ex, qd):
         assert b["build_s"] > 0 and 0 < b["latency_ms"]["p50"] <= b["latency_ms"]["p95"] <= b["latency_ms"]["p99"]
     assert r["speedup_p50"] > 0 and any("upserted" in x for x in lines)
+    assert sum(qd["search_paths"].values()) == 20 and r["seeds"] == {"agents": 0, "queries": 1}
     text = bench.format_report(r)
     assert "recall@10" in text and "exact/qdrant latency" in text and text.count("\n") >= 5
+    assert "ACORN" in text and "(seed 1)" in text
 
 
 def test_bad_arguments_are_config_errors() -> None:
@@ -59,5 +61,9 @@ def test_cli_bench_index_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "index", "--n", "200", "--queries", "10", "--backend", "exact", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out["backends"]) == ["exact"] and out["backends"]["exact"]["recall_at_10"] == 1.0
+    assert out["seeds"] == {"agents": 0, "queries": 1}
+    args = ["bench", "index", "--n", "200", "--queries", "10", "--backend", "exact", "--json", "--query-seed", "9"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["seeds"] == {"agents": 0, "queries": 9}
     assert main(["bench", "index", "--n", "0"]) == 1  # a ConfigError: one line, exit 1
     assert "at least 1" in capsys.readouterr().err

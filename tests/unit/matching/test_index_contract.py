@@ -23,7 +23,7 @@ from aos_gateway.contracts.records import AgentCard
 from aos_gateway.errors import ConfigError, IndexBackendError, MissingExtraError, ValidationError
 from aos_gateway.matching.cards import card_from_json
 from aos_gateway.matching.filters import TaskConstraints
-from aos_gateway.matching.index import CapabilityIndex, ExactIndex, make_index
+from aos_gateway.matching.index import CapabilityIndex, ExactIndex, IndexedAgent, make_index
 from aos_gateway.matching.qdrant_index import HybridIndex, QdrantIndex, to_filter
 from aos_gateway.settings import Settings, WeaviateSettings
 
@@ -380,6 +380,42 @@ def test_qdrant_rebuilds_in_the_background_after_many_writes() -> None:
         idx.close()
 
 
+def test_qdrant_searches_selective_filters_with_acorn_and_broad_ones_plainly() -> None:
+    n, dim, k = 3000, 32, 10
+    cards, vecs = _random_agents(n, dim, seed=11)
+    # a full-scan threshold of 4 KB (32 vectors): these agents are searched through the graph, not scanned
+    idx = QdrantIndex(dim, exact_below=0, full_scan_kb=4)
+    try:
+        idx.put_many((IndexedAgent(card=c, version=1), v) for c, v in zip(cards, vecs, strict=True))
+        idx.optimize()
+        rng = np.random.default_rng(12)
+        queries = vecs[rng.integers(0, n, 30)] + 0.3 * rng.normal(size=(30, dim)).astype(np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        selective = cons(tenant="acme", caps=("x",), max_cost=5.0)  # ~18% of the agents pass
+        broad = cons(tenant="acme")  # public or acme, usable: ~67%
+        for c, path in [(selective, "acorn"), (broad, "hnsw"), (None, "hnsw")]:
+            before = dict(idx.searches)
+            found = idx.search(queries, k, c)
+            assert idx.searches[path] == before[path] + 1 and sum(idx.searches.values()) == sum(before.values()) + 1
+            allowed = np.array([c is None or c.allows(x) for x in cards])
+            recalls = []
+            for q, hits in zip(queries, found, strict=True):
+                truth = {f"r{j}" for j in np.argsort(-np.where(allowed, vecs @ q, -np.inf))[:k]}
+                got = {h.agent.card["agent_id"] for h in hits}
+                assert len(got) == k and all(allowed[int(g[1:])] for g in got)
+                recalls.append(len(truth & got) / k)
+            assert float(np.mean(recalls)) >= 0.95, (path, np.mean(recalls))
+    finally:
+        idx.close()
+    small = QdrantIndex(dim, exact_below=10_000)
+    try:
+        small.put_many((IndexedAgent(card=c, version=1), v) for c, v in zip(cards[:50], vecs[:50], strict=True))
+        small.search(vecs[0], 3, cons(tenant="acme", caps=("x",)))
+        assert small.searches == {"exact": 1, "hnsw": 0, "acorn": 0}
+    finally:
+        small.close()
+
+
 def test_qdrant_filter_translation_names_every_field() -> None:
     f = to_filter(cons(tenant="acme", caps=("x", "y"), max_cost=2.0, max_latency_ms=10, modalities=("image",)))
     keys = [c.key for c in f.must or []]  # type: ignore[union-attr]
@@ -427,9 +463,10 @@ def test_make_index_follows_the_settings(tmp_path: Path) -> None:
     assert isinstance(make_index(settings(index_backend="exact"), 4), ExactIndex)
     hybrid = make_index(settings(), 4)
     assert isinstance(hybrid, HybridIndex) and hybrid.backend == "exact" and hybrid.threshold == 20_000
-    q = make_index(settings(index_backend="qdrant", index_path=str(tmp_path / "q"), hnsw_ef=99), 4)
+    q = make_index(settings(index_backend="qdrant", index_path=str(tmp_path / "q"), hnsw_ef=99, acorn_ef=20), 4)
     try:
         assert isinstance(q, QdrantIndex) and q.ef == 99 and QdrantIndex.exists(tmp_path / "q")
+        assert q.acorn_ef == 20 and q.acorn_selectivity == 0.4
     finally:
         q.close()
     with pytest.raises(ConfigError, match="AOS_WEAVIATE__URL"):

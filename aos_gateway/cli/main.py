@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--n", type=int, default=100_000, help="synthetic agents (384 dims)")
     bi.add_argument("--queries", type=int, default=500, help="filtered queries, searched one at a time")
     bi.add_argument("--seed", type=int, default=0, help="seed of the agents (the queries use seed + 1)")
+    bi.add_argument(
+        "--per-cluster", type=int, default=100, help="agents around each centre (similar cards); default 100"
+    )
     bi.add_argument("--query-seed", type=int, default=None, help="seed of the queries alone (a query set not tuned on)")
     bi.add_argument(
         "--backend", action="append", choices=["exact", "qdrant"], default=None, help="repeat for more (default: both)"
@@ -548,6 +551,7 @@ def _cmd_bench_index(args: argparse.Namespace) -> int:
         _progress,
         seed=args.seed,
         query_seed=args.query_seed,
+        per_cluster=args.per_cluster,
     )
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0

@@ -45,9 +45,10 @@ def test_run_reports_every_backend_at_a_tiny_n() -> None:
         assert b["build_s"] > 0 and 0 < b["latency_ms"]["p50"] <= b["latency_ms"]["p95"] <= b["latency_ms"]["p99"]
     assert r["speedup_p50"] > 0 and any("upserted" in x for x in lines)
     assert sum(qd["search_paths"].values()) == 20 and r["seeds"] == {"agents": 0, "queries": 1}
+    assert r["per_cluster"] == 100
     text = bench.format_report(r)
     assert "recall@10" in text and "exact/qdrant latency" in text and text.count("\n") >= 5
-    assert "ACORN" in text and "(seed 1)" in text
+    assert "ACORN" in text and "(seed 1)" in text and "100 per cluster" in text
 
 
 def test_bad_arguments_are_config_errors() -> None:
@@ -67,3 +68,12 @@ def test_cli_bench_index_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out)["seeds"] == {"agents": 0, "queries": 9}
     assert main(["bench", "index", "--n", "0"]) == 1  # a ConfigError: one line, exit 1
     assert "at least 1" in capsys.readouterr().err
+
+
+def test_per_cluster_sets_how_many_agents_share_a_centre() -> None:
+    one = bench.synthetic_agents(400, dim=32, seed=5, per_cluster=400).vectors  # one centre for all
+    each = bench.synthetic_agents(400, dim=32, seed=5, per_cluster=1).vectors  # a centre each
+    mean_cos = [float((v @ v.T)[np.triu_indices(400, 1)].mean()) for v in (one, each)]
+    assert mean_cos[0] > 0.4 and abs(mean_cos[1]) < 0.1
+    with pytest.raises(ConfigError, match="per-cluster"):
+        bench.run(Settings(), 10, 5, ["exact"], print, per_cluster=0)

@@ -391,7 +391,7 @@ def test_qdrant_searches_selective_filters_with_acorn_and_broad_ones_plainly() -
         rng = np.random.default_rng(12)
         queries = vecs[rng.integers(0, n, 30)] + 0.3 * rng.normal(size=(30, dim)).astype(np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        selective = cons(tenant="acme", caps=("x",), max_cost=5.0)  # ~18% of the agents pass
+        selective = cons(tenant="acme", caps=("x",), max_cost=5.0)  # ~20% of the agents pass
         broad = cons(tenant="acme")  # public or acme, usable: ~67%
         for c, path in [(selective, "acorn"), (broad, "hnsw"), (None, "hnsw")]:
             before = dict(idx.searches)

@@ -319,7 +319,6 @@ def run(
     progress(f"bench index: exact top-{K} for {n_queries} filtered queries ({time.perf_counter() - t:.0f} s)")
     truth = exact_truth(agents, queries, cons)
     matches = [int(_mask(agents, c).sum()) for c in cons]
-    m = settings.matching
     report: dict[str, Any] = {
         "n": n,
         "dim": DIM,
@@ -327,13 +326,7 @@ def run(
         "k": K,
         "seeds": {"agents": seed, "queries": qseed},
         "per_cluster": per_cluster,
-        "hnsw": {
-            "m": m.hnsw_m,
-            "ef_construct": m.hnsw_ef_construct,
-            "ef": m.hnsw_ef,
-            "acorn_ef": m.acorn_ef,
-            "acorn_selectivity": m.acorn_selectivity,
-        },
+        "hnsw": hnsw_options(settings),
         "filter_matches": {
             "median": int(np.median(matches)),
             "min": int(min(matches)),

@@ -21,6 +21,7 @@ exactly while it holds fewer agents than the threshold.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import resource
@@ -522,7 +523,10 @@ class HybridIndex:
         self.dim = dim
         self.threshold = threshold
         self._path = path
-        self._hnsw = hnsw  # options of the QdrantIndex it moves to (m, ef, acorn_ef, ...)
+        # options of the QdrantIndex it moves to (m, ef, acorn_ef, ...): a wrong name fails here, not
+        # when the index first grows past the threshold
+        inspect.signature(QdrantIndex).bind_partial(dim, path, **hnsw)
+        self._hnsw = hnsw
         self._lock = threading.Lock()
         self._active: CapabilityIndex = (
             self._qdrant() if path is not None and QdrantIndex.exists(path) else ExactIndex(dim)

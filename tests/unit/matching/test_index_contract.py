@@ -296,6 +296,11 @@ def test_recall_against_exact_search(backend: Backend, index_factory: Callable[[
 # -- backend specifics ----------------------------------------------------------------------
 
 
+def test_hybrid_refuses_an_unknown_qdrant_option_at_once() -> None:
+    with pytest.raises(TypeError, match="eff"):
+        HybridIndex(4, threshold=3, eff=10)
+
+
 def test_hybrid_moves_to_qdrant_past_its_threshold_keeping_versions(tmp_path: Path) -> None:
     idx = HybridIndex(4, threshold=3, path=tmp_path / "h")
     try:

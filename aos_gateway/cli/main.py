@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bi.add_argument("--query-seed", type=int, default=None, help="seed of the queries alone (a query set not tuned on)")
     bi.add_argument(
+        "--data",
+        choices=["flat", "graded"],
+        default="flat",
+        help="agent vectors: flat (independent clusters; default) or graded (clusters within domains within areas)",
+    )
+    bi.add_argument(
         "--backend", action="append", choices=["exact", "qdrant"], default=None, help="repeat for more (default: both)"
     )
     bi.add_argument("--json", action="store_true")
@@ -552,6 +558,7 @@ def _cmd_bench_index(args: argparse.Namespace) -> int:
         seed=args.seed,
         query_seed=args.query_seed,
         per_cluster=args.per_cluster,
+        data=args.data,
     )
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0

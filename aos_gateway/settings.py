@@ -292,6 +292,19 @@ class MatchingSettings(BaseModel):
     index_search_threads: int = Field(
         default=1, ge=0, description="the qdrant shard's search threads (0: one per core; 1: the caller's)"
     )
+    index_calibrate: bool = Field(
+        default=True,
+        description="after each graph build, choose hnsw_ef and acorn_ef for the index's own data: the "
+        "smallest reaching index_target_recall on probe queries, within index_budget_ms (hnsw_ef and acorn_ef "
+        "are then the floor)",
+    )
+    index_target_recall: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="recall@10 against exact search the calibration aims at"
+    )
+    index_budget_ms: float = Field(
+        default=5.0, gt=0.0, description="the calibration's p95 budget per probe search (ms)"
+    )
+    index_max_ef: int = Field(default=512, ge=1, description="the most candidates the calibration may choose")
 
 
 class WeaviateSettings(BaseModel):

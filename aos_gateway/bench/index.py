@@ -438,7 +438,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"(seed {r['seeds']['queries']}) at batch 1, k={r['k']} "
         f"(agents passing a query's filter: median {fm['median']}, min {fm['min']}, {fm['under_k']} under k)",
         f"HNSW m={h['m']} ef_construct={h['ef_construct']} ef={h['ef']} (ACORN ef={h['acorn_ef']} for filters "
-        f"passing <= {h['acorn_selectivity']:.0%}); {r['machine']['cpus']} cpus, "
+        f"passing <= {h['acorn_selectivity']:.0%}){'; calibrated from these floors' if h.get('calibrate') else ''}; "
+        f"{r['machine']['cpus']} cpus, "
         f"load {r['machine']['load_avg_1m']:.1f} -> {r['machine']['load_avg_1m_end']:.1f}",
         f"{'backend':<8} {'build s':>9} {'upsert/s':>9} {'RSS +MB':>8} {'peak +MB':>9} "
         f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'recall@10':>9} {'bad':>4}",
@@ -456,6 +457,15 @@ def format_report(r: dict[str, Any]) -> str:
                 f"         graph: copy {g['copy_s']} s, build {g['build_s']} s (child process, peak RSS "
                 f"{g['child_peak_rss_mb']} MB), swap {g['swap_s']} s; on disk {b['disk_mb']} MB"
             )
+            cal = g.get("calibration")
+            if cal is not None and "ways" in cal:
+                ways = cal["ways"]
+                lines.append(
+                    f"         calibrated in {cal['seconds']} s (target recall {cal['target_recall']}, budget "
+                    f"{cal['budget_ms']} ms): ef {cal['ef']} (probe recall {ways['hnsw'].get('recall', '-')}, "
+                    f"{ways['hnsw']['probes']} probes), ACORN ef {cal['acorn_ef']} (probe recall "
+                    f"{ways['acorn'].get('recall', '-')}, {ways['acorn']['probes']} probes)"
+                )
             sp = b["search_paths"]
             lines.append(f"         searches: {sp['hnsw']} plain HNSW, {sp['acorn']} ACORN, {sp['exact']} exact")
         lines.append(

@@ -286,6 +286,10 @@ def hnsw_options(settings: Settings) -> dict[str, Any]:
         "acorn_ef": m.acorn_ef,
         "acorn_selectivity": m.acorn_selectivity,
         "search_threads": m.index_search_threads,
+        "calibrate": m.index_calibrate,
+        "target_recall": m.index_target_recall,
+        "budget_ms": m.index_budget_ms,
+        "max_ef": m.index_max_ef,
     }
 
 

@@ -50,7 +50,8 @@ def test_run_reports_every_backend_at_a_tiny_n() -> None:
     text = bench.format_report(r)
     assert "recall@10" in text and "exact/qdrant latency" in text and text.count("\n") >= 5
     assert "ACORN" in text and "(seed 1)" in text and "flat data, 100 per cluster" in text
-    assert "by the share of agents a filter passes" in text
+    assert "by the share of agents a filter passes" in text and "calibrated from these floors" in text
+    assert qd["graph"]["calibration"] == {"skipped": "300 agents (< 1,000)"}
 
 
 def test_bad_arguments_are_config_errors() -> None:

@@ -7,6 +7,7 @@ between writes and reads, the hybrid across its threshold, and Weaviate when
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -419,6 +421,73 @@ def test_qdrant_searches_selective_filters_with_acorn_and_broad_ones_plainly() -
         assert small.searches == {"exact": 1, "hnsw": 0, "acorn": 0}
     finally:
         small.close()
+
+
+def test_qdrant_calibrates_its_search_effort_to_its_data_and_keeps_it(tmp_path: Path) -> None:
+    n, dim, k = 3000, 32, 10
+    cards, vecs = _random_agents(n, dim, seed=21)
+    path = tmp_path / "idx"
+    # floors of 4 candidates (too few here) and graph walks even for small filters (4 KB full scan)
+    opts: dict[str, Any] = {"exact_below": 0, "full_scan_kb": 4, "ef": 4, "acorn_ef": 4, "budget_ms": 1000.0}
+    idx = QdrantIndex(dim, path, **opts)
+    try:
+        idx.put_many((IndexedAgent(card=c, version=1), v) for c, v in zip(cards, vecs, strict=True))
+        report = idx.optimize()["calibration"]
+        assert report == idx.calibration and (report["ef"], report["acorn_ef"]) == (idx.ef, idx.acorn_ef)
+        for way in ("hnsw", "acorn"):
+            w = report["ways"][way]
+            assert w["probes"] >= 10, report  # both ways were probed
+            steps = w["steps"]
+            assert [s["ef"] for s in steps] == sorted({s["ef"] for s in steps}) and steps[0]["ef"] == 4
+            # the rule: the first step reaching the target is chosen; every step before it falls short
+            assert w["ef"] == steps[-1]["ef"] and steps[-1]["recall"] >= 0.95
+            assert all(s["recall"] < 0.95 for s in steps[:-1])
+        assert idx.ef > 4 or idx.acorn_ef > 4  # 4 candidates did not do here
+        # what it chose holds on queries it never saw
+        rng = np.random.default_rng(22)  # tasks near agents, as the probes are (noise of norm ~0.5)
+        queries = vecs[rng.integers(0, n, 40)] + 0.5 / dim**0.5 * rng.normal(size=(40, dim)).astype(np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        for c in (cons(tenant="acme", caps=("x",)), cons(tenant="acme")):
+            allowed = np.array([c.allows(x) for x in cards])
+            recalls = []
+            for q, hits in zip(queries, idx.search(queries, k, c), strict=True):
+                truth = {f"r{j}" for j in np.argsort(-np.where(allowed, vecs @ q, -np.inf))[:k]}
+                recalls.append(len(truth & {h.agent.card["agent_id"] for h in hits}) / k)
+            assert float(np.mean(recalls)) >= 0.9, (c, np.mean(recalls))
+        chosen = (idx.ef, idx.acorn_ef)
+    finally:
+        idx.close()
+    kept = json.loads((path / "calibration.json").read_text())
+    assert (kept["ef"], kept["acorn_ef"]) == chosen
+    again = QdrantIndex(dim, path, **opts)  # reopened: the kept choice, no new calibration
+    assert (again.ef, again.acorn_ef) == chosen
+    again.close()
+    floor = QdrantIndex(dim, path, **{**opts, "ef": 600, "acorn_ef": 600})  # the settings stay the floor
+    assert (floor.ef, floor.acorn_ef) == (600, 600)
+    floor.close()
+    (path / "calibration.json").write_text(json.dumps({**kept, "generation": "gen-999999"}))
+    stale = QdrantIndex(dim, path, **{**opts, "budget_ms": 1e-6})  # made on another generation: ignored
+    assert (stale.ef, stale.acorn_ef) == (4, 4) and stale.calibration is None
+    try:
+        tight = stale.calibrate()  # a budget no search meets: each way stays at its floor
+        assert (tight["ef"], tight["acorn_ef"]) == (4, 4)
+        assert all(len(tight["ways"][w]["steps"]) <= 2 for w in ("hnsw", "acorn"))  # the floor (and one over): stop
+    finally:
+        stale.close()
+
+
+def test_qdrant_calibration_is_skipped_when_small_or_off() -> None:
+    cards, vecs = _random_agents(1500, 8, seed=3)
+    idx = QdrantIndex(8, exact_below=0, calibrate=False)
+    try:
+        idx.put_many((IndexedAgent(card=c, version=1), v) for c, v in zip(cards, vecs, strict=True))
+        assert "calibration" not in idx.optimize() and idx.calibration is None
+        idx.remove("r0")
+        for i in range(1, 600):
+            idx.remove(f"r{i}")
+        assert idx.calibrate() == {"skipped": "900 agents (< 1,000)"}
+    finally:
+        idx.close()
 
 
 def test_qdrant_filter_translation_names_every_field() -> None:

@@ -521,7 +521,8 @@ class QdrantIndex:
         ladder from its floor whose recall@k reaches ``target_recall`` while the probes' p95
         stays within ``budget_ms``; if the target is out of reach within the budget, the best
         recall within it. The choice is kept in ``<path>/calibration.json`` for the generation
-        it was made on. Indexes of fewer than 1,000 agents are not calibrated. Cost (measured):
+        it was made on. Indexes of fewer than 1,000 agents (or than ``exact_below``, searched
+        exactly) are not calibrated. Cost (measured):
         ~1 s at 100k agents with 64 probes, ~5 s with 256, ~40 s at 1M (the exact searches).
         With 64 probes, ~20 reached each way and the chosen ef moved between runs: 256 it is.
         """
@@ -530,8 +531,9 @@ class QdrantIndex:
 
     def _calibrate(self, k: int = 10, probes: int = 256, seed: int = 0) -> dict[str, Any]:
         t0 = time.perf_counter()
-        if self._count < 1000:
-            return {"skipped": f"{self._count} agents (< 1,000)"}
+        least = max(1000, self.exact_below)  # below exact_below every search is exact anyway
+        if self._count < least:
+            return {"skipped": f"{self._count} agents (< {least:,})"}
         rng = np.random.default_rng(seed)
         fields = ["tenant", "capabilities", "cost", "p95_latency_ms"]
         with self._lock:

@@ -488,6 +488,12 @@ def test_qdrant_calibration_is_skipped_when_small_or_off() -> None:
         assert idx.calibrate() == {"skipped": "900 agents (< 1,000)"}
     finally:
         idx.close()
+    exact = QdrantIndex(8, exact_below=5000)  # searched exactly below 5,000: nothing to calibrate
+    try:
+        exact.put_many((IndexedAgent(card=c, version=1), v) for c, v in zip(cards, vecs, strict=True))
+        assert exact.optimize()["calibration"] == {"skipped": "1500 agents (< 5,000)"}
+    finally:
+        exact.close()
 
 
 def test_qdrant_filter_translation_names_every_field() -> None:

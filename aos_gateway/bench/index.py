@@ -274,6 +274,33 @@ def _make(backend: str, settings: Settings, n_agents: int) -> CapabilityIndex:
     raise ConfigError(f"unknown bench backend {backend!r}: use {', '.join(BACKENDS)}")
 
 
+BANDS = ((0.0, 0.02), (0.02, 0.07), (0.07, 0.4), (0.4, 1.0))
+"""Bands of the share of agents a query's filter passes, for the recall/latency breakdown."""
+
+
+def by_filter(matches: list[int], n: int, latency_ms: list[float], recalls: list[float]) -> list[dict[str, Any]]:
+    """p95 latency and mean recall of the queries in each band of filter selectivity.
+
+    ``matches``: agents each query's filter passes; the other lists run over the same queries.
+    """
+    out: list[dict[str, Any]] = []
+    share = np.asarray(matches) / n
+    lat = np.asarray(latency_ms)
+    rec = np.asarray(recalls)
+    for lo, hi in BANDS:
+        sel = (share >= lo) & ((share < hi) if hi < 1.0 else (share <= hi))
+        if sel.any():
+            out.append(
+                {
+                    "band": f"{lo:.0%}-{hi:.0%}",
+                    "queries": int(sel.sum()),
+                    "p95_ms": round(float(np.percentile(lat[sel], 95)), 3),
+                    "recall_at_10": round(float(rec[sel].mean()), 4),
+                }
+            )
+    return out
+
+
 def bench_backend(
     backend: str,
     settings: Settings,
@@ -281,6 +308,7 @@ def bench_backend(
     queries: FloatArray,
     cons: list[TaskConstraints],
     truth: list[list[int]],
+    matches: list[int],
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     """Build one backend from the agents, search every query at batch 1, compare with the truth."""
@@ -311,7 +339,6 @@ def bench_backend(
         lat: list[float] = []
         hits_total = violations = 0
         recalls: list[float] = []
-        per_query: list[tuple[float, float]] = []
         # one BLAS thread, as the eval (measured: 2 threads spin); set once around the loop: entering
         # threadpool_limits inspects the loaded libraries, ~1.2 ms a time (measured), which the
         # figures recorded before 2026-11-29 carried in every query
@@ -324,7 +351,6 @@ def bench_backend(
                 violations += sum(not c.allows(h.agent.card) for h in hits)
                 hits_total += len(hits)
                 recalls.append(len(set(got) & set(want)) / len(want) if want else float(not got))
-                per_query.append((lat[-1], recalls[-1]))
         rss2, peak2 = _rss_mb()
         report: dict[str, Any] = {
             "backend": backend,
@@ -337,7 +363,7 @@ def bench_backend(
             "recall_at_10": round(float(np.mean(recalls)), 4),
             "filter_violations": violations,
             "mean_hits": round(hits_total / len(cons), 2),
-            "per_query": per_query,
+            "by_filter": by_filter(matches, n, lat, recalls),
         }
         if isinstance(idx, QdrantIndex):
             report["graph"] = graph
@@ -349,30 +375,6 @@ def bench_backend(
         idx.close()
         del idx
         gc.collect()
-
-
-BANDS = ((0.0, 0.02), (0.02, 0.07), (0.07, 0.4), (0.4, 1.0))
-"""Bands of the share of agents a query's filter passes, for the recall/latency breakdown."""
-
-
-def by_filter(matches: list[int], n: int, per_query: list[tuple[float, float]]) -> list[dict[str, Any]]:
-    """p95 latency and mean recall of the queries in each band of filter selectivity."""
-    out: list[dict[str, Any]] = []
-    share = np.asarray(matches) / n
-    lat = np.asarray([p[0] for p in per_query])
-    rec = np.asarray([p[1] for p in per_query])
-    for lo, hi in BANDS:
-        sel = (share >= lo) & ((share < hi) if hi < 1.0 else (share <= hi))
-        if sel.any():
-            out.append(
-                {
-                    "band": f"{lo:.0%}-{hi:.0%}",
-                    "queries": int(sel.sum()),
-                    "p95_ms": round(float(np.percentile(lat[sel], 95)), 3),
-                    "recall_at_10": round(float(rec[sel].mean()), 4),
-                }
-            )
-    return out
 
 
 def run(
@@ -418,8 +420,7 @@ def run(
         "backends": {},
     }
     for b in backends:
-        report["backends"][b] = bench_backend(b, settings, agents, queries, cons, truth, progress)
-        report["backends"][b]["by_filter"] = by_filter(matches, n, report["backends"][b].pop("per_query"))
+        report["backends"][b] = bench_backend(b, settings, agents, queries, cons, truth, matches, progress)
     report["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
     be = report["backends"]
     if "exact" in be and "qdrant" in be:

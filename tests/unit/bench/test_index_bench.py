@@ -112,7 +112,7 @@ def test_graded_data_falls_off_by_level_and_keeps_the_payloads() -> None:
 
 
 def test_by_filter_splits_queries_by_the_share_of_agents_their_filter_passes() -> None:
-    bands = bench.by_filter([10, 500, 3000, 9000], 10_000, [(1.0, 1.0), (2.0, 0.5), (3.0, 0.0), (4.0, 1.0)])
+    bands = bench.by_filter([10, 500, 3000, 9000], 10_000, [1.0, 2.0, 3.0, 4.0], [1.0, 0.5, 0.0, 1.0])
     assert [(b["band"], b["queries"], b["recall_at_10"]) for b in bands] == [
         ("0%-2%", 1, 1.0),
         ("2%-7%", 1, 0.5),
@@ -120,4 +120,4 @@ def test_by_filter_splits_queries_by_the_share_of_agents_their_filter_passes() -
         ("40%-100%", 1, 1.0),
     ]
     assert bands[3]["p95_ms"] == 4.0
-    assert bench.by_filter([10_000], 10_000, [(1.0, 1.0)])[0]["band"] == "40%-100%"  # a filter passing all
+    assert bench.by_filter([10_000], 10_000, [1.0], [1.0])[0]["band"] == "40%-100%"  # a filter passing all

@@ -482,8 +482,7 @@ def test_qdrant_calibration_is_skipped_when_small_or_off() -> None:
     try:
         idx.put_many((IndexedAgent(card=c, version=1), v) for c, v in zip(cards, vecs, strict=True))
         assert "calibration" not in idx.optimize() and idx.calibration is None
-        idx.remove("r0")
-        for i in range(1, 600):
+        for i in range(600):
             idx.remove(f"r{i}")
         assert idx.calibrate() == {"skipped": "900 agents (< 1,000)"}
     finally:

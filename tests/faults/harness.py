@@ -370,7 +370,8 @@ class Scenario:
     _results: Tally | None = None
     _experience: Tally | None = None
     dead_letter_counts: dict[str, int] = field(default_factory=dict)
-    final_statuses: dict[str, int] = field(default_factory=dict)
+    final_details: dict[str, Any] = field(default_factory=dict)
+    """What :meth:`verify` counted last (statuses, failures dispatched and not, losses, ...)."""
 
     @contextmanager
     def load(self) -> Iterator[None]:
@@ -486,7 +487,7 @@ class Scenario:
             say(f"{self.fault}: the stores did not settle: {last}")
         time.sleep(3.0)  # anything late (a duplicate re-sent after a crash) shows now
         final = snapshot()
-        self.final_statuses = dict(final["statuses"])
+        self.final_details = final
         self.results.close()
         self.experience.close()
         final["dead_letters"] = self.dead_letter_counts = self._dead_letters()
@@ -513,10 +514,6 @@ class Scenario:
         """The poison messages' dead letters, as :meth:`verify` counted them."""
         return self.dead_letter_counts
 
-    def statuses(self) -> dict[str, int]:
-        """Final results by status, as :meth:`verify` counted them."""
-        return self.final_statuses
-
     def _count(self, ids: set[str]) -> dict[str, Any]:
         results = [r for r in self.results.records() if r["task_id"] in ids]
         per_task = Counter(r["task_id"] for r in results)
@@ -524,7 +521,8 @@ class Scenario:
         no_reason = [r["task_id"] for r in results if r["status"] == "FAILED" and not r["reason"]]
         executed = {r["task_id"] for r in results if r["steps"]}
         plans_per_task = {t: len({r["plan_id"] for r in results if r["task_id"] == t}) for t in per_task}
-        statuses = Counter(r["status"] for r in {r["task_id"]: r for r in results}.values())
+        finals = {r["task_id"]: r for r in results}
+        statuses = Counter(r["status"] for r in finals.values())
 
         exp = [r for r in self.experience.records() if r["task_id"] in ids]
         exp_ids = {r["experience_id"] for r in exp}
@@ -565,6 +563,8 @@ class Scenario:
             "duplicate_experience_records": len(exp) - len(exp_ids),
             "statuses": dict(statuses),
             "not_executed": len(set(per_task) - executed),
+            "failed_dispatched": sum(1 for r in finals.values() if r["status"] == "FAILED" and r["steps"]),
+            "failed_undispatched": [r["reason"] for r in finals.values() if r["status"] == "FAILED" and not r["steps"]],
             "finished_on_a_fallback": sum(
                 1 for r in {r["task_id"]: r for r in results}.values() if any(st["fallback_used"] for st in r["steps"])
             ),

@@ -5,21 +5,24 @@ per role, then a 0/1 per forward pair of roles. Variation is DEAP's uniform cros
 mutation that re-draws a role's option or flips an edge; every child is repaired (required
 edges back on), so each individual is a valid DAG. Selection is (μ + λ) with tournaments and
 the best individual always kept. The search stops after ``max_generations`` or when the best
-fitness has not improved for ``patience`` generations; a local search then polishes the best
-(each single change of an agent or an edge, until none helps). Fitness values are cached per
-genome.
+fitness has not improved for ``patience`` generations; a local search then polishes the best:
+every network that differs from it in one or two roles' agents is scored with its own best set of
+edges (vectorised, :func:`~aos_gateway.network.problem.best_edges`), the best one taken, until none
+improves. Fitness values are cached per genome.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from deap import algorithms, base, creator, tools
 
-from aos_gateway.network.problem import Problem
+from aos_gateway.network.problem import IntArray, Problem, best_edges
 
 if not hasattr(creator, "AosNetworkFitness"):
     creator.create("AosNetworkFitness", base.Fitness, weights=(1.0,))
@@ -47,7 +50,7 @@ class GaResult:
     greedy_fitness: float
     generations: int  # generations run
     converged_at: int  # the generation in which the final best was first found (0: the start)
-    evaluations: int  # distinct networks scored
+    evaluations: int  # networks scored: the GA's distinct ones, then the local search's
 
 
 def optimise(problem: Problem, settings: GaSettings | None = None, seed: int = 0) -> GaResult:
@@ -124,9 +127,9 @@ def optimise(problem: Problem, settings: GaSettings | None = None, seed: int = 0
                 break
     finally:
         random.setstate(state)
-    genome, polished = _polish(problem, list(best), lambda g: evaluate(g)[0])
+    genome, polished, scored = _polish(problem, list(best), lambda g: evaluate(g)[0])
     if polished > best_f + 1e-12:
-        best_f = polished
+        best_f = problem.fitness(genome)
     else:
         genome = list(best)
     return GaResult(
@@ -135,14 +138,64 @@ def optimise(problem: Problem, settings: GaSettings | None = None, seed: int = 0
         greedy_fitness=greedy_f,
         generations=gen,
         converged_at=converged_at,
-        evaluations=len(cache),
+        evaluations=len(cache) + scored,
     )
 
 
-def _polish(problem: Problem, genome: list[int], fitness: Callable[[list[int]], float]) -> tuple[list[int], float]:
-    """Local search on the GA's best: the best single change (another agent for a role, a free edge
-    flipped) while one improves, then the best change of two genes at once (an agent together with
-    an edge, or two agents whose pairing matters), until neither helps."""
+#: the local search re-chooses every edge of each neighbour while the optional edges allow at most
+#: this many sets (4 roles: 6 pairs, 64 sets); beyond, it changes one gene or two at a time
+EDGE_SETS_LIMIT = 256
+#: networks scored per round of the local search; beyond, neighbours differ in one role only
+NEIGHBOURHOOD_LIMIT = 500_000
+
+
+def _polish(problem: Problem, genome: list[int], fitness: Callable[[list[int]], float]) -> tuple[list[int], float, int]:
+    """Local search on the GA's best: the best of its neighbours (its agents with every other agent
+    for one role, or for two roles at once, each with its best edges) while one improves it.
+    Returns the network, its fitness and how many networks were scored outside ``fitness``."""
+    free = len(problem.pairs) - len(problem.required)
+    if 1 << free > EDGE_SETS_LIMIT:
+        return (*_polish_moves(problem, genome, fitness), 0)
+    n = len(problem.roles)
+    sizes = [len(r.options) for r in problem.roles]
+    best, scored = fitness(genome), 0
+    for _ in range(20):
+        cands = _neighbours(sizes, genome[:n], NEIGHBOURHOOD_LIMIT >> free)
+        fits, genomes = best_edges(problem, cands)
+        scored += len(cands) << free
+        k = int(np.argmax(fits))
+        if fits[k] - best <= 1e-12:
+            break
+        genome, best = [int(x) for x in genomes[k]], float(fits[k])
+    return genome, best, scored
+
+
+def _neighbours(sizes: list[int], agents: list[int], limit: int) -> IntArray:
+    """The agent choices that differ from ``agents`` in one role, then (when there are at most
+    ``limit`` in all) in two roles; ``agents`` itself first."""
+    here = np.array(agents, dtype=np.int64)
+    others = [np.array([o for o in range(k) if o != agents[r]], dtype=np.int64) for r, k in enumerate(sizes)]
+    blocks = [here[None, :]]
+    for r, alt in enumerate(others):
+        block = np.tile(here, (len(alt), 1))
+        block[:, r] = alt
+        blocks.append(block)
+    if sum(len(b) for b in blocks) + sum(len(x) * len(y) for x, y in itertools.combinations(others, 2)) <= limit:
+        for (r, x), (t, y) in itertools.combinations(enumerate(others), 2):
+            block = np.tile(here, (len(x) * len(y), 1))
+            block[:, r] = np.repeat(x, len(y))
+            block[:, t] = np.tile(y, len(x))
+            blocks.append(block)
+    return np.concatenate(blocks)
+
+
+def _polish_moves(
+    problem: Problem, genome: list[int], fitness: Callable[[list[int]], float]
+) -> tuple[list[int], float]:
+    """The local search when the optional edges have too many sets to try each: the best single
+    change (another agent for a role, a free edge flipped) while one improves, then the best change
+    of two genes at once (an agent together with an edge, or two agents whose pairing matters),
+    until neither helps."""
     n = len(problem.roles)
     moves: list[list[tuple[int, int]]] = [
         [(r, o)] for r, role in enumerate(problem.roles) for o in range(len(role.options))

@@ -196,16 +196,18 @@ class Problem:
         return genome
 
 
-def exhaustive(problem: Problem, limit: int = 20_000_000) -> tuple[list[int], float]:
-    """The best network by enumeration (vectorised over agent choices, looped over edge sets)."""
-    if problem.size > limit:
-        raise ValidationError(f"{problem.size} networks are too many to enumerate (limit {limit})")
+IntArray = npt.NDArray[np.int64]
+
+
+def best_edges(problem: Problem, choice: IntArray) -> tuple[FloatArray, IntArray]:
+    """For each row of agent choices (an ``(M, roles)`` array of option indices), the fitness of
+    its best network, and that network's genome: the choices with the best set of optional edges
+    (every set tried, vectorised over the rows; ties keep the first set in enumeration order)."""
     roles, n = problem.roles, len(problem.roles)
     ob = problem.objective
-    grids = np.meshgrid(*[np.arange(len(r.options)) for r in roles], indexing="ij")
-    choice = np.stack([g.ravel() for g in grids], axis=1)  # (N, n)
-    q = np.ones(choice.shape[0])
-    cost = np.zeros(choice.shape[0])
+    rows = choice.shape[0]
+    q = np.ones(rows)
+    cost = np.zeros(rows)
     lat = []
     for r, role in enumerate(roles):
         qa = np.array([o.quality for o in role.options])
@@ -219,8 +221,10 @@ def exhaustive(problem: Problem, limit: int = 20_000_000) -> tuple[list[int], fl
         m = np.array([[problem.syn(a.agent_id, b.agent_id) for b in roles[j].options] for a in roles[i].options])
         syn[(i, j)] = m[choice[:, i], choice[:, j]]
     free = [pair for pair in problem.pairs if pair not in problem.required]
-    best_f, best_g = -np.inf, None
-    for bits in itertools.product((0, 1), repeat=len(free)):
+    sets = list(itertools.product((0, 1), repeat=len(free)))
+    best_f = np.full(rows, -np.inf)
+    best_set = np.zeros(rows, dtype=np.int64)
+    for k, bits in enumerate(sets):
         on = set(problem.required) | {pair for pair, b in zip(free, bits, strict=True) if b}
         quality = q.copy()
         finish: list[FloatArray] = []
@@ -235,9 +239,22 @@ def exhaustive(problem: Problem, limit: int = 20_000_000) -> tuple[list[int], fl
         quality = np.minimum(quality, 1.0)
         f = quality - ob.cost_weight * cost - ob.latency_weight * latency / 1000.0
         f = np.where(quality < problem.min_quality, f - INFEASIBLE, f)
-        k = int(np.argmax(f))
-        if f[k] > best_f:
-            best_f = float(f[k])
-            best_g = [int(x) for x in choice[k]] + [1 if pair in on else 0 for pair in problem.pairs]
-    assert best_g is not None
-    return best_g, best_f
+        better = f > best_f
+        best_f[better] = f[better]
+        best_set[better] = k
+    table = np.array(
+        [[1 if pair in problem.required or bits[free.index(pair)] else 0 for pair in problem.pairs] for bits in sets],
+        dtype=np.int64,
+    ).reshape(len(sets), len(problem.pairs))
+    return best_f, np.concatenate([choice.astype(np.int64), table[best_set]], axis=1)
+
+
+def exhaustive(problem: Problem, limit: int = 20_000_000) -> tuple[list[int], float]:
+    """The best network by enumeration (vectorised over agent choices, looped over edge sets)."""
+    if problem.size > limit:
+        raise ValidationError(f"{problem.size} networks are too many to enumerate (limit {limit})")
+    grids = np.meshgrid(*[np.arange(len(r.options)) for r in problem.roles], indexing="ij")
+    choice = np.stack([g.ravel() for g in grids], axis=1)  # (N, n)
+    fits, genomes = best_edges(problem, choice)
+    k = int(np.argmax(fits))
+    return [int(x) for x in genomes[k]], float(fits[k])

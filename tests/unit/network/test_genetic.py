@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from aos_gateway.network.genetic import GaSettings, optimise
+from aos_gateway.network.genetic import EDGE_SETS_LIMIT, GaSettings, optimise
 from aos_gateway.network.problem import Objective, Option, Problem, Role, exhaustive
 
 
@@ -45,6 +45,20 @@ def test_ga_finds_what_enumeration_finds_on_a_non_separable_case() -> None:
     assert res.fitness > res.greedy_fitness
 
 
+def test_local_search_changes_two_agents_and_an_edge_at_once() -> None:
+    # the best pair pays only through an edge between them: from the greedy network, no change of
+    # one or two genes improves (either agent alone, or both without the edge, is worse)
+    roles = [
+        Role("r1", "", (Option("a", "A", 0.6), Option("b", "B", 0.5))),
+        Role("r2", "", (Option("c", "C", 0.6), Option("d", "D", 0.5))),
+    ]
+    p = Problem(roles, frozenset(), Objective(0, 0), synergy=lambda x, y: 1.6 if (x, y) == ("b", "d") else 1.0)
+    res = optimise(p, GaSettings(population=1, offspring=0, max_generations=0), seed=0)  # the local search alone
+    assert res.greedy_fitness == pytest.approx(0.36)
+    assert res.genome == exhaustive(p)[0] == [1, 1, 1]
+    assert res.fitness == pytest.approx(0.4) == pytest.approx(p.fitness(res.genome))
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_ga_is_never_worse_than_greedy_and_close_to_the_optimum(seed: int) -> None:
     p = _random_problem(seed)
@@ -54,6 +68,16 @@ def test_ga_is_never_worse_than_greedy_and_close_to_the_optimum(seed: int) -> No
     assert res.fitness == pytest.approx(p.fitness(res.genome))
     assert res.fitness <= best + 1e-9
     assert (best - res.fitness) <= 0.05 * abs(best)  # the worst-case gap
+
+
+def test_with_five_roles_the_local_search_changes_genes_instead_of_trying_every_edge_set() -> None:
+    p = _random_problem(11, roles=5, per_role=3)  # 9 optional edges: 512 sets, past EDGE_SETS_LIMIT
+    assert 1 << (len(p.pairs) - len(p.required)) > EDGE_SETS_LIMIT
+    res = optimise(p, seed=2)
+    _, best = exhaustive(p)
+    assert res.greedy_fitness <= res.fitness <= best + 1e-9
+    assert res.fitness == pytest.approx(p.fitness(res.genome))
+    assert (best - res.fitness) <= 0.05 * abs(best)
 
 
 def test_ga_is_repeatable_with_a_seed_and_stops_on_patience() -> None:

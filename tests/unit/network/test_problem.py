@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from aos_gateway.errors import ValidationError
-from aos_gateway.network.problem import Objective, Option, Problem, Role, exhaustive
+from aos_gateway.network.problem import Objective, Option, Problem, Role, best_edges, exhaustive
 
 
 def _role(rid: str, *opts: tuple[str, float, float, float]) -> Role:
@@ -95,3 +96,18 @@ def test_networks_below_the_quality_threshold_rank_below_every_feasible_one() ->
     strict = Problem(roles, objective=Objective(0.5, 0.1), min_quality=0.05)
     assert exhaustive(strict)[0] == [0] and strict.greedy() == [0]
     assert strict.score([1]).fitness < strict.score([0]).fitness
+
+
+def test_best_edges_gives_each_agent_choice_its_best_edge_set() -> None:
+    rng = random.Random(5)
+    roles = [
+        _role(f"r{r}", *[(f"a{r}{k}", rng.random(), rng.random(), rng.uniform(10, 900)) for k in range(3)])
+        for r in range(3)
+    ]
+    p = Problem(roles, frozenset({(0, 1)}), Objective(0.05, 0.2), synergy=lambda a, b: 0.7 + (hash(a + b) % 7) / 10)
+    choice = np.array([[i, j, k] for i in range(3) for j in range(3) for k in range(3)])
+    fits, genomes = best_edges(p, choice)
+    for row, fit, genome in zip(choice.tolist(), fits, genomes.tolist(), strict=True):
+        every = [p.repair([*row, 1, e2, e3]) for e2 in (0, 1) for e3 in (0, 1)]
+        assert genome[:3] == row and genome[3] == 1  # the choice kept, the required edge on
+        assert fit == pytest.approx(max(map(p.fitness, every))) and p.fitness(genome) == pytest.approx(fit)

@@ -23,7 +23,6 @@ import tempfile
 import threading
 import warnings
 import zlib
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from aos_gateway.errors import AosError, ConfigError, MediaError, MissingExtraError, ModelError
+from aos_gateway.perception.cache import CacheCounts, ResultCache
 from aos_gateway.perception.vectors import FloatArray, l2_normalize
 from aos_gateway.settings import AudioSettings
 
@@ -361,7 +361,7 @@ class _OpenAIWhisper:
         return str(result["text"]).strip(), str(result.get("language") or language or "en")
 
 
-class AudioEncoder:
+class AudioEncoder(CacheCounts):
     """Whisper transcripts and audio embeddings, with a content-hash cache; thread-safe.
 
     Model runs are serialised: openai-whisper's decoder keeps its key/value cache in hooks on the
@@ -374,9 +374,7 @@ class AudioEncoder:
         self._backend: _Backend | None = None
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()
-        self._cache: OrderedDict[bytes, AudioResult] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
+        self._cache: ResultCache[AudioResult] = ResultCache(settings.cache_size)
         label = Path(settings.model).name if settings.model else DEFAULT_MODEL_LABEL
         self.name = f"{label}/{settings.backend}"
 
@@ -409,37 +407,18 @@ class AudioEncoder:
             if a.ndim != 1 or a.size == 0:
                 raise MediaError(f"audio clip {i} must be a non-empty 1-D array of samples, got shape {a.shape}")
             arrays.append(a)
-        keys = [hashlib.sha256(a.astype("<f4", copy=False).tobytes()).digest() for a in arrays]
-        out: list[AudioResult | None] = [None] * len(arrays)
-        todo: dict[bytes, list[int]] = {}
-        with self._lock:
-            for i, k in enumerate(keys):
-                hit = self._cache.get(k)
-                if hit is not None:
-                    self._cache.move_to_end(k)
-                    out[i] = hit
-                    self.hits += 1
-                else:
-                    todo.setdefault(k, []).append(i)
-                    self.misses += 1
-        if todo:
-            uniq = list(todo)
+
+        def compute(first: list[int]) -> list[AudioResult]:
             try:
                 with self._run_lock:
-                    fresh = self._run(backend, [arrays[todo[k][0]] for k in uniq])
+                    return self._run(backend, [arrays[i] for i in first])
             except AosError:
                 raise
             except Exception as exc:
                 raise ModelError(f"speech model ({self.name}) failed: {exc}") from exc
-            with self._lock:
-                for k, r in zip(uniq, fresh, strict=True):
-                    for i in todo[k]:
-                        out[i] = r
-                    if self._settings.cache_size:
-                        self._cache[k] = r
-                        if len(self._cache) > self._settings.cache_size:
-                            self._cache.popitem(last=False)
-        return [r for r in out if r is not None]
+
+        keys = [hashlib.sha256(a.astype("<f4", copy=False).tobytes()).digest() for a in arrays]
+        return self._cache.get_or_compute(keys, compute)
 
     def _language(self, backend: _Backend) -> str | None:
         if not backend.multilingual:

@@ -25,13 +25,13 @@ import logging
 import os
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aos_gateway.errors import ConfigError, MediaError, MissingExtraError, ModelError
+from aos_gateway.perception.cache import CacheCounts, ResultCache
 from aos_gateway.perception.vectors import FloatArray, l2_normalize
 from aos_gateway.settings import VisionSettings
 
@@ -167,7 +167,7 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-class ImageEncoder:
+class ImageEncoder(CacheCounts):
     """CLIP image and text embeddings (open_clip), with a content-hash LRU cache; thread-safe.
 
     Rows are L2-normalised float32. Loaded once, on :meth:`load` or first use.
@@ -180,8 +180,7 @@ class ImageEncoder:
         self.settings = settings
         self._threads = threads
         self._lock = threading.Lock()
-        self._cache: OrderedDict[bytes, FloatArray] = OrderedDict()
-        self._cache_size = settings.cache_size
+        self._cache: ResultCache[FloatArray] = ResultCache(settings.cache_size)
         self._model: Any = None
         self._preprocess: Any = None
         self._tokenizer: Any = None
@@ -189,8 +188,6 @@ class ImageEncoder:
         self._dim = 0
         self._image_size = 224
         self._name = ""
-        self.hits = 0
-        self.misses = 0
 
     @property
     def random_weights(self) -> bool:
@@ -322,36 +319,13 @@ class ImageEncoder:
         return self._encode(keys, texts, None, "encode_text", batch_size)
 
     def _encode(self, keys: list[bytes], items: list[Any], prepare: Any, method: str, batch_size: int) -> FloatArray:
-        out: list[FloatArray | None] = [None] * len(items)
-        todo: dict[bytes, list[int]] = {}
-        with self._lock:
-            for i, k in enumerate(keys):
-                hit = self._cache.get(k)
-                if hit is not None:
-                    self._cache.move_to_end(k)
-                    out[i] = hit
-                    self.hits += 1
-                else:
-                    todo.setdefault(k, []).append(i)
-                    self.misses += 1
-        if todo:
-            uniq = list(todo)
-            if prepare is not None:
-                inputs = [prepare(items[todo[k][0]], todo[k][0]) for k in uniq]
-            else:
-                inputs = [items[todo[k][0]] for k in uniq]
-            vecs = self._run(method, inputs, max(1, batch_size))
-            with self._lock:
-                for k, v in zip(uniq, vecs, strict=True):
-                    for i in todo[k]:
-                        out[i] = v
-                    if self._cache_size:
-                        self._cache[k] = v
-                        if len(self._cache) > self._cache_size:
-                            self._cache.popitem(last=False)
+        def compute(first: list[int]) -> FloatArray:
+            inputs = [prepare(items[i], i) for i in first] if prepare is not None else [items[i] for i in first]
+            return self._run(method, inputs, max(1, batch_size))
+
         if not items:
             return np.zeros((0, self._dim), dtype=np.float32)
-        return np.stack([v for v in out if v is not None]).astype(np.float32, copy=False)
+        return np.stack(self._cache.get_or_compute(keys, compute)).astype(np.float32, copy=False)
 
     def _run(self, method: str, inputs: list[Any], batch_size: int) -> FloatArray:
         import torch

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aos_gateway.errors import MissingExtraError, ModelError
+from aos_gateway.perception.cache import ResultCache
 from aos_gateway.perception.vectors import FloatArray, l2_normalize
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
@@ -55,14 +55,20 @@ class TextEncoder:
         self._quantize = quantize_int8
         self._model_ref = model
         self._device = device
-        self._cache: OrderedDict[bytes, FloatArray] = OrderedDict()
-        self._span_cache: OrderedDict[bytes, FloatArray] = OrderedDict()  # rows: the text, then its spans
-        self._cache_size = cache_size
+        self._cache: ResultCache[FloatArray] = ResultCache(cache_size)
+        self._span_cache: ResultCache[FloatArray] = ResultCache(cache_size)  # rows: the text, then its spans
         self._lock = threading.Lock()
         self._model: Any = None
-        self.hits = 0
-        self.misses = 0
         self.name = model or DEFAULT_TEXT_MODEL
+
+    @property
+    def hits(self) -> int:
+        """Rows served from the cache (texts and texts with spans)."""
+        return self._cache.hits + self._span_cache.hits
+
+    @property
+    def misses(self) -> int:
+        return self._cache.misses + self._span_cache.misses
 
     def load(self) -> None:
         """Load the model now (else on first encode)."""
@@ -106,38 +112,19 @@ class TextEncoder:
         ``batch_size``: small chunks waste less on padding.
         """
         self.load()
-        keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
-        out: list[FloatArray | None] = [None] * len(texts)
-        todo: dict[bytes, list[int]] = {}
-        with self._lock:
-            for i, k in enumerate(keys):
-                hit = self._cache.get(k)
-                if hit is not None:
-                    self._cache.move_to_end(k)
-                    out[i] = hit
-                    self.hits += 1
-                else:
-                    todo.setdefault(k, []).append(i)
-                    self.misses += 1
-        if todo:
-            uniq = list(todo)
-            batch = [texts[todo[k][0]] for k in uniq]
+
+        def compute(first: list[int]) -> FloatArray:
+            batch = [texts[i] for i in first]
             try:
                 raw = self._model.encode(batch, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
             except Exception as exc:
                 raise ModelError(f"text encoder failed: {exc}") from exc
-            vecs = l2_normalize(raw)
-            with self._lock:
-                for k, v in zip(uniq, vecs, strict=True):
-                    for i in todo[k]:
-                        out[i] = v
-                    if self._cache_size:
-                        self._cache[k] = v
-                        if len(self._cache) > self._cache_size:
-                            self._cache.popitem(last=False)
+            return l2_normalize(raw)
+
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([v for v in out if v is not None]).astype(np.float32)
+        keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
+        return np.stack(self._cache.get_or_compute(keys, compute)).astype(np.float32)
 
     def encode_spans(
         self, texts: list[str], spans: list[list[tuple[int, int]]], batch_size: int = 8
@@ -155,44 +142,33 @@ class TextEncoder:
         plain = [i for i, sp in enumerate(spans) if not sp]
         if plain:
             vecs[plain] = self.encode([texts[i] for i in plain], batch_size)
-        keys = {
-            i: hashlib.sha256(repr((texts[i], spans[i])).encode("utf-8")).digest() for i, sp in enumerate(spans) if sp
-        }
-        todo: list[int] = []
-        with self._lock:
-            for i, k in keys.items():
-                hit = self._span_cache.get(k)
-                if hit is None:
-                    todo.append(i)
-                    self.misses += 1
-                    continue
-                self._span_cache.move_to_end(k)
-                self.hits += 1
-                vecs[i], out[i] = hit[0], hit[1:]
-        if not todo:
-            return vecs, out
-        try:
-            feats = self._model.encode(
-                [texts[i] for i in todo], batch_size=batch_size, output_value=None, show_progress_bar=False
-            )
-            tok = self._model.tokenizer
-        except Exception as exc:
-            raise ModelError(f"text encoder failed: {exc}") from exc
-        for i, f in zip(todo, feats, strict=True):
-            sent = l2_normalize(f["sentence_embedding"].detach().float().cpu().numpy()[None, :])[0]
-            tokens = f["token_embeddings"].detach().float().cpu().numpy()
-            offsets = tok(texts[i], return_offsets_mapping=True, truncation=True, max_length=tokens.shape[0])[
-                "offset_mapping"
-            ]
-            rows = []
-            for a, b in spans[i]:
-                idx = [t for t, (s, e) in enumerate(offsets) if e > s and s >= a and e <= b]
-                rows.append(tokens[idx].mean(axis=0) if idx else sent)
-            span_vecs = l2_normalize(np.stack(rows)) if rows else np.zeros((0, dim), dtype=np.float32)
-            vecs[i], out[i] = sent, span_vecs
-            with self._lock:
-                if self._cache_size:
-                    self._span_cache[keys[i]] = np.vstack([sent[None, :], span_vecs]).astype(np.float32)
-                    if len(self._span_cache) > self._cache_size:
-                        self._span_cache.popitem(last=False)
+        with_spans = [i for i, sp in enumerate(spans) if sp]
+
+        def compute(first: list[int]) -> list[FloatArray]:
+            items = [with_spans[j] for j in first]
+            try:
+                feats = self._model.encode(
+                    [texts[i] for i in items], batch_size=batch_size, output_value=None, show_progress_bar=False
+                )
+                tok = self._model.tokenizer
+            except Exception as exc:
+                raise ModelError(f"text encoder failed: {exc}") from exc
+            stacked = []
+            for i, f in zip(items, feats, strict=True):
+                sent = l2_normalize(f["sentence_embedding"].detach().float().cpu().numpy()[None, :])[0]
+                tokens = f["token_embeddings"].detach().float().cpu().numpy()
+                offsets = tok(texts[i], return_offsets_mapping=True, truncation=True, max_length=tokens.shape[0])[
+                    "offset_mapping"
+                ]
+                rows = []
+                for a, b in spans[i]:
+                    idx = [t for t, (s, e) in enumerate(offsets) if e > s and s >= a and e <= b]
+                    rows.append(tokens[idx].mean(axis=0) if idx else sent)
+                span_vecs = l2_normalize(np.stack(rows)) if rows else np.zeros((0, dim), dtype=np.float32)
+                stacked.append(np.vstack([sent[None, :], span_vecs]).astype(np.float32))
+            return stacked
+
+        keys = [hashlib.sha256(repr((texts[i], spans[i])).encode("utf-8")).digest() for i in with_spans]
+        for i, rows in zip(with_spans, self._span_cache.get_or_compute(keys, compute), strict=True):
+            vecs[i], out[i] = rows[0], rows[1:]
         return vecs, out

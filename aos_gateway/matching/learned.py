@@ -21,9 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aos_gateway.errors import ValidationError
+from aos_gateway.perception.cache import ResultCache
 from aos_gateway.perception.vectors import FloatArray
 
 IntArray = npt.NDArray[np.int32]
@@ -311,10 +310,8 @@ class Ranker:
 
     def __init__(self, state: LearnedState | None = None, weights: BlendWeights | None = None) -> None:
         self.state = state if state is not None and state.successes else None
-        self._sims_cache: OrderedDict[bytes, FloatArray] = OrderedDict()
-        self._sims_lock = threading.Lock()
         rows = self.state.memory.shape[0] if self.state is not None else 0
-        self._sims_rows = max(8, SIMS_CACHE_BYTES // (4 * max(rows, 1)))
+        self._sims_cache: ResultCache[FloatArray] = ResultCache(max(8, SIMS_CACHE_BYTES // (4 * max(rows, 1))))
         self.weights = weights or BlendWeights()
         self._pos = {a: i for i, a in enumerate(state.agent_ids)} if state is not None else {}
         self.version = state.version if state is not None else 0
@@ -329,25 +326,14 @@ class Ranker:
     def similarities(self, queries: FloatArray) -> FloatArray:
         """(n, memories): ``queries @ memory.T``, rows seen before from the cache (the state's
         vector size is required)."""
-        assert self.state is not None
+        state = self.state
+        assert state is not None
         q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        keys = [row.tobytes() for row in q]
-        rows: list[FloatArray | None] = []
-        with self._sims_lock:
-            for key in keys:
-                hit = self._sims_cache.get(key)
-                if hit is not None:
-                    self._sims_cache.move_to_end(key)
-                rows.append(hit)
-        missing = [i for i, r in enumerate(rows) if r is None]
-        if missing:
-            fresh = q[missing] @ self.state.memory.T
-            with self._sims_lock:
-                for j, i in enumerate(missing):
-                    rows[i] = self._sims_cache[keys[i]] = fresh[j].copy()
-                while len(self._sims_cache) > self._sims_rows:
-                    self._sims_cache.popitem(last=False)
-        out: FloatArray = np.stack([r for r in rows if r is not None])
+
+        def compute(first: list[int]) -> list[FloatArray]:
+            return [row.copy() for row in q[first] @ state.memory.T]  # rows of their own, not views
+
+        out: FloatArray = np.stack(self._sims_cache.get_or_compute([row.tobytes() for row in q], compute))
         return out
 
     def prefetch(self, queries: FloatArray) -> None:

@@ -444,8 +444,10 @@ def test_qdrant_calibrates_its_search_effort_to_its_data_and_keeps_it(tmp_path: 
             assert all(s["recall"] < 0.95 for s in steps[:-1])
         assert idx.ef > 4 or idx.acorn_ef > 4  # 4 candidates did not do here
         # what it chose holds on queries it never saw
-        rng = np.random.default_rng(22)  # tasks near agents, as the probes are (noise of norm ~0.5)
-        queries = vecs[rng.integers(0, n, 40)] + 0.5 / dim**0.5 * rng.normal(size=(40, dim)).astype(np.float32)
+        # tasks near agents, as the probes are (noise of norm ~0.5); 200 of them: the chosen ef may only
+        # just reach 0.95 on its ~90 probes (seen: 0.952), and with 40 queries one suite run failed here
+        rng = np.random.default_rng(22)
+        queries = vecs[rng.integers(0, n, 200)] + 0.5 / dim**0.5 * rng.normal(size=(200, dim)).astype(np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         for c in (cons(tenant="acme", caps=("x",)), cons(tenant="acme")):
             allowed = np.array([c.allows(x) for x in cards])

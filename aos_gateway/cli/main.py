@@ -232,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="gold",
         help="what is learned from: the right agent (gold), or only whether the chosen agent was right (bandit)",
     )
+    em.add_argument(
+        "--fallback",
+        action="store_true",
+        help="with --feedback bandit: a failed task is tried once more on its planned fallback agent (as plans do)",
+    )
     em.add_argument("--limit", type=int, default=None, help="use only the first N train and test tasks")
     em.add_argument("--json", action="store_true")
     em.set_defaults(handler=_cmd_eval)
@@ -633,6 +638,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from aos_gateway.matching.evaluate import evaluate
     from aos_gateway.perception.text import TextEncoder
 
+    if args.fallback and args.feedback != "bandit":  # a usage error, as argparse reports one
+        msg = "--fallback needs --feedback bandit (see `aos eval matching --help`)"
+        print(f"aos eval matching: error: {msg}", file=sys.stderr)
+        return 2
     s = _settings()
     p = s.perception
     cards = list(read_cards(args.agents))
@@ -644,13 +653,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         TextEncoder(p.text_model, p.device, 0, p.torch_threads),
         args.feedback,
         _progress,
+        fallback=args.fallback,
     )
     if args.json:
         print(json.dumps(report))
         return 0
     if "bandit_success_rate" in report:
         print(
-            f"bandit: {report['bandit_trials']} tries, {report['bandit_success_rate']:.4f} chosen right while learning"
+            f"bandit: {report['bandit_trials']} tries, {report['bandit_success_rate']:.4f} of them right, "
+            f"{report['bandit_solved_rate']:.4f} of the tasks solved while learning"
+            + (" (with fallback tries)" if report["bandit_fallback"] else "")
         )
     for name in ("zero_shot", "learned"):
         r = report[name]

@@ -90,6 +90,13 @@ class ThompsonLearner:
         theta = self._rng.beta(alpha, beta)
         return agent_ids[int(top[int(np.argmax(theta))])]
 
+    def fallback(self, query: FloatArray, agent_ids: Sequence[str], card_sims: FloatArray, chosen: str) -> str | None:
+        """The agent a plan falls back to when ``chosen`` fails: the best-scored other one (the
+        planner's fallback is a role's best spare option), decided before the outcome is known."""
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        scores, _ = self.ranker.score(q, agent_ids, card_sims)
+        return next((agent_ids[int(j)] for j in np.argsort(-scores) if agent_ids[int(j)] != chosen), None)
+
     def observe(self, query: FloatArray, agent_id: str, success: bool) -> None:
         """Record an outcome of the chosen agent (agents outside the catalogue are ignored)."""
         col = self._pos.get(agent_id)

@@ -43,12 +43,15 @@ def learn(
     train_vecs: FloatArray,
     progress: Callable[[str], None] = lambda _m: None,
     seed: int = 0,
+    fallback: bool = False,
 ) -> tuple[LearnedState, dict[str, Any]]:
     """The learned state after the training stream, with either kind of feedback.
 
     gold: every training task comes with its right agent. bandit: each training task is
     seen once, in order; the learner picks an agent (Thompson sampling over its top
-    candidates) and is told only whether that agent was right.
+    candidates) and is told only whether that agent was right. With ``fallback``, a task whose
+    agent failed is tried once more on the fallback planned with it (the best-scored other
+    agent), as the gateway's plans do, and that outcome is learned too.
     """
     if feedback == "gold":
         labels = [e.gold[0] for e in train]
@@ -57,18 +60,27 @@ def learn(
         raise ValueError(f"unknown feedback mode {feedback!r}")
     learner = ThompsonLearner(ids, agent_vecs.shape[1], seed=seed)
     sims = train_vecs @ agent_vecs.T
+    solved = 0
     for i, ex in enumerate(train):
         chosen = learner.choose(train_vecs[i], ids, sims[i])
-        learner.observe(train_vecs[i], chosen, chosen in ex.gold)
+        backup = learner.fallback(train_vecs[i], ids, sims[i], chosen) if fallback else None
+        ok = chosen in ex.gold
+        learner.observe(train_vecs[i], chosen, ok)
+        if not ok and backup is not None:
+            ok = backup in ex.gold
+            learner.observe(train_vecs[i], backup, ok)
+        solved += ok
         if i and i % 1000 == 0:
             progress(
-                f"eval: bandit {i}/{len(train)} tasks, {learner.successes / learner.trials:.1%} chosen right so far"
+                f"eval: bandit {i}/{len(train)} tasks, {learner.successes / learner.trials:.1%} of tries right so far"
             )
     state = learner.finish()
     return state, {
         "feedback": "bandit",
+        "bandit_fallback": fallback,
         "bandit_trials": learner.trials,
         "bandit_success_rate": round(learner.successes / max(learner.trials, 1), 4),
+        "bandit_solved_rate": round(solved / max(len(train), 1), 4),
     }
 
 
@@ -79,15 +91,17 @@ def evaluate(
     encoder: TextEncoder,
     feedback: str = "gold",
     progress: Callable[[str], None] = lambda _m: None,
+    fallback: bool = False,
 ) -> dict[str, Any]:
-    """Zero-shot (card similarity) and learned (from ``train`` with ``feedback``) on ``test``."""
+    """Zero-shot (card similarity) and learned (from ``train`` with ``feedback``) on ``test``;
+    ``fallback``: bandit feedback with a second try on the planned fallback (see :func:`learn`)."""
     ids = [c["agent_id"] for c in cards]
     progress(f"eval: encoding {len(cards)} agent cards and {len(train)} training tasks")
     agent_vecs = encoder.encode([card_text(c) for c in cards])
     train_vecs = encoder.encode([e.text for e in train])
     progress(f"eval: learning from {len(train)} tasks ({feedback} feedback)")
     with threadpool_limits(1, user_api="blas"):
-        state, info = learn(feedback, ids, agent_vecs, train, train_vecs, progress)
+        state, info = learn(feedback, ids, agent_vecs, train, train_vecs, progress, fallback=fallback)
     zero, learned = Ranker(None), Ranker(state)
 
     progress(f"eval: {len(test)} test tasks, one at a time (batch 1: encode + search + rank)")

@@ -29,6 +29,13 @@ def test_bad_arguments_give_one_line_and_exit_2(
     assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_fallback_without_bandit_feedback_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    f = __file__  # any existing file: the check comes before the files are read
+    assert main(["eval", "matching", "--agents", f, "--train", f, "--test", f, "--fallback"]) == 2
+    err = capsys.readouterr().err
+    assert "--fallback needs --feedback bandit" in err and len(err.strip().splitlines()) == 1
+
+
 def test_unreachable_kafka_is_one_line_exit_1() -> None:
     env = {"AOS_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1", "AOS_KAFKA__REQUEST_TIMEOUT_S": "2", "PATH": "/usr/bin:/bin"}
     out = subprocess.run(

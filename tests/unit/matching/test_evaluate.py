@@ -40,3 +40,29 @@ def test_eval_on_a_metatool_subset_learns_something() -> None:
     zs, learned = report["zero_shot"], report["learned"]
     assert set(zs) == set(learned) == {"top1", "r5", "mrr", "p95_ms"}
     assert 0.3 < zs["top1"] < learned["top1"] <= 1.0 and zs["p95_ms"] > 0
+
+
+def test_bandit_with_fallback_tries_a_failed_task_once_more_and_learns_from_both_tries() -> None:
+    import numpy as np
+
+    from aos_gateway.matching.dataset import Example
+    from aos_gateway.matching.evaluate import learn
+
+    rng = np.random.default_rng(3)
+    ids = ["a", "b", "c", "d"]
+    centres = np.eye(4, 8, dtype=np.float32)
+    labels = rng.integers(0, 4, 400)
+    vecs = centres[labels] + 0.1 * rng.normal(size=(400, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    train = [Example(f"t{i}", "", (ids[y],)) for i, y in enumerate(labels)]
+    cards = np.roll(centres, 1, axis=0)  # every card points at the wrong tasks: zero-shot is wrong
+    _, plain = learn("bandit", ids, cards, train, vecs)
+    _, with_fb = learn("bandit", ids, cards, train, vecs, fallback=True)
+    assert not plain["bandit_fallback"] and with_fb["bandit_fallback"]
+    assert plain["bandit_trials"] == 400 and plain["bandit_solved_rate"] == plain["bandit_success_rate"]
+    failed_first = with_fb["bandit_trials"] - 400  # each task whose first agent failed had one more try
+    assert 0 < failed_first < 400
+    assert with_fb["bandit_solved_rate"] > plain["bandit_solved_rate"]
+    # successes = tasks solved (by the first try or the fallback): one success at most per task
+    successes = round(with_fb["bandit_success_rate"] * with_fb["bandit_trials"])
+    assert successes == round(with_fb["bandit_solved_rate"] * 400)

@@ -146,3 +146,12 @@ def test_fingerprint_ignores_the_version_and_follows_the_published_content() -> 
     assert LearnedState.from_bytes(state.to_bytes()).fingerprint() == fp  # float16 on the wire: same content
     state.memory_success = ~state.memory_success
     assert state.fingerprint() != fp
+
+
+def test_the_planned_fallback_is_the_best_scored_other_agent() -> None:
+    learner = ThompsonLearner(AGENTS, 8, seed=0)
+    q = np.ones(8, dtype=np.float32) / 8**0.5
+    cards = np.array([0.2, 0.9, 0.5], dtype=np.float32)  # zero-shot order: b, c, a
+    assert learner.fallback(q, AGENTS, cards, "b") == "c"
+    assert learner.fallback(q, AGENTS, cards, "c") == "b"
+    assert ThompsonLearner(["a"], 8).fallback(q, ["a"], cards[:1], "a") is None

@@ -26,7 +26,12 @@ from aos_gateway.streams.kafka import admin, ensure_topics, make_producer
 
 
 def learn_from_file(
-    settings: Settings, agents: Path, train: Path, feedback: str, progress: Callable[[str], None]
+    settings: Settings,
+    agents: Path,
+    train: Path,
+    feedback: str,
+    progress: Callable[[str], None],
+    fallback: bool = False,
 ) -> tuple[LearnedState, dict[str, Any]]:
     from threadpoolctl import threadpool_limits
 
@@ -44,7 +49,8 @@ def learn_from_file(
     train_vecs = encoder.encode([e.text for e in examples], batch_size=64)
     progress(f"learn: fitting ({feedback} feedback)")
     with threadpool_limits(1, user_api="blas"):
-        state, info = learn(feedback, [c["agent_id"] for c in cards], agent_vecs, examples, train_vecs, progress)
+        ids = [c["agent_id"] for c in cards]
+        state, info = learn(feedback, ids, agent_vecs, examples, train_vecs, progress, fallback=fallback)
     state.metadata |= {"model": encoder.name, "source": str(train), "feedback": feedback}
     return state, {**info, "tasks": len(examples)}
 
@@ -135,7 +141,7 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
     else:
         if args.agents is None or args.train is None:
             raise ValidationError("give --agents and --train (a labelled file), or --from-experience")
-        state, info = learn_from_file(settings, args.agents, args.train, args.feedback, progress)
+        state, info = learn_from_file(settings, args.agents, args.train, args.feedback, progress, args.fallback)
     payload = state.to_bytes()
     if args.out:
         Path(args.out).write_bytes(payload)

@@ -250,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--agents", type=argtypes.existing_file, default=None, help="agent cards (agents.jsonl form)")
     lm.add_argument("--train", type=argtypes.existing_file, default=None, help="past tasks with the right agent")
     lm.add_argument("--feedback", choices=["gold", "bandit"], default="gold")
+    lm.add_argument(
+        "--fallback",
+        action="store_true",
+        help="with --feedback bandit: a failed task is tried once more on its planned fallback agent (as plans do)",
+    )
     lm.add_argument("--from-experience", action="store_true", help="replay aos.experience.v1 instead of a file")
     lm.add_argument("--out", default=None, help="also write the state to this file")
     lm.add_argument("--no-publish", action="store_true", help="do not send it to aos.weights.v1")
@@ -638,9 +643,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from aos_gateway.matching.evaluate import evaluate
     from aos_gateway.perception.text import TextEncoder
 
-    if args.fallback and args.feedback != "bandit":  # a usage error, as argparse reports one
-        msg = "--fallback needs --feedback bandit (see `aos eval matching --help`)"
-        print(f"aos eval matching: error: {msg}", file=sys.stderr)
+    if _fallback_misused(args, "aos eval matching"):
         return 2
     s = _settings()
     p = s.perception
@@ -676,9 +679,20 @@ def _cmd_learn_network(args: argparse.Namespace) -> int:
     return learn_cmds.run_network(args, _settings(), _progress)
 
 
+def _fallback_misused(args: argparse.Namespace, prog: str) -> bool:
+    """--fallback without bandit feedback from a labelled file: a usage error, one line as argparse's."""
+    if args.fallback and (args.feedback != "bandit" or getattr(args, "from_experience", False)):
+        msg = "--fallback needs --feedback bandit and a labelled --train file"
+        print(f"{prog}: error: {msg} (see `{prog} --help`)", file=sys.stderr)
+        return True
+    return False
+
+
 def _cmd_learn(args: argparse.Namespace) -> int:
     from aos_gateway.cli import learn_cmds
 
+    if _fallback_misused(args, "aos learn matching"):
+        return 2
     return learn_cmds.run(args, _settings(), _progress)
 
 

@@ -29,9 +29,18 @@ def test_bad_arguments_give_one_line_and_exit_2(
     assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_fallback_without_bandit_feedback_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    f = __file__  # any existing file: the check comes before the files are read
-    assert main(["eval", "matching", "--agents", f, "--train", f, "--test", f, "--fallback"]) == 2
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "matching", "--agents", __file__, "--train", __file__, "--test", __file__, "--fallback"],
+        ["learn", "matching", "--agents", __file__, "--train", __file__, "--fallback"],
+        ["learn", "matching", "--from-experience", "--feedback", "bandit", "--fallback"],
+    ],
+)
+def test_fallback_without_bandit_feedback_from_a_file_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2  # checked before any file is read or Kafka reached
     err = capsys.readouterr().err
     assert "--fallback needs --feedback bandit" in err and len(err.strip().splitlines()) == 1
 

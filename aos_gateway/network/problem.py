@@ -221,11 +221,12 @@ def best_edges(problem: Problem, choice: IntArray) -> tuple[FloatArray, IntArray
         m = np.array([[problem.syn(a.agent_id, b.agent_id) for b in roles[j].options] for a in roles[i].options])
         syn[(i, j)] = m[choice[:, i], choice[:, j]]
     free = [pair for pair in problem.pairs if pair not in problem.required]
-    sets = list(itertools.product((0, 1), repeat=len(free)))
     best_f = np.full(rows, -np.inf)
     best_set = np.zeros(rows, dtype=np.int64)
-    for k, bits in enumerate(sets):
+    table: list[list[int]] = []  # per edge set, its edge genes
+    for k, bits in enumerate(itertools.product((0, 1), repeat=len(free))):
         on = set(problem.required) | {pair for pair, b in zip(free, bits, strict=True) if b}
+        table.append([1 if pair in on else 0 for pair in problem.pairs])
         quality = q.copy()
         finish: list[FloatArray] = []
         for j in range(n):
@@ -242,11 +243,8 @@ def best_edges(problem: Problem, choice: IntArray) -> tuple[FloatArray, IntArray
         better = f > best_f
         best_f[better] = f[better]
         best_set[better] = k
-    table = np.array(
-        [[1 if pair in problem.required or bits[free.index(pair)] else 0 for pair in problem.pairs] for bits in sets],
-        dtype=np.int64,
-    ).reshape(len(sets), len(problem.pairs))
-    return best_f, np.concatenate([choice.astype(np.int64), table[best_set]], axis=1)
+    edges = np.array(table, dtype=np.int64).reshape(len(table), len(problem.pairs))
+    return best_f, np.concatenate([choice.astype(np.int64), edges[best_set]], axis=1)
 
 
 def exhaustive(problem: Problem, limit: int = 20_000_000) -> tuple[list[int], float]:

@@ -72,9 +72,18 @@ class ThompsonLearner:
 
     def choose(self, query: FloatArray, agent_ids: Sequence[str], card_sims: FloatArray) -> str:
         """One agent among the best ``candidates`` of ``agent_ids``, drawn by Thompson sampling."""
+        return self.choose_with_fallback(query, agent_ids, card_sims)[0]
+
+    def choose_with_fallback(
+        self, query: FloatArray, agent_ids: Sequence[str], card_sims: FloatArray
+    ) -> tuple[str, str | None]:
+        """As :meth:`choose`, with the agent a plan falls back to when the chosen one fails: the
+        best-scored other one (the planner's fallback is a role's best spare option), decided
+        before the outcome is known; None with a single agent."""
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         scores, _ = self.ranker.score(q, agent_ids, card_sims)
-        top = np.argsort(-scores)[: self.candidates]
+        order = np.argsort(-scores)
+        top = order[: self.candidates]
         p = np.clip(scores[top], 0.0, 1.0)
         alpha = 1.0 + self.prior * p
         beta = 1.0 + self.prior * (1.0 - p)
@@ -88,14 +97,8 @@ class ThompsonLearner:
             alpha[known] += wins[cols[known]]
             beta[known] += losses[cols[known]]
         theta = self._rng.beta(alpha, beta)
-        return agent_ids[int(top[int(np.argmax(theta))])]
-
-    def fallback(self, query: FloatArray, agent_ids: Sequence[str], card_sims: FloatArray, chosen: str) -> str | None:
-        """The agent a plan falls back to when ``chosen`` fails: the best-scored other one (the
-        planner's fallback is a role's best spare option), decided before the outcome is known."""
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
-        scores, _ = self.ranker.score(q, agent_ids, card_sims)
-        return next((agent_ids[int(j)] for j in np.argsort(-scores) if agent_ids[int(j)] != chosen), None)
+        chosen = agent_ids[int(top[int(np.argmax(theta))])]
+        return chosen, next((agent_ids[int(j)] for j in order if agent_ids[int(j)] != chosen), None)
 
     def observe(self, query: FloatArray, agent_id: str, success: bool) -> None:
         """Record an outcome of the chosen agent (agents outside the catalogue are ignored)."""

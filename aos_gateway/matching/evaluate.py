@@ -62,11 +62,10 @@ def learn(
     sims = train_vecs @ agent_vecs.T
     solved = 0
     for i, ex in enumerate(train):
-        chosen = learner.choose(train_vecs[i], ids, sims[i])
-        backup = learner.fallback(train_vecs[i], ids, sims[i], chosen) if fallback else None
+        chosen, backup = learner.choose_with_fallback(train_vecs[i], ids, sims[i])
         ok = chosen in ex.gold
         learner.observe(train_vecs[i], chosen, ok)
-        if not ok and backup is not None:
+        if fallback and not ok and backup is not None:
             ok = backup in ex.gold
             learner.observe(train_vecs[i], backup, ok)
         solved += ok

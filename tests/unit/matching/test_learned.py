@@ -149,9 +149,14 @@ def test_fingerprint_ignores_the_version_and_follows_the_published_content() -> 
 
 
 def test_the_planned_fallback_is_the_best_scored_other_agent() -> None:
-    learner = ThompsonLearner(AGENTS, 8, seed=0)
     q = np.ones(8, dtype=np.float32) / 8**0.5
-    cards = np.array([0.2, 0.9, 0.5], dtype=np.float32)  # zero-shot order: b, c, a
-    assert learner.fallback(q, AGENTS, cards, "b") == "c"
-    assert learner.fallback(q, AGENTS, cards, "c") == "b"
-    assert ThompsonLearner(["a"], 8).fallback(q, ["a"], cards[:1], "a") is None
+    cards = np.array([0.2, 0.52, 0.5], dtype=np.float32)  # zero-shot order: b, c (close behind), a
+    chosen_seen = set()
+    for seed in range(20):
+        learner = ThompsonLearner(AGENTS, 8, seed=seed)
+        chosen, backup = learner.choose_with_fallback(q, AGENTS, cards)
+        assert backup == {"b": "c", "c": "b", "a": "b"}[chosen]
+        assert chosen == ThompsonLearner(AGENTS, 8, seed=seed).choose(q, AGENTS, cards)  # the same draw
+        chosen_seen.add(chosen)
+    assert {"b", "c"} <= chosen_seen  # both cases were met
+    assert ThompsonLearner(["a"], 8).choose_with_fallback(q, ["a"], cards[:1]) == ("a", None)

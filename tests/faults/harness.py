@@ -565,9 +565,7 @@ class Scenario:
             "not_executed": len(set(per_task) - executed),
             "failed_dispatched": sum(1 for r in finals.values() if r["status"] == "FAILED" and r["steps"]),
             "failed_undispatched": [r["reason"] for r in finals.values() if r["status"] == "FAILED" and not r["steps"]],
-            "finished_on_a_fallback": sum(
-                1 for r in {r["task_id"]: r for r in results}.values() if any(st["fallback_used"] for st in r["steps"])
-            ),
+            "finished_on_a_fallback": sum(1 for r in finals.values() if any(st["fallback_used"] for st in r["steps"])),
             "lost_by_kind": {k: v for k, v in lost.items() if v},
             "dup_by_kind": {k: v for k, v in dup.items() if v},
             "not_succeeded": [

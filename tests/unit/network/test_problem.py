@@ -57,12 +57,17 @@ def test_optional_edges_are_added_only_when_they_pay() -> None:
     assert helpful.greedy() == [0, 0, 1] and exhaustive(helpful)[0] == [0, 0, 1]
 
 
-def test_exhaustive_agrees_with_scoring_every_network() -> None:
-    rng = random.Random(3)
-    roles = [
+def _random_roles(seed: int) -> list[Role]:
+    """Three roles of three options each, with random fit, reliability and latency."""
+    rng = random.Random(seed)
+    return [
         _role(f"r{r}", *[(f"a{r}{k}", rng.random(), rng.random(), rng.uniform(10, 900)) for k in range(3)])
         for r in range(3)
     ]
+
+
+def test_exhaustive_agrees_with_scoring_every_network() -> None:
+    roles = _random_roles(3)
     p = Problem(roles, frozenset({(0, 2)}), Objective(0.05, 0.2), synergy=lambda a, b: 0.8 + (hash(a + b) % 5) / 10)
     best = max(
         (
@@ -99,11 +104,7 @@ def test_networks_below_the_quality_threshold_rank_below_every_feasible_one() ->
 
 
 def test_best_edges_gives_each_agent_choice_its_best_edge_set() -> None:
-    rng = random.Random(5)
-    roles = [
-        _role(f"r{r}", *[(f"a{r}{k}", rng.random(), rng.random(), rng.uniform(10, 900)) for k in range(3)])
-        for r in range(3)
-    ]
+    roles = _random_roles(5)
     p = Problem(roles, frozenset({(0, 1)}), Objective(0.05, 0.2), synergy=lambda a, b: 0.7 + (hash(a + b) % 7) / 10)
     choice = np.array([[i, j, k] for i in range(3) for j in range(3) for k in range(3)])
     fits, genomes = best_edges(p, choice)

@@ -163,6 +163,18 @@ class PerceptionSettings(BaseModel):
         "find one agent per sub-task (costs one more short encoding per clause of a multi-clause task)",
     )
     max_clauses: int = Field(default=4, ge=2, le=16)
+    window_tokens: int = Field(
+        default=4,
+        ge=0,
+        le=64,
+        description="complexity analysis: also pool windows of this many tokens of the text (from the same "
+        "model pass; 0: none), where the matcher looks for a part another agent serves better (measured "
+        "in docs/benchmarks.md, aos bench network)",
+    )
+    window_stride: int = Field(default=2, ge=1, le=64, description="a window starts every this many tokens")
+    max_windows: int = Field(
+        default=48, ge=1, le=512, description="windows per text at most (a longer text gets a wider stride)"
+    )
     quantize_int8: bool = Field(
         default=False,
         description="int8 dynamic quantisation of the text model's linear layers on CPU (faster; measured "
@@ -258,6 +270,14 @@ class MatchingSettings(BaseModel):
     )
     min_clause_score: float = Field(
         default=0.3, ge=0.0, description="a clause becomes a role when its best agent scores at least this"
+    )
+    window_margin: float = Field(
+        default=0.4,
+        ge=0.0,
+        le=1.0,
+        description="with a learned state and the text's token windows (AOS_PERCEPTION__WINDOW_TOKENS): a window "
+        "whose most likely agent is more likely there than the task's best agent by this much adds a role "
+        "(then the clause and runner-up rules are not used); chosen on MetaTool (docs/benchmarks.md)",
     )
     follow_weights: bool = Field(
         default=True, description="load learned matching state from aos.weights.v1 and hot-reload it"

@@ -71,6 +71,12 @@ class Clause(TypedDict):
     depends_on_previous: bool
 
 
+class TextWindow(TypedDict):
+    start: int
+    end: int
+    vector: NamedVector
+
+
 class PerceivedTask(TypedDict):
     task_id: str
     tenant: str
@@ -87,6 +93,7 @@ class PerceivedTask(TypedDict):
     reply_to: str | None
     trace_id: str | None
     clauses: NotRequired[list[Clause]]
+    windows: NotRequired[list[TextWindow]]
     notes: list[str]
     timings: dict[str, int]
 

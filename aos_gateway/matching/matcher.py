@@ -22,7 +22,7 @@ from aos_gateway.matching.filters import USABLE as USABLE  # re-exported: it liv
 from aos_gateway.matching.filters import TaskConstraints
 from aos_gateway.matching.index import CapabilityIndex, Hit
 from aos_gateway.matching.learned import LearnedState, Ranker
-from aos_gateway.network.complexity import Clause, find_roles
+from aos_gateway.network.complexity import Clause, RoleSpec, find_roles, locate, window_roles
 from aos_gateway.perception.vectors import FloatArray, unpack
 from aos_gateway.settings import MatchingSettings
 
@@ -81,7 +81,7 @@ class Matcher:
             state=state,
             spaces=spaces,
             space_min_similarity=m.min_image_similarity,
-            roles=RoleRules(m.max_roles, m.runner_up_ratio, m.min_clause_score),
+            roles=RoleRules(m.max_roles, m.runner_up_ratio, m.min_clause_score, m.window_margin),
         )
 
     def set_state(self, state: LearnedState | None) -> None:
@@ -214,12 +214,13 @@ class Matcher:
 
     @staticmethod
     def _prefetch(ranker: Ranker, task: PerceivedTask) -> None:
-        """The task's and its clauses' similarities to the learned memory, in one product (each
-        vector is ranked several times against it; see :class:`Ranker`)."""
+        """The task's, its clauses' and its token windows' similarities to the learned memory, in one
+        product (reading the memory costs more than the rows; see :class:`Ranker`)."""
         if not ranker.learned:
             return
         model = task["fused"]["model"]
-        vecs = [task["fused"], *(c["vector"] for c in task.get("clauses") or [])]
+        windows = [w["vector"] for w in task.get("windows") or []]
+        vecs = [task["fused"], *(c["vector"] for c in task.get("clauses") or []), *windows]
         same = [unpack(v) for v in vecs if (v["model"] or model) == model]
         if same and len({v.shape[0] for v in same}) == 1:
             ranker.prefetch(np.stack(same))
@@ -227,36 +228,77 @@ class Matcher:
     def find_roles(self, task: PerceivedTask, whole: list[Candidate], ranker: Ranker | None = None) -> list[Role]:
         """The sub-capabilities of the task, each with its own ranking (empty: one role, ``whole``).
 
-        Each clause of the text is ranked on its own, under the task's constraints; see
-        :func:`aos_gateway.network.complexity.find_roles` for when a clause or the runner-up of the
-        whole task becomes a role.
+        With a learned state and the text's token windows: :func:`~aos_gateway.network.complexity.
+        window_roles` (a window whose most likely agent beats the task's best agent there by
+        ``window_margin``). Otherwise each clause of the text is ranked on its own, under the task's
+        constraints; see :func:`aos_gateway.network.complexity.find_roles` for when a clause or the
+        runner-up of the whole task becomes a role.
         """
         r = self.roles
         if r.max_roles < 2:
             return []
+        ranker = ranker or self.ranker
         model = task["fused"]["model"]
         constraints = TaskConstraints.of(task)
         k = max(len(whole), 1)
         clause_recs = task.get("clauses") or []
         clauses = [Clause(c["text"], c["depends_on_previous"]) for c in clause_recs]
-        rankings = [
-            self.rank(unpack(c["vector"]), constraints, k, c["vector"]["model"] or model, ranker) for c in clause_recs
-        ]
-        # the runner-up rule reads a learned distribution (peaked where one agent is right); card
-        # similarities alone are flat, and their runner-up says little: zero-shot, clauses only
+        text = task["text"] or task["transcript"] or ""
+        # the learned distribution is what separates a window's agent from the task's (card
+        # similarities alone are flat): windows only with a learned state from the same encoder
         learned = whole[0]["quality"] is not None
-        specs = find_roles(
-            task["text"] or task["transcript"] or "",
-            whole,
-            clauses,
-            rankings,
-            runner_up_ratio=r.runner_up_ratio if learned else float("inf"),
-            min_clause_score=r.min_clause_score,
-            max_roles=r.max_roles,
-        )
+        specs = self._window_roles(task, whole, clauses, ranker, constraints, k) if learned else None
+        if specs is None:
+            rankings = [
+                self.rank(unpack(c["vector"]), constraints, k, c["vector"]["model"] or model, ranker)
+                for c in clause_recs
+            ]
+            # the runner-up rule reads a learned distribution (peaked where one agent is right); card
+            # similarities alone are flat, and their runner-up says little: zero-shot, clauses only
+            specs = find_roles(
+                text,
+                whole,
+                clauses,
+                rankings,
+                runner_up_ratio=r.runner_up_ratio if learned else float("inf"),
+                min_clause_score=r.min_clause_score,
+                max_roles=r.max_roles,
+            )
         if len(specs) < 2:
             return []
         return [Role(role_id=s.role_id, text=s.text, depends_on=s.depends_on, candidates=s.candidates) for s in specs]
+
+    def _window_roles(
+        self,
+        task: PerceivedTask,
+        whole: list[Candidate],
+        clauses: list[Clause],
+        ranker: Ranker,
+        constraints: TaskConstraints,
+        k: int,
+    ) -> list[RoleSpec] | None:
+        """Roles from the text's token windows, or None when the task has none usable (no windows,
+        or vectors of another encoder than the learned state's)."""
+        state = ranker.state
+        model = task["fused"]["model"]
+        windows = [w for w in task.get("windows") or [] if (w["vector"]["model"] or model) == (ranker.model or model)]
+        if state is None or not windows:
+            return None
+        vecs = [unpack(w["vector"]) for w in windows]
+        if any(v.shape[0] != state.dim for v in vecs):
+            return None
+        analysed = "\n".join(t for t in (task["text"], task["transcript"]) if t)  # as perception joined them
+        return window_roles(
+            analysed,
+            whole,
+            locate(analysed, clauses),
+            [(w["start"], w["end"]) for w in windows],
+            ranker.learned_distributions(np.stack(vecs)),
+            state.agent_ids,
+            lambda j: self.rank(vecs[j], constraints, k, model, ranker),
+            margin=self.roles.window_margin,
+            max_roles=self.roles.max_roles,
+        )
 
 
 @dataclass(frozen=True)
@@ -266,3 +308,4 @@ class RoleRules:
     max_roles: int = 4
     runner_up_ratio: float = 0.5
     min_clause_score: float = 0.3
+    window_margin: float = 0.4

@@ -6,6 +6,10 @@ whose best agent differs from the others' becomes a **role** of the network (:fu
 The whole task's ranking adds a role too when its runner-up is nearly as likely as its best agent
 (a two-capability task that does not split into clauses: "a list of discounted houses").
 
+With a learned state, roles come from short **token windows** of the text instead
+(:func:`window_roles`): a window whose most likely agent beats the whole task's best agent there by
+a margin adds that agent (measured on MetaTool's two-agent tasks: docs/benchmarks.md).
+
 A clause that uses what an earlier one produced ("... and convert *it* into a PDF", "then ...",
 "based on ...") depends on the previous role: the two run in sequence. Other roles are
 independent and may run in parallel.
@@ -14,8 +18,11 @@ independent and may run in parallel.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from aos_gateway.contracts.records import Candidate
 
@@ -159,4 +166,87 @@ def find_roles(
             picks.append((len(clauses), text, second, False))
     for _, t, ranking, dep in sorted(picks, key=lambda p: p[0]):
         add(t, ranking, dep)
+    return specs
+
+
+def locate(text: str, clauses: Sequence[Clause]) -> list[Clause]:
+    """The clauses with their character spans in ``text`` (each found after the one before; a clause
+    not found keeps the span it has)."""
+    out: list[Clause] = []
+    pos = 0
+    for c in clauses:
+        at = text.find(c.text, pos) if c.text else -1
+        if at < 0:
+            out.append(c)
+            continue
+        out.append(Clause(c.text, c.depends_on_previous, at, at + len(c.text)))
+        pos = at + len(c.text)
+    return out
+
+
+def window_roles(
+    text: str,
+    whole: Sequence[Candidate],
+    clauses: Sequence[Clause],
+    windows: Sequence[tuple[int, int]],
+    dists: npt.NDArray[np.floating],
+    agent_ids: Sequence[str],
+    rank_window: Callable[[int], Sequence[Candidate]],
+    margin: float = 0.4,
+    max_roles: int = 4,
+) -> list[RoleSpec]:
+    """The roles of a task from its token windows (empty: one role, the whole task's ranking).
+
+    ``dists[j]`` is the learned distribution over ``agent_ids`` of window ``j`` (character range
+    ``windows[j]`` of ``text``). The whole task's best agent is a role; a window whose most likely
+    agent is more likely there than that agent by at least ``margin`` adds a role, ranked by
+    ``rank_window(j)`` (the window's own ranking under the task's constraints), the widest margins
+    first, up to ``max_roles``. Each role serves the clause its window lies in (``clauses`` with
+    their spans; no clauses: the whole text); a role follows the one before it in the text when its
+    clause refers back to an earlier one. The best agent's role is listed first (unless it follows
+    another), the others in the text's order.
+    """
+    if not whole or len(windows) == 0 or max_roles < 2:
+        return []
+    pos = {a: i for i, a in enumerate(agent_ids)}
+    first = whole[0]["agent_id"]
+    col = pos.get(first)
+    best = dists.max(axis=1)
+    gaps = best - (dists[:, col] if col is not None else 0.0)
+    tops = dists.argmax(axis=1)
+    chosen: dict[str, tuple[int, Sequence[Candidate]]] = {}  # agent -> (window, ranking)
+    for j in np.argsort(-gaps, kind="stable"):
+        if gaps[j] < margin or len(chosen) + 1 >= max_roles:
+            break
+        if agent_ids[tops[j]] == first or agent_ids[tops[j]] in chosen:
+            continue
+        ranking = rank_window(int(j))
+        if ranking and ranking[0]["agent_id"] != first and ranking[0]["agent_id"] not in chosen:
+            chosen[ranking[0]["agent_id"]] = (int(j), ranking)
+    if not chosen:
+        return []
+    anchor = int(np.argmax(dists[:, col])) if col is not None else 0  # where the best agent is most likely
+    picks = [(anchor, whole), *chosen.values()]
+
+    def clause_of(j: int) -> int | None:
+        a, b = windows[j]
+        mid = (a + b) // 2
+        return next((k for k, c in enumerate(clauses) if c.start <= mid < c.end), None)
+
+    # in the text's order: which role follows which (a clause that refers back uses the role before)
+    placed = sorted(range(len(picks)), key=lambda i: windows[picks[i][0]][0])
+    where = [clause_of(picks[i][0]) for i in placed]
+    after: dict[int, int] = {}  # pick -> the pick it depends on
+    for n in range(1, len(placed)):
+        k = where[n]
+        if k is not None and k != where[n - 1] and clauses[k].depends_on_previous:
+            after[placed[n]] = placed[n - 1]
+    # listed with the task's best agent first (its role leads unless it waits on another), then in order
+    order = [0, *(i for i in placed if i != 0)] if 0 not in after else placed
+    ids = {i: f"r{n + 1}" for n, i in enumerate(order)}
+    specs: list[RoleSpec] = []
+    for i in order:
+        k = clause_of(picks[i][0])
+        role_text = clauses[k].text if k is not None else text
+        specs.append(RoleSpec(ids[i], role_text, list(picks[i][1]), [ids[after[i]]] if i in after else []))
     return specs

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from aos_gateway.contracts.records import Clause as ClauseRecord
-from aos_gateway.contracts.records import NamedVector, PerceivedTask, TaskRequest
+from aos_gateway.contracts.records import NamedVector, PerceivedTask, TaskRequest, TextWindow
 from aos_gateway.errors import AosError, MediaError, MissingExtraError, ValidationError
 from aos_gateway.network.complexity import Clause, split_clauses
+from aos_gateway.perception.text import WindowSpec
 from aos_gateway.perception.vectors import FloatArray, pack
 from aos_gateway.settings import Settings
 
@@ -71,6 +73,7 @@ class _Item:
     modalities: list[str] = field(default_factory=list)
     vectors: dict[str, FloatArray] = field(default_factory=dict)
     clauses: list[tuple[Clause, FloatArray]] = field(default_factory=list)
+    windows: list[tuple[int, int, FloatArray]] = field(default_factory=list)  # (start, end, vector)
     error: AosError | None = None
 
 
@@ -243,23 +246,32 @@ class Perceiver:
             return
         p = self.settings.perception
         inputs = ["\n".join(t for t in (it.text, it.transcript) if t) for it in todo]
-        # complexity analysis: the clauses of a text that splits (see aos_gateway.network.complexity);
-        # their vectors come from the same model pass (mean of each clause's token vectors), so an
-        # encoder without token vectors gives none
+        # complexity analysis: the clauses of a text that splits (see aos_gateway.network.complexity)
+        # and short token windows of every text; their vectors come from the same model pass (mean
+        # of their token vectors), so an encoder without token vectors gives none
+        encode_parts = getattr(self.text, "encode_parts", None) if p.split_clauses else None
         encode_spans = getattr(self.text, "encode_spans", None) if p.split_clauses else None
         clauses: list[list[Clause]] = [[] for _ in inputs]
+        windows: list[tuple[FloatArray, npt.NDArray[np.int32]]] = []
+        span_vecs: list[FloatArray] = [np.zeros((0, 0), dtype=np.float32) for _ in inputs]
         if encode_spans is None:
             vecs = np.asarray(self.text.encode(inputs, batch_size=p.encode_batch_size))
-            span_vecs: list[FloatArray] = [np.zeros((0, 0), dtype=np.float32) for _ in inputs]
         else:
             split = (split_clauses(t, max_clauses=p.max_clauses) for t in inputs)
             clauses = [c if len(c) > 1 else [] for c in split]
-            vecs, span_vecs = encode_spans(
-                inputs, [[(c.start, c.end) for c in cs] for cs in clauses], batch_size=p.encode_batch_size
-            )
-        for it, vec, cs, sv in zip(todo, vecs, clauses, span_vecs, strict=True):
+            spans = [[(c.start, c.end) for c in cs] for cs in clauses]
+            if encode_parts is not None and p.window_tokens > 0:
+                spec = WindowSpec(p.window_tokens, p.window_stride, p.max_windows)
+                parts = encode_parts(inputs, spans, spec, batch_size=p.encode_batch_size)
+                vecs, span_vecs, windows = parts.vectors, parts.spans, parts.windows
+            else:
+                vecs, span_vecs = encode_spans(inputs, spans, batch_size=p.encode_batch_size)
+        for k, (it, vec, cs, sv) in enumerate(zip(todo, vecs, clauses, span_vecs, strict=True)):
             it.vectors["text"] = vec
             it.clauses = [(c, sv[j]) for j, c in enumerate(cs)]
+            if windows:
+                w_vecs, w_ranges = windows[k]
+                it.windows = [(int(a), int(b), w_vecs[j]) for j, (a, b) in enumerate(w_ranges)]
             if it.text:
                 it.modalities.insert(0, "text")
 
@@ -319,6 +331,9 @@ class Perceiver:
                 )
                 for c, v in it.clauses
             ]
+            if fused_vec.size and fused["model"] == text_model
+            else [],
+            windows=[TextWindow(start=a, end=b, vector=pack("text", v, dtype, text_model)) for a, b, v in it.windows]
             if fused_vec.size and fused["model"] == text_model
             else [],
             notes=it.notes,

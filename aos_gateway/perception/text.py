@@ -10,16 +10,22 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from aos_gateway.errors import MissingExtraError, ModelError
 from aos_gateway.perception.cache import ResultCache
 from aos_gateway.perception.vectors import FloatArray, l2_normalize
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+
+IntArray = npt.NDArray[np.int32]
+#: one cache entry of the token path: the sentence and span rows, the window rows, the windows' ranges
+_Parts = tuple[FloatArray, FloatArray, IntArray]
 
 
 def default_model_path() -> Path:
@@ -56,7 +62,7 @@ class TextEncoder:
         self._model_ref = model
         self._device = device
         self._cache: ResultCache[FloatArray] = ResultCache(cache_size)
-        self._span_cache: ResultCache[FloatArray] = ResultCache(cache_size)  # rows: the text, then its spans
+        self._span_cache: ResultCache[_Parts] = ResultCache(cache_size)  # the token path's results
         self._lock = threading.Lock()
         self._model: Any = None
         self.name = model or DEFAULT_TEXT_MODEL
@@ -135,17 +141,33 @@ class TextEncoder:
         No extra model call per span: a text with spans costs what it costs alone. A span that
         holds no whole token (or lies past the model's truncation) gets the text's own vector.
         """
+        parts = self.encode_parts(texts, spans, None, batch_size)
+        return parts.vectors, parts.spans
+
+    def encode_parts(
+        self,
+        texts: list[str],
+        spans: list[list[tuple[int, int]]],
+        windows: WindowSpec | None = None,
+        batch_size: int = 8,
+    ) -> TextParts:
+        """:meth:`encode_spans`, and with ``windows`` also the vectors of short overlapping token
+        windows of every text (its first ``tokens`` tokens, then every ``stride`` tokens; the
+        stride widens so that a long text gets at most ``limit``), all from the same model pass:
+        each the mean of its tokens' vectors, with its character range in the text."""
         self.load()
         dim = self.dim
-        vecs = np.zeros((len(texts), dim), dtype=np.float32)
+        n = len(texts)
+        vecs = np.zeros((n, dim), dtype=np.float32)
         out: list[FloatArray] = [np.zeros((0, dim), dtype=np.float32) for _ in texts]
-        plain = [i for i, sp in enumerate(spans) if not sp]
+        wins: list[tuple[FloatArray, IntArray]] = [_no_windows(dim) for _ in texts]
+        plain = [i for i, sp in enumerate(spans) if not sp and windows is None]
         if plain:
             vecs[plain] = self.encode([texts[i] for i in plain], batch_size)
-        with_spans = [i for i, sp in enumerate(spans) if sp]
+        tokened = [i for i, sp in enumerate(spans) if sp or windows is not None]
 
-        def compute(first: list[int]) -> list[FloatArray]:
-            items = [with_spans[j] for j in first]
+        def compute(first: list[int]) -> list[_Parts]:
+            items = [tokened[j] for j in first]
             try:
                 feats = self._model.encode(
                     [texts[i] for i in items], batch_size=batch_size, output_value=None, show_progress_bar=False
@@ -153,7 +175,7 @@ class TextEncoder:
                 tok = self._model.tokenizer
             except Exception as exc:
                 raise ModelError(f"text encoder failed: {exc}") from exc
-            stacked = []
+            stacked: list[_Parts] = []
             for i, f in zip(items, feats, strict=True):
                 sent = l2_normalize(f["sentence_embedding"].detach().float().cpu().numpy()[None, :])[0]
                 tokens = f["token_embeddings"].detach().float().cpu().numpy()
@@ -165,10 +187,54 @@ class TextEncoder:
                     idx = [t for t, (s, e) in enumerate(offsets) if e > s and s >= a and e <= b]
                     rows.append(tokens[idx].mean(axis=0) if idx else sent)
                 span_vecs = l2_normalize(np.stack(rows)) if rows else np.zeros((0, dim), dtype=np.float32)
-                stacked.append(np.vstack([sent[None, :], span_vecs]).astype(np.float32))
+                words = [t for t, (s, e) in enumerate(offsets) if e > s]  # the text's own tokens
+                w_vecs, w_ranges = _no_windows(dim)
+                if windows is not None and words:
+                    starts = windows.starts(len(words))
+                    picked = [words[a : a + windows.tokens] for a in starts]
+                    w_vecs = l2_normalize(np.stack([tokens[ix].mean(axis=0) for ix in picked]))
+                    w_ranges = np.array([(offsets[ix[0]][0], offsets[ix[-1]][1]) for ix in picked], dtype=np.int32)
+                stacked.append(
+                    (np.vstack([sent[None, :], span_vecs]).astype(np.float32), w_vecs.astype(np.float32), w_ranges)
+                )
             return stacked
 
-        keys = [hashlib.sha256(repr((texts[i], spans[i])).encode("utf-8")).digest() for i in with_spans]
-        for i, rows in zip(with_spans, self._span_cache.get_or_compute(keys, compute), strict=True):
+        spec = None if windows is None else (windows.tokens, windows.stride, windows.limit)
+        keys = [hashlib.sha256(repr((texts[i], spans[i], spec)).encode("utf-8")).digest() for i in tokened]
+        for i, (rows, w_vecs, w_ranges) in zip(tokened, self._span_cache.get_or_compute(keys, compute), strict=True):
             vecs[i], out[i] = rows[0], rows[1:]
-        return vecs, out
+            wins[i] = (w_vecs, w_ranges)
+        return TextParts(vecs, out, wins)
+
+
+def _no_windows(dim: int) -> tuple[FloatArray, IntArray]:
+    return np.zeros((0, dim), dtype=np.float32), np.zeros((0, 2), dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Token windows of a text (complexity analysis): ``tokens`` long, every ``stride`` tokens,
+    at most ``limit`` per text (a longer text gets a wider stride)."""
+
+    tokens: int = 4
+    stride: int = 2
+    limit: int = 48
+
+    def starts(self, n: int) -> list[int]:
+        """The first token of each window of a text of ``n`` tokens (one window when n <= tokens)."""
+        last = max(0, n - self.tokens)
+        stride = max(self.stride, -(-last // max(1, self.limit - 1)))
+        out = list(range(0, last + 1, stride))
+        if out[-1] != last:  # the tail is covered too
+            out.append(last)
+        return out[: self.limit]
+
+
+@dataclass(frozen=True)
+class TextParts:
+    """What :meth:`TextEncoder.encode_parts` returns, per text: its vector, its spans' vectors and
+    its token windows (vectors and character ranges)."""
+
+    vectors: FloatArray
+    spans: list[FloatArray]
+    windows: list[tuple[FloatArray, IntArray]]

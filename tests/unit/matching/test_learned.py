@@ -160,3 +160,22 @@ def test_the_planned_fallback_is_the_best_scored_other_agent() -> None:
         chosen_seen.add(chosen)
     assert {"b", "c"} <= chosen_seen  # both cases were met
     assert ThompsonLearner(["a"], 8).choose_with_fallback(q, ["a"], cards[:1]) == ("a", None)
+
+
+def test_learned_distributions_of_many_rows_are_each_rows_own() -> None:
+    rng = np.random.default_rng(5)
+    state = _bandit_state(rng)
+    queries = rng.normal(size=(7, state.dim)).astype(np.float32)
+    cards = rng.uniform(0.1, 0.6, size=(7, len(state.agent_ids))).astype(np.float32)
+    cards[:, 1] = np.nan  # an agent without a card similarity: no card vote
+    ranker = Ranker(state)
+    many = ranker.learned_distributions(queries, cards)
+    plain = ranker.learned_distributions(queries)
+    for j, q in enumerate(queries):
+        one = Ranker(state).learned_distribution(q, cards[j])
+        assert one is not None
+        np.testing.assert_allclose(many[j], one, rtol=1e-4, atol=1e-6)
+        no_cards = Ranker(state).learned_distribution(q)
+        assert no_cards is not None
+        np.testing.assert_allclose(plain[j], no_cards, rtol=1e-4, atol=1e-6)
+    assert many.shape == (7, len(state.agent_ids)) and np.allclose(plain.sum(axis=1), 1.0, atol=1e-5)

@@ -10,7 +10,7 @@ from aos_gateway.client import new_task
 from aos_gateway.errors import ValidationError
 from aos_gateway.matching.cards import card_from_json, card_text, read_cards
 from aos_gateway.matching.index import ExactIndex
-from aos_gateway.matching.matcher import Matcher
+from aos_gateway.matching.matcher import Matcher, RoleRules
 from aos_gateway.perception.task import perceive
 from tests.unit.perception.test_task import FakeEncoder
 
@@ -173,8 +173,45 @@ def test_a_multi_part_task_gets_one_role_per_clause_agent() -> None:
     assert [r["candidates"][0]["agent_id"] for r in two["roles"]] == ["weather", "pdf"]
     assert two["roles"][1]["depends_on"] == ["r1"] and two["roles"][1]["text"] == "convert it into a PDF file."
     assert one["roles"] == []  # zero-shot: even a 0 runner-up ratio adds no role (card scores are flat)
-    # with a learned state the runner-up rule applies: here every agent is learned as likely
+    # with a learned state and no token windows (perceived without them) the runner-up rule applies:
+    # here every agent is learned as likely
     vecs = enc.encode(["Will it snow in Rome?", "Turn this into SQL", "Make a PDF of this page"])
     m.set_state(learn_gold(["weather", "sql", "pdf"], vecs, ["weather", "sql", "pdf"]))
-    (learned,) = m.match([tasks[1]], 2)
+    assert tasks[1].get("windows")
+    (learned,) = m.match([{**tasks[1], "windows": []}], 2)
     assert len(learned["roles"]) == 2 and learned["roles"][0]["candidates"][0]["agent_id"] == "weather"
+
+
+def test_with_a_learned_state_roles_come_from_token_windows() -> None:
+    from aos_gateway.matching.learned import learn_gold
+    from aos_gateway.perception.text import TextEncoder
+
+    enc = TextEncoder()
+    cards = [
+        _card("weather", description="Weather forecasts and current conditions for any city."),
+        _card("pdf", description="Converts documents and web pages into PDF files."),
+        _card("sql", description="Turns a question into an SQL query."),
+    ]
+    idx = ExactIndex(enc.dim)
+    for c, v in zip(cards, enc.encode([card_text(c) for c in cards]), strict=True):  # type: ignore[arg-type]
+        idx.upsert(c, v)  # type: ignore[arg-type]
+    past = {
+        "weather": ["Will it snow in Rome?", "What is the forecast for Tokyo this weekend?", "Is it windy in Oslo?"],
+        "pdf": ["Make a PDF of this page", "Save this report as a PDF document", "Export my notes to PDF"],
+        "sql": ["Turn this into SQL", "Write a query listing all customers", "Count the orders per month in SQL"],
+    }
+    texts = [t for ts in past.values() for t in ts]
+    labels = [a for a, ts in past.items() for _ in ts]
+    m = Matcher(idx, top_k=3)
+    m.set_state(learn_gold(list(past), enc.encode(texts), labels))
+    text = "Show me the weather for the next 10 days in Paris and convert it into a PDF file."
+    single = "Will it rain in Berlin tomorrow?"
+    two, one = m.match(perceive([new_task(text), new_task(single)], [text, single], enc, 1, "float16"), 1)
+    assert [r["candidates"][0]["agent_id"] for r in two["roles"]] == ["weather", "pdf"]
+    assert two["roles"][1]["text"] == "convert it into a PDF file." and two["roles"][1]["depends_on"] == ["r1"]
+    assert one["roles"] == [] and one["candidates"][0]["agent_id"] == "weather"
+    # a margin no window reaches: one role
+    strict = Matcher(idx, top_k=3, roles=RoleRules(window_margin=1.0))
+    strict.set_state(m.ranker.state)
+    (again,) = strict.match(perceive([new_task(text)], [text], enc, 1, "float16"), 1)
+    assert again["roles"] == []

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aos_gateway.network.complexity import Clause, find_roles, split_clauses
+import numpy as np
+
+from aos_gateway.network.complexity import Clause, find_roles, locate, split_clauses, window_roles
 
 
 def test_a_two_part_request_splits_and_a_pronoun_makes_it_sequential() -> None:
@@ -87,3 +89,83 @@ def test_a_close_runner_up_of_the_whole_task_is_a_role() -> None:
     assert all(c["agent_id"] != "houses" for c in roles[1].candidates)
     assert len(find_roles("discounted houses", whole, [], [], runner_up_ratio=0.9)) == 1
     assert find_roles("x", [], [], []) == []
+
+
+AGENTS = ["weather", "pdf", "sql", "news"]
+TEXT = "Show me the weather in Paris and convert it into a PDF file."
+
+
+def _windows_of(text: str, width: int = 12, step: int = 6) -> list[tuple[int, int]]:
+    return [(a, min(a + width, len(text))) for a in range(0, max(1, len(text) - width + step), step)]
+
+
+def _dists(rows: list[dict[str, float]]) -> np.ndarray:
+    out = np.zeros((len(rows), len(AGENTS)), dtype=np.float32)
+    for j, row in enumerate(rows):
+        for agent, p in row.items():
+            out[j, AGENTS.index(agent)] = p
+    return out
+
+
+def _rank_as(dists: np.ndarray) -> Any:
+    """Each window's ranking: its agents by probability (as the matcher would rank the window)."""
+    return lambda j: [_c(AGENTS[a], float(dists[j, a])) for a in np.argsort(-dists[j]) if dists[j, a] > 0]
+
+
+def test_locate_finds_each_clause_after_the_one_before() -> None:
+    text = "do it and do it again and then do it"
+    found = locate(text, [Clause("do it"), Clause("do it again", True), Clause("do it"), Clause("absent", True, 3, 4)])
+    assert [(c.start, c.end) for c in found] == [(0, 5), (10, 21), (31, 36), (3, 4)]
+    assert all(text[c.start : c.end] == c.text for c in found[:3]) and found[1].depends_on_previous
+
+
+def test_a_window_another_agent_owns_by_the_margin_adds_its_role() -> None:
+    clauses = locate(TEXT, split_clauses(TEXT))
+    windows = _windows_of(TEXT)
+    pdf_at = next(j for j, (a, _) in enumerate(windows) if a >= TEXT.index("convert"))
+    rows = [{"weather": 0.8, "pdf": 0.1} for _ in windows]
+    rows[pdf_at] = {"weather": 0.2, "pdf": 0.7}  # pdf leads weather by 0.5 here
+    dists = _dists(rows)
+    whole = [_c("weather", 0.7), _c("pdf", 0.2)]
+    roles = window_roles(TEXT, whole, clauses, windows, dists, AGENTS, _rank_as(dists), margin=0.4)
+    assert [r.candidates[0]["agent_id"] for r in roles] == ["weather", "pdf"]
+    assert roles[0].candidates == whole  # the best agent's role keeps the whole task's ranking
+    assert roles[0].text == "Show me the weather in Paris" and roles[1].text == "convert it into a PDF file."
+    assert roles[1].depends_on == ["r1"] and roles[0].depends_on == []  # "it" refers back
+    # a narrower lead than the margin adds nothing: one role (the whole task's ranking)
+    assert window_roles(TEXT, whole, clauses, windows, dists, AGENTS, _rank_as(dists), margin=0.6) == []
+
+
+def test_window_roles_keep_the_best_agent_first_and_respect_max_roles() -> None:
+    text = "latest news about Tesla and the weather in Austin"
+    windows = _windows_of(text)
+    rows = [{"sql": 0.6} for _ in windows]
+    rows[0] = {"news": 0.9, "sql": 0.05}
+    rows[-1] = {"weather": 0.8, "sql": 0.1}
+    dists = _dists(rows)
+    whole = [_c("sql", 0.5), _c("news", 0.3)]
+    roles = window_roles(text, whole, [], windows, dists, AGENTS, _rank_as(dists), margin=0.4)
+    # the task's best agent is listed first, the others in the text's order; no clauses: the whole text
+    assert [r.candidates[0]["agent_id"] for r in roles] == ["sql", "news", "weather"]
+    assert [r.role_id for r in roles] == ["r1", "r2", "r3"] and all(r.text == text for r in roles)
+    assert all(r.depends_on == [] for r in roles)
+    two = window_roles(text, whole, [], windows, dists, AGENTS, _rank_as(dists), margin=0.4, max_roles=2)
+    assert [r.candidates[0]["agent_id"] for r in two] == ["sql", "news"]  # the widest lead first
+
+
+def test_a_window_whose_ranking_tops_an_agent_already_chosen_adds_nothing() -> None:
+    windows = _windows_of(TEXT)
+    rows = [{"weather": 0.9} for _ in windows]
+    rows[-1] = {"pdf": 0.9, "weather": 0.0}
+    dists = _dists(rows)
+    whole = [_c("weather", 0.8)]
+    # the constraints left the window no other agent than the task's best: its ranking tops "weather"
+    roles = window_roles(TEXT, whole, [], windows, dists, AGENTS, lambda j: [_c("weather", 0.5)], margin=0.4)
+    assert roles == []
+    assert window_roles(TEXT, whole, [], windows, dists, AGENTS, lambda j: [], margin=0.4) == []
+    # the best agent unknown to the learned state (never seen): its probability counts as 0
+    unknown = [_c("brand-new", 0.9)]
+    roles = window_roles(TEXT, unknown, [], windows, dists, AGENTS, _rank_as(dists), margin=0.4)
+    assert [r.candidates[0]["agent_id"] for r in roles] == ["brand-new", "weather", "pdf"]
+    assert window_roles(TEXT, [], [], windows, dists, AGENTS, _rank_as(dists)) == []
+    assert window_roles(TEXT, whole, [], [], dists[:0], AGENTS, _rank_as(dists)) == []

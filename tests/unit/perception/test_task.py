@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from aos_gateway.client import new_task
-from aos_gateway.contracts.records import MediaPart
+from aos_gateway.contracts.records import PERCEIVED_TASK, MediaPart
+from aos_gateway.contracts.wire import SingleObjectCodec
 from aos_gateway.errors import MediaError, ValidationError
 from aos_gateway.perception.task import perceive, validate_request
 from aos_gateway.perception.vectors import FloatArray, unpack
@@ -68,6 +69,13 @@ def test_a_text_that_splits_carries_its_clauses_with_vectors() -> None:
     assert [c["depends_on_previous"] for c in two["clauses"]] == [False, True]
     assert all(unpack(c["vector"]).shape == (384,) and c["vector"]["model"] == enc.name for c in two["clauses"])
     assert one["clauses"] == []
-    # an encoder without token vectors (the fake) gives no clauses, and the task still flows
+    # token windows of every text (one-clause too), in the text space, each with its place in the text
+    for task, t in ((two, text), (one, single)):
+        windows = task["windows"]
+        assert len(windows) >= 2 and windows[0]["start"] == 0 and windows[-1]["end"] == len(t)
+        assert all(unpack(w["vector"]).shape == (384,) and w["vector"]["model"] == enc.name for w in windows)
+    codec = SingleObjectCodec(PERCEIVED_TASK)  # the wire contract carries them
+    assert codec.decode(codec.encode(two))["windows"][3] == two["windows"][3]
+    # an encoder without token vectors (the fake) gives no clauses nor windows, and the task still flows
     (fake,) = perceive([new_task(text)], [text], FakeEncoder(), now_ms=1, wire_dtype="float32")
-    assert fake["clauses"] == []
+    assert fake["clauses"] == [] and fake["windows"] == []

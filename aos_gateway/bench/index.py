@@ -207,8 +207,11 @@ def _mask(agents: Agents, c: TaskConstraints) -> npt.NDArray[np.bool_]:
     return m
 
 
-def exact_truth(agents: Agents, queries: FloatArray, cons: list[TaskConstraints], k: int = K) -> list[list[int]]:
-    """The true top-k rows per query under its filter, by a vectorised scan (not through any backend)."""
+def exact_truth(
+    agents: Agents, queries: FloatArray, cons: list[TaskConstraints], k: int = K, passing: list[int] | None = None
+) -> list[list[int]]:
+    """The true top-k rows per query under its filter, by a vectorised scan (not through any backend).
+    ``passing``, when given, receives how many agents each query's filter lets through."""
     out: list[list[int]] = []
     for s in range(0, len(cons), 32):
         sims = queries[s : s + 32] @ agents.vectors.T
@@ -216,6 +219,8 @@ def exact_truth(agents: Agents, queries: FloatArray, cons: list[TaskConstraints]
             m = _mask(agents, c)
             row = np.where(m, row, -np.inf)
             cnt = int(m.sum())
+            if passing is not None:
+                passing.append(cnt)
             if cnt == 0:
                 out.append([])
                 continue
@@ -400,8 +405,8 @@ def run(
     qseed = seed + 1 if query_seed is None else query_seed
     queries, cons = synthetic_queries(agents, n_queries, qseed)
     progress(f"bench index: exact top-{K} for {n_queries} filtered queries ({time.perf_counter() - t:.0f} s)")
-    truth = exact_truth(agents, queries, cons)
-    matches = [int(_mask(agents, c).sum()) for c in cons]
+    matches: list[int] = []  # agents passing each query's filter
+    truth = exact_truth(agents, queries, cons, passing=matches)
     report: dict[str, Any] = {
         "n": n,
         "dim": DIM,

@@ -28,10 +28,12 @@ def test_synthetic_payloads_are_varied_and_the_truth_mask_means_what_allows_mean
 def test_exact_truth_is_the_filtered_top_k() -> None:
     agents = bench.synthetic_agents(500, dim=8, seed=1)
     queries, cons = bench.synthetic_queries(agents, 10, seed=2)
-    for q, c, rows in zip(queries, cons, bench.exact_truth(agents, queries, cons, k=5), strict=True):
+    passing: list[int] = []
+    truth = bench.exact_truth(agents, queries, cons, k=5, passing=passing)
+    for q, c, rows, n_ok in zip(queries, cons, truth, passing, strict=True):
         ok = [i for i, card in enumerate(agents.cards) if c.allows(card)]
         want = sorted(ok, key=lambda i: -float(agents.vectors[i] @ q))[:5]
-        assert rows == want
+        assert rows == want and n_ok == len(ok)
 
 
 def test_run_reports_every_backend_at_a_tiny_n() -> None:

@@ -74,8 +74,11 @@ def test_a_text_that_splits_carries_its_clauses_with_vectors() -> None:
         windows = task["windows"]
         assert len(windows) >= 2 and windows[0]["start"] == 0 and windows[-1]["end"] == len(t)
         assert all(unpack(w["vector"]).shape == (384,) and w["vector"]["model"] == enc.name for w in windows)
+        assert {w["vector"]["dtype"] for w in windows} == {"INT8"}  # whatever the wire dtype (float32 here)
     codec = SingleObjectCodec(PERCEIVED_TASK)  # the wire contract carries them
-    assert codec.decode(codec.encode(two))["windows"][3] == two["windows"][3]
+    back = codec.decode(codec.encode(two))["windows"][3]
+    assert (back["start"], back["end"]) == (two["windows"][3]["start"], two["windows"][3]["end"])
+    assert np.allclose(unpack(back["vector"]), unpack(two["windows"][3]["vector"]), atol=1e-6)  # scale: a float
     # an encoder without token vectors (the fake) gives no clauses nor windows, and the task still flows
     (fake,) = perceive([new_task(text)], [text], FakeEncoder(), now_ms=1, wire_dtype="float32")
     assert fake["clauses"] == [] and fake["windows"] == []

@@ -229,9 +229,10 @@ def window_roles(
     picks = [(anchor, whole), *chosen.values()]
 
     def clause_of(j: int) -> int | None:
+        """The clause the window overlaps most (one across a separator: the larger part's)."""
         a, b = windows[j]
-        mid = (a + b) // 2
-        return next((k for k, c in enumerate(clauses) if c.start <= mid < c.end), None)
+        overlap = [min(b, c.end) - max(a, c.start) for c in clauses]
+        return max(range(len(clauses)), key=lambda k: overlap[k]) if clauses and max(overlap) > 0 else None
 
     # in the text's order: which role follows which (a clause that refers back uses the role before)
     placed = sorted(range(len(picks)), key=lambda i: windows[picks[i][0]][0])

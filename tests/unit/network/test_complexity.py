@@ -169,3 +169,21 @@ def test_a_window_whose_ranking_tops_an_agent_already_chosen_adds_nothing() -> N
     assert [r.candidates[0]["agent_id"] for r in roles] == ["brand-new", "weather", "pdf"]
     assert window_roles(TEXT, [], [], windows, dists, AGENTS, _rank_as(dists)) == []
     assert window_roles(TEXT, whole, [], [], dists[:0], AGENTS, _rank_as(dists)) == []
+
+
+def test_a_window_across_a_separator_serves_the_clause_it_overlaps_most() -> None:
+    text = "Find me a cheap flight and a hotel for a weekend in Lisbon."
+    clauses = locate(text, split_clauses(text))
+    assert [c.text for c in clauses] == ["Find me a cheap flight", "a hotel for a weekend in Lisbon."]
+    across = (text.index("cheap"), text.index(" hotel"))  # "cheap flight and a": mostly the first clause
+    windows = [across, (text.index("weekend"), len(text))]
+    dists = _dists([{"weather": 0.9}, {"pdf": 0.9}])
+    roles = window_roles(text, [_c("weather", 0.9)], clauses, windows, dists, AGENTS, _rank_as(dists))
+    assert [(r.candidates[0]["agent_id"], r.text) for r in roles] == [
+        ("weather", "Find me a cheap flight"),
+        ("pdf", "a hotel for a weekend in Lisbon."),
+    ]
+    # "flight and a hotel": its middle falls in " and ", between the clauses; most of it is in the second
+    windows[0] = (text.index("flight"), text.index("hotel") + len("hotel"))
+    roles = window_roles(text, [_c("weather", 0.9)], clauses, windows, dists, AGENTS, _rank_as(dists))
+    assert [r.text for r in roles] == ["a hotel for a weekend in Lisbon."] * 2

@@ -12,6 +12,7 @@ from aos_gateway.matching.cards import card_from_json, card_text, read_cards
 from aos_gateway.matching.index import ExactIndex
 from aos_gateway.matching.matcher import Matcher, RoleRules
 from aos_gateway.perception.task import perceive
+from aos_gateway.perception.text import TextEncoder
 from tests.unit.perception.test_task import FakeEncoder
 
 
@@ -151,11 +152,8 @@ def test_a_task_fused_in_another_space_is_matched_there_zero_shot_with_its_own_t
     assert res["abstained"] and "below the threshold 0.5" in (res["reason"] or "")
 
 
-def test_a_multi_part_task_gets_one_role_per_clause_agent() -> None:
-    from aos_gateway.matching.learned import learn_gold
-    from aos_gateway.matching.matcher import RoleRules
-    from aos_gateway.perception.text import TextEncoder
-
+def _weather_pdf_sql() -> tuple[TextEncoder, ExactIndex]:
+    """The real text encoder and an index of three agents: weather, pdf and sql."""
     enc = TextEncoder()
     cards = [
         _card("weather", description="Weather forecasts and current conditions for any city."),
@@ -165,6 +163,13 @@ def test_a_multi_part_task_gets_one_role_per_clause_agent() -> None:
     idx = ExactIndex(enc.dim)
     for c, v in zip(cards, enc.encode([card_text(c) for c in cards]), strict=True):  # type: ignore[arg-type]
         idx.upsert(c, v)  # type: ignore[arg-type]
+    return enc, idx
+
+
+def test_a_multi_part_task_gets_one_role_per_clause_agent() -> None:
+    from aos_gateway.matching.learned import learn_gold
+
+    enc, idx = _weather_pdf_sql()
     text = "Show me the weather for the next 10 days in Paris and convert it into a PDF file."
     single = "Will it rain in Berlin tomorrow?"
     tasks = perceive([new_task(text), new_task(single)], [text, single], enc, 1, "float32")
@@ -184,17 +189,8 @@ def test_a_multi_part_task_gets_one_role_per_clause_agent() -> None:
 
 def test_with_a_learned_state_roles_come_from_token_windows() -> None:
     from aos_gateway.matching.learned import learn_gold
-    from aos_gateway.perception.text import TextEncoder
 
-    enc = TextEncoder()
-    cards = [
-        _card("weather", description="Weather forecasts and current conditions for any city."),
-        _card("pdf", description="Converts documents and web pages into PDF files."),
-        _card("sql", description="Turns a question into an SQL query."),
-    ]
-    idx = ExactIndex(enc.dim)
-    for c, v in zip(cards, enc.encode([card_text(c) for c in cards]), strict=True):  # type: ignore[arg-type]
-        idx.upsert(c, v)  # type: ignore[arg-type]
+    enc, idx = _weather_pdf_sql()
     past = {
         "weather": ["Will it snow in Rome?", "What is the forecast for Tokyo this weekend?", "Is it windy in Oslo?"],
         "pdf": ["Make a PDF of this page", "Save this report as a PDF document", "Export my notes to PDF"],

@@ -201,8 +201,8 @@ def window_roles(
     ``windows[j]`` of ``text``). The whole task's best agent is a role; a window whose most likely
     agent is more likely there than that agent by at least ``margin`` adds a role, ranked by
     ``rank_window(j)`` (the window's own ranking under the task's constraints), the widest margins
-    first, up to ``max_roles``. Each role serves the clause its window lies in (``clauses`` with
-    their spans; no clauses: the whole text); a role follows the one before it in the text when its
+    first, up to ``max_roles``. Each role serves the clause its window overlaps most (``clauses``
+    with their spans; no clauses: the whole text); a role follows the one before it in the text when its
     clause refers back to an earlier one. The best agent's role is listed first (unless it follows
     another), the others in the text's order.
     """

@@ -17,6 +17,7 @@ independent and may run in parallel.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -234,20 +235,20 @@ def window_roles(
         overlap = [min(b, c.end) - max(a, c.start) for c in clauses]
         return max(range(len(clauses)), key=lambda k: overlap[k]) if clauses and max(overlap) > 0 else None
 
+    where = [clause_of(j) for j, _ in picks]  # per pick, its clause
     # in the text's order: which role follows which (a clause that refers back uses the role before)
     placed = sorted(range(len(picks)), key=lambda i: windows[picks[i][0]][0])
-    where = [clause_of(picks[i][0]) for i in placed]
     after: dict[int, int] = {}  # pick -> the pick it depends on
-    for n in range(1, len(placed)):
-        k = where[n]
-        if k is not None and k != where[n - 1] and clauses[k].depends_on_previous:
-            after[placed[n]] = placed[n - 1]
+    for prev, cur in itertools.pairwise(placed):
+        k = where[cur]
+        if k is not None and k != where[prev] and clauses[k].depends_on_previous:
+            after[cur] = prev
     # listed with the task's best agent first (its role leads unless it waits on another), then in order
     order = [0, *(i for i in placed if i != 0)] if 0 not in after else placed
     ids = {i: f"r{n + 1}" for n, i in enumerate(order)}
     specs: list[RoleSpec] = []
     for i in order:
-        k = clause_of(picks[i][0])
+        k = where[i]
         role_text = clauses[k].text if k is not None else text
         specs.append(RoleSpec(ids[i], role_text, list(picks[i][1]), [ids[after[i]]] if i in after else []))
     return specs

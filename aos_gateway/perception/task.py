@@ -309,6 +309,8 @@ class Perceiver:
             assert it.clip is not None
             fused = pack("fused", it.clip, dtype, self.image_model or "")
             it.notes.append("matched in the CLIP space (image only)")
+        # the parts of the text (complexity analysis) only for a task matched in the text space
+        parts = bool(fused_vec.size) and fused["model"] == text_model
         req = it.req
         return PerceivedTask(
             task_id=req["task_id"],
@@ -331,12 +333,12 @@ class Perceiver:
                 )
                 for c, v in it.clauses
             ]
-            if fused_vec.size and fused["model"] == text_model
+            if parts
             else [],
             # int8 whatever the wire dtype: a window only decides whether another agent is needed, and
             # a task carries ~10 of them (measured on MetaTool: roles as with float32 windows, 1 task in 344 apart)
             windows=[TextWindow(start=a, end=b, vector=pack("text", v, "INT8", text_model)) for a, b, v in it.windows]
-            if fused_vec.size and fused["model"] == text_model
+            if parts
             else [],
             notes=it.notes,
             timings={"submitted": req["submitted_at"], "perceived": now_ms},

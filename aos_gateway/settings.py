@@ -325,6 +325,13 @@ class MatchingSettings(BaseModel):
         default=5.0, gt=0.0, description="the calibration's p95 budget per probe search (ms)"
     )
     index_max_ef: int = Field(default=512, ge=1, description="the most candidates the calibration may choose")
+    index_scan_below: int = Field(
+        default=60_000,
+        ge=0,
+        description="a filter estimated to pass at most this many agents is served by a scan of their int8 "
+        "codes (~0.1 µs an agent) rather than a graph walk; the calibration lowers it to the largest filter "
+        "its probe scans serve within 80% of index_budget_ms at p95; 0: never (measured in docs/benchmarks.md)",
+    )
 
 
 class WeaviateSettings(BaseModel):

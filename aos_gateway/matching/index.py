@@ -101,33 +101,196 @@ def next_version(old: IndexedAgent | None, card: AgentCard) -> int:
     return 1 if old is None else old.version + (old.card != card)
 
 
-class ExactIndex:
-    """Agent vectors as rows of one matrix, filter fields as columns beside it; search = one product.
+Key = tuple[str, str]
+"""A membership a filter can require: ``("c", capability)`` or ``("m", modality)``."""
+
+
+def member_keys(card: AgentCard) -> frozenset[Key]:
+    """The capability and modality memberships of a card."""
+    return frozenset({("c", c) for c in card["capabilities"]} | {("m", m) for m in card["modalities"]})
+
+
+class FilterColumns:
+    """Agents in numbered slots with the card fields filters read, as columns: what a filter passes.
 
     Rows are slots: a new agent takes a free slot (or grows the arrays), an update overwrites its
-    slot, a removal frees it. The filter is evaluated on the columns (status, tenant code, cost,
-    latency) and on cached masks of the agents holding each capability or modality, then
-    ``TaskConstraints.allows`` confirms the k chosen. A search reads the arrays without the lock,
-    so a search running while an agent is overwritten may see that one agent half-updated; a
-    grown array is a new one, so nothing else moves under a search.
+    slot, a removal frees it. Status, tenant code, cost and latency are columns; capabilities and
+    modalities are member sets per value, turned into masks and sorted slot lists when a filter
+    needs them (cached until a member changes). A subclass keeps its own per-slot arrays (vectors)
+    and grows them in :meth:`_grow_more`. Not locked: the subclass serialises writes.
     """
 
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self._lock = threading.Lock()
-        self._agents: dict[str, IndexedAgent] = {}
+    def __init__(self) -> None:
         self._rows: dict[str, int] = {}
         self._slots: list[str | None] = []
         self._free: list[int] = []
-        self._matrix: FloatArray = np.zeros((0, dim), dtype=np.float32)
+        self._keys: dict[int, frozenset[Key]] = {}
         self._live: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
         self._usable: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
         self._tenant: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
         self._cost: npt.NDArray[np.float64] = np.zeros(0, dtype=np.float64)
         self._latency: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._tenant_codes: dict[str, int] = {}
-        self._members: dict[tuple[str, str], set[int]] = {}  # ("c", capability) / ("m", modality) -> slots
-        self._masks: dict[tuple[str, str], npt.NDArray[np.bool_]] = {}
+        self._members: dict[Key, set[int]] = {}
+        self._masks: dict[Key, npt.NDArray[np.bool_]] = {}
+        self._lists: dict[Key, npt.NDArray[np.int64]] = {}
+
+    @staticmethod
+    def _grown(a: npt.NDArray[Any], cap: int, used: int) -> npt.NDArray[Any]:
+        out = np.zeros((cap, *a.shape[1:]), dtype=a.dtype)
+        out[:used] = a[:used]
+        return out
+
+    def _grow(self) -> None:
+        cap = max(16, 2 * self._live.shape[0])
+        used = len(self._slots)
+        self._live = self._grown(self._live, cap, used)
+        self._usable = self._grown(self._usable, cap, used)
+        self._tenant = self._grown(self._tenant, cap, used)
+        self._cost = self._grown(self._cost, cap, used)
+        self._latency = self._grown(self._latency, cap, used)
+        self._masks.clear()
+        self._grow_more(cap, used)
+
+    def _grow_more(self, cap: int, used: int) -> None:
+        """Grow the subclass's per-slot arrays to ``cap`` rows, keeping the first ``used``."""
+
+    def _unlink(self, row: int) -> None:
+        for key in self._keys.pop(row, frozenset()):
+            self._members[key].discard(row)
+            self._masks.pop(key, None)
+            self._lists.pop(key, None)
+
+    def _place(self, card: AgentCard) -> int:
+        """The slot of the card's agent (a new one if needed), its columns and memberships set."""
+        aid = card["agent_id"]
+        row = self._rows.get(aid)
+        if row is None:
+            if self._free:
+                row = self._free.pop()
+                self._slots[row] = aid
+            else:
+                row = len(self._slots)
+                if row >= self._live.shape[0]:
+                    self._grow()
+                self._slots.append(aid)
+            self._rows[aid] = row
+        else:
+            self._unlink(row)
+        self._usable[row] = card["status"] in USABLE
+        self._tenant[row] = self._tenant_codes.setdefault(card["tenant"], len(self._tenant_codes))
+        self._cost[row] = card["cost"]
+        self._latency[row] = card["p95_latency_ms"]
+        keys = member_keys(card)
+        for key in keys:
+            self._members.setdefault(key, set()).add(row)
+            self._masks.pop(key, None)
+            self._lists.pop(key, None)
+        self._keys[row] = keys
+        self._live[row] = True
+        return row
+
+    def _vacate(self, agent_id: str) -> int | None:
+        """Free the agent's slot; its number, or None if the agent was not there."""
+        row = self._rows.pop(agent_id, None)
+        if row is None:
+            return None
+        self._unlink(row)
+        self._slots[row] = None
+        self._live[row] = False
+        self._free.append(row)
+        return row
+
+    def _mask_of(self, key: Key) -> npt.NDArray[np.bool_]:
+        cached = self._masks.get(key)
+        if cached is None:
+            cached = np.zeros(self._live.shape[0], dtype=np.bool_)
+            cached[list(self._members.get(key, ()))] = True
+            self._masks[key] = cached
+        return cached
+
+    def _tenant_pair(self, cons: TaskConstraints) -> tuple[int, int] | None:
+        """The tenant codes visible under ``cons`` (public and the task's own; None: neither is known)."""
+        codes = [self._tenant_codes[t] for t in cons.tenants if t in self._tenant_codes]
+        return (codes[0], codes[-1]) if codes else None
+
+    def _mask(self, cons: TaskConstraints | None, n: int) -> npt.NDArray[np.bool_]:
+        """Slots among the first ``n`` that pass the filter."""
+        mask = self._live[:n].copy()
+        if cons is None:
+            return mask
+        mask &= self._usable[:n]
+        pair = self._tenant_pair(cons)
+        tenant = self._tenant[:n]
+        if pair is not None:  # at most two: public and the task's own
+            mask &= (tenant == pair[0]) | (tenant == pair[1])
+        else:
+            mask[:] = False
+        if cons.max_cost is not None:
+            mask &= self._cost[:n] <= cons.max_cost
+        if cons.max_latency_ms is not None:
+            mask &= self._latency[:n] <= cons.max_latency_ms
+        for key in self._required(cons):
+            mask &= self._mask_of(key)[:n]
+        return mask
+
+    @staticmethod
+    def _required(cons: TaskConstraints) -> list[Key]:
+        return [("c", c) for c in sorted(cons.required_capabilities)] + [
+            ("m", m) for m in sorted(cons.required_modalities)
+        ]
+
+    def passing(self, cons: TaskConstraints) -> npt.NDArray[np.int64]:
+        """The slots that pass ``cons``, ascending. With a required capability or modality, only the
+        slots of the rarest one are checked (work in proportion to them, not to the index)."""
+        required = self._required(cons)
+        if not required:
+            return np.flatnonzero(self._mask(cons, len(self._slots))).astype(np.int64)
+        required.sort(key=lambda key: len(self._members.get(key, ())))
+        rows = self._list_of(required[0])
+        pair = self._tenant_pair(cons)
+        if pair is None or not rows.size:
+            return rows[:0]
+        ok = self._live[rows] & self._usable[rows]
+        tenant = self._tenant[rows]
+        ok &= (tenant == pair[0]) | (tenant == pair[1])
+        if cons.max_cost is not None:
+            ok &= self._cost[rows] <= cons.max_cost
+        if cons.max_latency_ms is not None:
+            ok &= self._latency[rows] <= cons.max_latency_ms
+        rows = rows[ok]
+        for key in required[1:]:  # also a member of each other one (binary search in its sorted slots)
+            members = self._list_of(key)
+            if not members.size:
+                return rows[:0]
+            at = np.minimum(np.searchsorted(members, rows), members.size - 1)
+            rows = rows[members[at] == rows]
+        return rows
+
+    def _list_of(self, key: Key) -> npt.NDArray[np.int64]:
+        """The slots holding ``key``, ascending (cached until one of them changes)."""
+        rows = self._lists.get(key)
+        if rows is None:
+            rows = np.sort(np.fromiter(self._members.get(key, ()), dtype=np.int64))
+            self._lists[key] = rows
+        return rows
+
+
+class ExactIndex(FilterColumns):
+    """Agent vectors as rows of one matrix, filter fields as columns beside it; search = one product.
+
+    The filter is evaluated on the columns (:class:`FilterColumns`), then
+    ``TaskConstraints.allows`` confirms the k chosen. A search reads the arrays without the lock,
+    so a search running while an agent is overwritten may see that one agent half-updated; a
+    grown array is a new one, so nothing else moves under a search.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self._lock = threading.Lock()
+        self._agents: dict[str, IndexedAgent] = {}
+        self._matrix: FloatArray = np.zeros((0, dim), dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self._agents)
@@ -138,70 +301,23 @@ class ExactIndex:
         with self._lock:
             return self._put(card, vec, next_version(self._agents.get(card["agent_id"]), card))
 
-    def _grow(self) -> None:
-        cap = max(16, 2 * self._matrix.shape[0])
-        used = len(self._slots)
-
-        def grown(a: npt.NDArray[Any], shape: tuple[int, ...]) -> npt.NDArray[Any]:
-            out = np.zeros(shape, dtype=a.dtype)
-            out[:used] = a[:used]
-            return out
-
-        self._matrix = grown(self._matrix, (cap, self.dim))
-        self._live = grown(self._live, (cap,))
-        self._usable = grown(self._usable, (cap,))
-        self._tenant = grown(self._tenant, (cap,))
-        self._cost = grown(self._cost, (cap,))
-        self._latency = grown(self._latency, (cap,))
-        self._masks.clear()
-
-    def _members_of(self, card: AgentCard) -> set[tuple[str, str]]:
-        return {("c", c) for c in card["capabilities"]} | {("m", m) for m in card["modalities"]}
-
-    def _unlink(self, row: int, card: AgentCard) -> None:
-        for key in self._members_of(card):
-            self._members[key].discard(row)
-            self._masks.pop(key, None)
+    def _grow_more(self, cap: int, used: int) -> None:
+        self._matrix = self._grown(self._matrix, cap, used)
 
     def _put(self, card: AgentCard, vec: FloatArray, version: int) -> IndexedAgent:
-        aid = card["agent_id"]
-        row = self._rows.get(aid)
-        if row is None:
-            if self._free:
-                row = self._free.pop()
-                self._slots[row] = aid
-            else:
-                row = len(self._slots)
-                if row >= self._matrix.shape[0]:
-                    self._grow()
-                self._slots.append(aid)
-            self._rows[aid] = row
-        else:
-            self._unlink(row, self._agents[aid].card)
+        row = self._place(card)
         self._matrix[row] = vec
-        self._usable[row] = card["status"] in USABLE
-        self._tenant[row] = self._tenant_codes.setdefault(card["tenant"], len(self._tenant_codes))
-        self._cost[row] = card["cost"]
-        self._latency[row] = card["p95_latency_ms"]
-        for key in self._members_of(card):
-            self._members.setdefault(key, set()).add(row)
-            self._masks.pop(key, None)
-        self._live[row] = True
         entry = IndexedAgent(card=card, version=version)
-        self._agents[aid] = entry
+        self._agents[card["agent_id"]] = entry
         return entry
 
     def remove(self, agent_id: str) -> bool:
         with self._lock:
-            old = self._agents.pop(agent_id, None)
-            if old is None:
+            if self._agents.pop(agent_id, None) is None:
                 return False
-            row = self._rows.pop(agent_id)
-            self._unlink(row, old.card)
-            self._slots[row] = None
-            self._live[row] = False
-            self._matrix[row] = 0.0
-            self._free.append(row)
+            row = self._vacate(agent_id)
+            if row is not None:
+                self._matrix[row] = 0.0
             return True
 
     def get(self, agent_id: str) -> IndexedAgent | None:
@@ -216,32 +332,6 @@ class ExactIndex:
         with self._lock:
             items = [(self._agents[aid], self._matrix[row].copy()) for aid, row in self._rows.items()]
         yield from items
-
-    def _mask(self, cons: TaskConstraints | None, n: int) -> npt.NDArray[np.bool_]:
-        """Slots that pass the filter (called under the lock)."""
-        mask = self._live[:n].copy()
-        if cons is None:
-            return mask
-        mask &= self._usable[:n]
-        codes = [self._tenant_codes[t] for t in cons.tenants if t in self._tenant_codes]
-        tenant = self._tenant[:n]
-        if codes:  # at most two: public and the task's own
-            mask &= (tenant == codes[0]) | (tenant == codes[-1])
-        else:
-            mask[:] = False
-        if cons.max_cost is not None:
-            mask &= self._cost[:n] <= cons.max_cost
-        if cons.max_latency_ms is not None:
-            mask &= self._latency[:n] <= cons.max_latency_ms
-        keys = [("c", c) for c in cons.required_capabilities] + [("m", m) for m in cons.required_modalities]
-        for key in keys:
-            cached = self._masks.get(key)
-            if cached is None:
-                cached = np.zeros(self._matrix.shape[0], dtype=np.bool_)
-                cached[list(self._members.get(key, ()))] = True
-                self._masks[key] = cached
-            mask &= cached[:n]
-        return mask
 
     def search(self, queries: FloatArray, k: int, constraints: TaskConstraints | None = None) -> list[list[Hit]]:
         """For each query row, the k most similar agents that ``constraints`` allow."""
@@ -290,6 +380,7 @@ def hnsw_options(settings: Settings) -> dict[str, Any]:
         "target_recall": m.index_target_recall,
         "budget_ms": m.index_budget_ms,
         "max_ef": m.index_max_ef,
+        "scan_below": m.index_scan_below,
     }
 
 

@@ -9,6 +9,11 @@ An Edge shard is qdrant's engine inside this process. Two things about it shape 
   yet in a graph are still found, by a plain scan of their (small) appendable segment.
 - **Filters are payload conditions**, so a selective filter still yields k hits. Each filter
   field of the card has a payload index; the card itself rides along as JSON.
+- **A filter that passes few agents is not searched in the graph**: the walk loses their true
+  neighbours when the filter cuts the graph apart (at 1M agents, recall@10 0.26-0.29 for filters
+  passing < 7% of them). Those are scanned instead, over int8 codes of every vector kept beside
+  the shard (:mod:`~aos_gateway.matching.codescan`), and the best few are rescored with the
+  shard's exact vectors.
 
 Layout of a persisted index: ``<path>/CURRENT`` names the live generation ``<path>/gen-NNNNNN``
 (a qdrant shard directory). Without a path the shard lives in a temporary directory that
@@ -35,13 +40,14 @@ import uuid
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import qdrant_edge as qe
 
 from aos_gateway.contracts.records import AgentCard
 from aos_gateway.errors import ConfigError, IndexBackendError
+from aos_gateway.matching.codescan import CodeScan, warm
 from aos_gateway.matching.filters import USABLE, TaskConstraints
 from aos_gateway.matching.index import (
     CapabilityIndex,
@@ -64,6 +70,11 @@ _BATCH = 512
 _EF_LADDER = (16, 32, 64, 96, 128, 192, 256, 384, 512)
 _CALIBRATION = "calibration.json"
 _KEYWORDS = ("tenant", "status", "capabilities", "modalities")
+_FILTER_FIELDS = ["agent_id", *_KEYWORDS, "cost", "p95_latency_ms"]
+_RESCORE = 4
+_SCAN_SHARE = 0.8
+"""The code scan takes a filter it can scan within this share of the search budget (``budget_ms``)."""
+"""A scan-served search rescores ``_RESCORE * k`` agents (at least 40) with their exact vectors."""
 _OPTIMIZE = (
     "import sys\n"
     "from qdrant_edge import EdgeShard\n"
@@ -159,6 +170,14 @@ class QdrantIndex:
             vectors is served by a plain scan of those agents (qdrant's ``full_scan_threshold``).
         search_threads: the shard's search pool (1: search in the caller's thread; the pool's
             hand-off cost ~0.3 ms per query at batch 1, measured).
+        scan_below: a filter the shard estimates to pass at most this many agents is served by a scan
+            of those agents' int8 codes (:mod:`~aos_gateway.matching.codescan`, ~0.1 µs an agent),
+            the best ``4 k`` rescored with their exact vectors, instead of a graph walk (0: never). The
+            calibration lowers it to the largest filter whose probe scans take at most 80% of
+            ``budget_ms`` at p95 (the scan costs ~0.1 µs an agent on this machine, measured).
+            At 1M agents the walk lost most true neighbours of such filters (recall@10 0.26-0.29
+            below 7% of the agents, measured in docs/benchmarks.md). The codes cost ``dim + 4``
+            bytes an agent in RAM, and a persisted index reads them back from the shard on open.
         calibrate, target_recall, budget_ms, max_ef: after each graph build, :meth:`calibrate`
             chooses ``ef`` and ``acorn_ef`` for the data at hand (``ef`` and ``acorn_ef`` given here
             are the floor). How many candidates a walk needs depends on the data more than on its
@@ -185,6 +204,7 @@ class QdrantIndex:
         target_recall: float = 0.95,
         budget_ms: float = 5.0,
         max_ef: int = 512,
+        scan_below: int = 60_000,
     ) -> None:
         self.dim = dim
         self.ef = self.ef_floor = ef
@@ -197,7 +217,11 @@ class QdrantIndex:
         self.max_ef = max(max_ef, ef, acorn_ef)
         self.calibration: dict[str, Any] | None = None
         """What the last :meth:`calibrate` measured and chose (None: not run, or not found on load)."""
-        self.searches = {"exact": 0, "hnsw": 0, "acorn": 0}
+        self.scan_below = self.scan_limit = scan_below
+        self._scan = CodeScan(dim) if scan_below > 0 else None
+        if self._scan is not None:
+            warm()
+        self.searches = {"exact": 0, "scan": 0, "hnsw": 0, "acorn": 0}
         """Searches per path since the index was opened (one per call of :meth:`search`)."""
         self.exact_below = exact_below
         self.reindex_after = reindex_after
@@ -256,6 +280,7 @@ class QdrantIndex:
                 self._set_current(current)
             self._gen = current
             self._count = self._shard.info().points_count
+            self._fill_scan()
             if calibrate:
                 self._load_calibration()
         except ConfigError:
@@ -321,6 +346,8 @@ class QdrantIndex:
             old = self._get(card["agent_id"])
             entry = IndexedAgent(card=card, version=next_version(old, card))
             self._apply(qe.UpdateOperation.upsert_points([self._point(card, vec, entry.version)]))
+            if self._scan is not None:
+                self._scan.put([card], vec)
             self._count += old is None
             self._writes += 1
         self._maybe_reindex()
@@ -345,8 +372,10 @@ class QdrantIndex:
                 known = len(self._shard.retrieve(list(ids), False, False))
             except Exception as exc:
                 raise IndexBackendError(f"qdrant retrieve failed: {exc}") from exc
-            points = [self._point(e.card, check_vector(v, self.dim), e.version) for e, v in batch]
-            self._apply(qe.UpdateOperation.upsert_points(points))
+            checked = [(e, check_vector(v, self.dim)) for e, v in batch]
+            self._apply(qe.UpdateOperation.upsert_points([self._point(e.card, v, e.version) for e, v in checked]))
+            if self._scan is not None:
+                self._scan.put([e.card for e, _ in checked], np.stack([v for _, v in checked]))
             self._count += len(batch) - known
             self._writes += len(batch)
 
@@ -356,6 +385,8 @@ class QdrantIndex:
             if self._get(agent_id) is None:
                 return False
             self._apply(qe.UpdateOperation.delete_points([point_id(agent_id)]))
+            if self._scan is not None:
+                self._scan.remove(agent_id)
             self._count -= 1
             self._writes += 1
             return True
@@ -397,7 +428,11 @@ class QdrantIndex:
         with self._lock:
             self._check_open()
             try:
-                params = self._params(flt, k)
+                way = self._route(flt)
+                if way == "scan":
+                    assert constraints is not None and self._scan is not None
+                    return [self._scan_hits(row, constraints, k) for row in q]
+                params = qe.SearchParams(exact=True) if way == "exact" else _walk(way, self._ef(way), k)
                 reqs = [
                     qe.QueryRequest(
                         limit=k,
@@ -416,14 +451,56 @@ class QdrantIndex:
                 raise IndexBackendError(f"qdrant search failed: {exc}") from exc
         return [[Hit(agent=_agent(p.payload), similarity=float(p.score)) for p in pts] for pts in found]
 
-    def _params(self, flt: qe.Filter | None, k: int) -> qe.SearchParams:
-        """Exact while small; else ACORN for a selective filter and the plain walk for a broad one."""
+    def _route(self, flt: qe.Filter | None) -> str:
+        """Exact while small; else the code scan for a filter passing few agents, ACORN for a selective
+        one and the plain walk for a broad one (or none)."""
         if self._count < self.exact_below:
-            self.searches["exact"] += 1
-            return qe.SearchParams(exact=True)
-        way = "hnsw" if flt is None else self._way(self._passing(flt))
+            way = "exact"
+        elif flt is None:
+            way = "hnsw"
+        else:
+            passing = self._passing(flt)
+            way = "scan" if self._scan is not None and passing <= self.scan_limit else self._way(passing)
         self.searches[way] += 1
-        return _walk(way, self.acorn_ef if way == "acorn" else self.ef, k)
+        return way
+
+    def _ef(self, way: str) -> int:
+        return self.acorn_ef if way == "acorn" else self.ef
+
+    def _scan_hits(self, q: FloatArray, cons: TaskConstraints, k: int) -> list[Hit]:
+        """The code scan's best ``_RESCORE * k`` agents, rescored with their exact vectors (under the lock)."""
+        assert self._scan is not None
+        found = self._scan.top(q, cons, max(_RESCORE * k, 40))
+        if not found:
+            return []
+        recs = self._shard.retrieve([point_id(aid) for aid, _ in found], ["card", "version"], [VECTOR])
+        hits: list[Hit] = []
+        for rec in recs:
+            agent = _agent(rec.payload)
+            named = rec.vector
+            if not isinstance(named, dict) or not cons.allows(agent.card):
+                continue
+            hits.append(Hit(agent=agent, similarity=float(np.dot(np.asarray(named[VECTOR], dtype=np.float32), q))))
+        hits.sort(key=lambda h: -h.similarity)
+        return hits[:k]
+
+    def _fill_scan(self) -> None:
+        """Read every agent's vector and filter fields from the shard into the code scan (on open)."""
+        if self._scan is None or not self._count:
+            return
+        t0 = time.perf_counter()
+        offset: Any = None
+        while True:
+            recs, offset = self._shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=1000, with_payload=_FILTER_FIELDS, with_vector=[VECTOR])
+            )
+            found = [r for r in recs if isinstance(r.vector, dict) and r.payload]
+            if found:
+                vecs = np.array([cast(dict[str, Any], r.vector)[VECTOR] for r in found], dtype=np.float32)
+                self._scan.put([cast(AgentCard, r.payload) for r in found], vecs)
+            if offset is None:
+                break
+        log.info("capability index: %d agents' codes read in %.1f s", len(self._scan), time.perf_counter() - t0)
 
     def _passing(self, flt: qe.Filter) -> int:
         """The shard's estimate, from its payload indexes, of the agents ``flt`` passes (~0.02-0.1 ms
@@ -526,12 +603,13 @@ class QdrantIndex:
         (its tenant; half the time one of its capabilities; 30% of the time its cost and,
         independently, its p95 latency as limits). Their true top k comes from an exact search
         of the shard. Probes go the way :meth:`search` would send them (ACORN or the plain walk;
-        those qdrant would scan exactly are left out), and each way gets the smallest ``ef`` on a
+        those qdrant or the code scan would scan exactly are left out), and each way gets the smallest ``ef`` on a
         ladder from its floor whose recall@k reaches ``target_recall`` while the probes' p95
         stays within ``budget_ms``; if the target is out of reach within the budget, the best
         recall within it. The choice is kept in ``<path>/calibration.json`` for the generation
-        it was made on. Indexes of fewer than 1,000 agents (or than ``exact_below``, searched
-        exactly) are not calibrated. Cost (measured):
+        it was made on. It also times the code scan on the probes and keeps it for the filters it
+        scans within 80% of the budget at p95 (``scan_below`` at most). Indexes of fewer than 1,000
+        agents (or than ``exact_below``, searched exactly) are not calibrated. Cost (measured):
         ~1 s at 100k agents with 64 probes, ~5 s with 256, ~40 s at 1M (the exact searches).
         With 64 probes, ~20 reached each way and the chosen ef moved between runs: 256 it is.
         """
@@ -553,6 +631,8 @@ class QdrantIndex:
         if len(sample) < 2:
             return {"skipped": "no agents sampled"}
         groups: dict[str, list[tuple[qe.Query, qe.Filter, set[Any]]]] = {"hnsw": [], "acorn": []}
+        made: list[tuple[qe.Query, qe.Filter, int]] = []
+        scans: list[tuple[FloatArray, TaskConstraints, int]] = []
         full_scan = self.full_scan_kb * 1024 // (4 * self.dim)
         for i in range(min(probes, len(sample) - 1)):
             named = sample[i].vector
@@ -578,8 +658,14 @@ class QdrantIndex:
             with self._lock:
                 self._check_open()
                 passing = self._passing(flt)
-                if passing < max(full_scan, k):
-                    continue  # qdrant scans these exactly whatever the ef
+            made.append((query, flt, passing))
+            scans.append((vec / np.linalg.norm(vec), cons, passing))
+        scan = self._scan_limit(scans, k)
+        for query, flt, passing in made:
+            if passing < max(full_scan, k) or passing <= self.scan_limit:
+                continue  # scanned (by qdrant or the code scan) whatever the ef
+            with self._lock:
+                self._check_open()
                 truth = self._ids(query, flt, k, qe.SearchParams(exact=True))
             groups[self._way(passing)].append((query, flt, truth))
         chosen: dict[str, Any] = {}
@@ -593,6 +679,8 @@ class QdrantIndex:
             "target_recall": self.target_recall,
             "budget_ms": self.budget_ms,
             "ways": chosen,
+            "scan": scan,
+            "scan_below": self.scan_limit,
             "seconds": round(time.perf_counter() - t0, 2),
             "generation": self._gen.name,
         }
@@ -603,6 +691,36 @@ class QdrantIndex:
             log.warning("cannot keep the index calibration in %s: %s", self.root, exc)
         log.info("capability index calibrated: ef %d, ACORN ef %d (%s)", self.ef, self.acorn_ef, chosen)
         return report
+
+    def _scan_limit(self, probes: list[tuple[FloatArray, TaskConstraints, int]], k: int) -> dict[str, Any]:
+        """Time the code scan on the probes and keep it for the filters it serves within ``_SCAN_SHARE``
+        of the budget: the largest estimated count whose probes at or below it take at most that at
+        their p95 (never more than ``scan_below``). Each probe is scanned twice, the second timed: the
+        first builds the slot lists its filter needs, which then stay until their members change."""
+        self.scan_limit = self.scan_below
+        if self._scan is None:
+            return {}
+        timed: list[tuple[int, float]] = []
+        for q, cons, passing in probes:
+            if passing > self.scan_below:
+                continue
+            with self._lock:
+                self._check_open()
+                self._scan_hits(q, cons, k)
+                t = time.perf_counter()
+                self._scan_hits(q, cons, k)
+                timed.append((passing, (time.perf_counter() - t) * 1000))
+        if len(timed) < 10:
+            return {"probes": len(timed)}
+        timed.sort()
+        ms = np.array([t for _, t in timed])
+        within = [i for i in range(len(timed)) if np.percentile(ms[: i + 1], 95) <= _SCAN_SHARE * self.budget_ms]
+        self.scan_limit = timed[within[-1]][0] if within else 0
+        return {
+            "probes": len(timed),
+            "p95_ms": round(float(np.percentile(ms[: within[-1] + 1], 95)), 3) if within else None,
+            "slowest_ms": [round(float(t), 3) for t in ms[-3:]],
+        }
 
     def _ids(self, query: qe.Query, flt: qe.Filter, k: int, params: qe.SearchParams) -> set[Any]:
         req = qe.QueryRequest(limit=k, query=query, filter=flt, params=params, with_payload=False)
@@ -651,6 +769,7 @@ class QdrantIndex:
         if kept.get("generation") == self._gen.name:
             self.ef = max(self.ef_floor, int(kept["ef"]))
             self.acorn_ef = max(self.acorn_ef_floor, int(kept["acorn_ef"]))
+            self.scan_limit = min(self.scan_below, int(kept.get("scan_below", self.scan_below)))
             self.calibration = kept
 
     # -- life -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """One contract for every capability index backend: the same writes must give the same answers.
 
-Backends: exact, qdrant-edge (temporary; HNSW graph built), qdrant-edge persisted and reopened
-between writes and reads, the hybrid across its threshold, and Weaviate when
+Backends: exact, qdrant-edge (temporary; HNSW graph built; filtered searches served by its code
+scan, or, in ``qdrant-graph``, by the graph), qdrant-edge persisted and reopened between writes and
+reads (the code scan refilled from the shard), the hybrid across its threshold, and Weaviate when
 ``AOS_WEAVIATE__URL`` names a server (none can run here: skipped otherwise).
 """
 
@@ -63,6 +64,8 @@ def _backends(tmp: Path) -> dict[str, Backend]:
     out = {
         "exact": Backend("exact", ExactIndex, _same),
         "qdrant": Backend("qdrant", lambda d: QdrantIndex(d), _optimized),
+        # filtered searches through the graph (no code scan), as at 1M agents for broad filters
+        "qdrant-graph": Backend("qdrant-graph", lambda d: QdrantIndex(d, scan_below=0), _optimized),
         "qdrant-persisted": Backend("qdrant-persisted", persisted, reopen),
         # threshold 3: the filter fixture (7 agents) and the recall data cross it
         "hybrid": Backend("hybrid", lambda d: HybridIndex(d, threshold=3), _same),
@@ -79,7 +82,7 @@ def _backends(tmp: Path) -> dict[str, Backend]:
     return out
 
 
-BACKENDS = ["exact", "qdrant", "qdrant-persisted", "hybrid", "weaviate"]
+BACKENDS = ["exact", "qdrant", "qdrant-graph", "qdrant-persisted", "hybrid", "weaviate"]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -390,8 +393,8 @@ def test_qdrant_rebuilds_in_the_background_after_many_writes() -> None:
 def test_qdrant_searches_selective_filters_with_acorn_and_broad_ones_plainly() -> None:
     n, dim, k = 3000, 32, 10
     cards, vecs = _random_agents(n, dim, seed=11)
-    # a full-scan threshold of 4 KB (32 vectors): these agents are searched through the graph, not scanned
-    idx = QdrantIndex(dim, exact_below=0, full_scan_kb=4)
+    # a full-scan threshold of 4 KB (32 vectors) and no code scan: these agents are searched through the graph
+    idx = QdrantIndex(dim, exact_below=0, full_scan_kb=4, scan_below=0)
     try:
         idx.put_many((IndexedAgent(card=c, version=1), v) for c, v in zip(cards, vecs, strict=True))
         idx.optimize()
@@ -418,9 +421,62 @@ def test_qdrant_searches_selective_filters_with_acorn_and_broad_ones_plainly() -
     try:
         small.put_many((IndexedAgent(card=c, version=1), v) for c, v in zip(cards[:50], vecs[:50], strict=True))
         small.search(vecs[0], 3, cons(tenant="acme", caps=("x",)))
-        assert small.searches == {"exact": 1, "hnsw": 0, "acorn": 0}
+        assert small.searches == {"exact": 1, "scan": 0, "hnsw": 0, "acorn": 0}
     finally:
         small.close()
+
+
+def test_qdrant_serves_filters_passing_few_agents_by_its_code_scan(tmp_path: Path) -> None:
+    n, dim, k = 3000, 32, 10
+    cards, vecs = _random_agents(n, dim, seed=31)
+    # graph walks for every filter estimated above 600 agents; a 4 KB full-scan threshold: qdrant never scans
+    idx = QdrantIndex(dim, tmp_path / "idx", exact_below=0, full_scan_kb=4, scan_below=600, calibrate=False)
+    rng = np.random.default_rng(32)
+    queries = vecs[rng.integers(0, n, 30)] + 0.3 * rng.normal(size=(30, dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    narrow = cons(tenant="acme", caps=("x",), max_cost=2.0)  # ~150 agents
+    broad = cons(tenant="acme")
+
+    def check(index: QdrantIndex, cards: list[AgentCard], vecs: np.ndarray, c: TaskConstraints, way: str) -> None:  # type: ignore[type-arg]
+        before = index.searches[way]
+        found = index.search(queries, k, c)
+        assert index.searches[way] == before + 1
+        allowed = np.array([c.allows(x) for x in cards])
+        for q, hits in zip(queries, found, strict=True):
+            truth = [cards[j]["agent_id"] for j in np.argsort(-np.where(allowed, vecs @ q, -np.inf))[:k]]
+            got = [h.agent.card["agent_id"] for h in hits]
+            if way == "scan":  # the codes rank, the exact vectors rescore: the exact answer, in order
+                assert got == truth
+            row = {x["agent_id"]: i for i, x in enumerate(cards)}
+            for h in hits:
+                assert h.similarity == pytest.approx(float(vecs[row[h.agent.card["agent_id"]]] @ q), abs=1e-5)
+
+    try:
+        idx.put_many((IndexedAgent(card=c, version=1), v) for c, v in zip(cards, vecs, strict=True))
+        idx.optimize()
+        check(idx, cards, vecs, narrow, "scan")
+        check(idx, cards, vecs, broad, "hnsw")
+        # writes reach the scan: a moved agent, a changed card, a removed agent
+        vecs = vecs.copy()
+        vecs[5] = queries[0]
+        idx.upsert(card("r5", tenant="acme", capabilities=["x"], cost=1.0), vecs[5])
+        cards[5] = card("r5", tenant="acme", capabilities=["x"], cost=1.0)
+        best = next(i for i in range(n) if i != 5 and narrow.allows(cards[i]))
+        cards[best] = card(f"r{best}", tenant="acme", capabilities=["y"])
+        idx.upsert(cards[best], vecs[best])
+        check(idx, cards, vecs, narrow, "scan")
+        (top,) = idx.search(queries[0], 1, narrow)
+        assert top[0].agent.card["agent_id"] == "r5"
+        idx.remove("r5")
+        assert "r5" not in {h.agent.card["agent_id"] for h in idx.search(queries[0], k, narrow)[0]}
+    finally:
+        idx.close()
+    again = QdrantIndex(dim, tmp_path / "idx", exact_below=0, full_scan_kb=4, scan_below=600, calibrate=False)
+    try:  # reopened: the codes are read back from the shard
+        keep = [i for i in range(n) if i != 5]
+        check(again, [cards[i] for i in keep], vecs[keep], narrow, "scan")
+    finally:
+        again.close()
 
 
 def test_qdrant_calibrates_its_search_effort_to_its_data_and_keeps_it(tmp_path: Path) -> None:
@@ -428,7 +484,14 @@ def test_qdrant_calibrates_its_search_effort_to_its_data_and_keeps_it(tmp_path: 
     cards, vecs = _random_agents(n, dim, seed=21)
     path = tmp_path / "idx"
     # floors of 4 candidates (too few here) and graph walks even for small filters (4 KB full scan)
-    opts: dict[str, Any] = {"exact_below": 0, "full_scan_kb": 4, "ef": 4, "acorn_ef": 4, "budget_ms": 1000.0}
+    opts: dict[str, Any] = {
+        "exact_below": 0,
+        "full_scan_kb": 4,
+        "scan_below": 0,
+        "ef": 4,
+        "acorn_ef": 4,
+        "budget_ms": 1000.0,
+    }
     idx = QdrantIndex(dim, path, **opts)
     try:
         idx.put_many((IndexedAgent(card=c, version=1), v) for c, v in zip(cards, vecs, strict=True))

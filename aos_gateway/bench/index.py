@@ -359,8 +359,8 @@ def bench_backend(
         rss2, peak2 = _rss_mb()
         report: dict[str, Any] = {
             "backend": backend,
-            "build_s": round(build_s, 2),
-            "upsert_s": round(t_upsert, 2),
+            "build_s": round(build_s, 3),
+            "upsert_s": round(t_upsert, 3),
             "upserts_per_s": round(n / t_upsert, 1),
             "rss_delta_mb": round(rss2 - rss0, 1),
             "peak_rss_delta_mb": round(max(peak1, peak2) - rss0, 1),
@@ -444,7 +444,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"(seed {r['seeds']['queries']}) at batch 1, k={r['k']} "
         f"(agents passing a query's filter: median {fm['median']}, min {fm['min']}, {fm['under_k']} under k)",
         f"HNSW m={h['m']} ef_construct={h['ef_construct']} ef={h['ef']} (ACORN ef={h['acorn_ef']} for filters "
-        f"passing <= {h['acorn_selectivity']:.0%}){'; calibrated from these floors' if h.get('calibrate') else ''}; "
+        f"passing <= {h['acorn_selectivity']:.0%}; code scan for filters passing <= {h['scan_below']:,} agents)"
+        f"{'; calibrated from these floors' if h.get('calibrate') else ''}; "
         f"{r['machine']['cpus']} cpus, "
         f"load {r['machine']['load_avg_1m']:.1f} -> {r['machine']['load_avg_1m_end']:.1f}",
         f"{'backend':<8} {'build s':>9} {'upsert/s':>9} {'RSS +MB':>8} {'peak +MB':>9} "
@@ -470,10 +471,15 @@ def format_report(r: dict[str, Any]) -> str:
                     f"         calibrated in {cal['seconds']} s (target recall {cal['target_recall']}, budget "
                     f"{cal['budget_ms']} ms): ef {cal['ef']} (probe recall {ways['hnsw'].get('recall', '-')}, "
                     f"{ways['hnsw']['probes']} probes), ACORN ef {cal['acorn_ef']} (probe recall "
-                    f"{ways['acorn'].get('recall', '-')}, {ways['acorn']['probes']} probes)"
+                    f"{ways['acorn'].get('recall', '-')}, {ways['acorn']['probes']} probes); code scan for "
+                    f"filters passing <= {cal['scan_below']:,} agents (p95 {cal['scan'].get('p95_ms', '-')} ms on "
+                    f"{cal['scan'].get('probes', 0)} probes)"
                 )
             sp = b["search_paths"]
-            lines.append(f"         searches: {sp['hnsw']} plain HNSW, {sp['acorn']} ACORN, {sp['exact']} exact")
+            lines.append(
+                f"         searches: {sp['scan']} code scan, {sp['hnsw']} plain HNSW, {sp['acorn']} ACORN, "
+                f"{sp['exact']} exact"
+            )
         lines.append(
             "         by the share of agents a filter passes: "
             + "; ".join(

@@ -13,7 +13,7 @@ caller rescores the best few with the exact vectors.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numba
 import numpy as np
@@ -25,6 +25,8 @@ from aos_gateway.matching.index import FilterColumns
 from aos_gateway.perception.vectors import FloatArray
 
 CODE_MAX = 127
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+_NO_LIMIT = int(np.iinfo(np.int64).max)
 
 
 @numba.njit(fastmath=True, nogil=True, cache=False)
@@ -62,6 +64,44 @@ def _scores(codes: Any, scales: Any, rows: Any, q: Any, out: Any) -> None:  # pr
         j += 1
 
 
+@numba.njit(fastmath=True, nogil=True, cache=False)
+def _filter_and_score(
+    rows: Any,
+    all_n: int,
+    live: Any,
+    usable: Any,
+    tenant: Any,
+    t0: int,
+    t1: int,
+    cost: Any,
+    max_cost: float,
+    latency: Any,
+    max_latency: int,
+    codes: Any,
+    scales: Any,
+    q: Any,
+    keep: Any,
+    sims: Any,
+) -> int:  # pragma: no cover - compiled
+    """Keep the candidate slots (``rows``, or the first ``all_n`` slots if ``all_n`` >= 0) whose columns
+    pass, in ``keep``, and score them into ``sims``; how many passed."""
+    m = 0
+    count = all_n if all_n >= 0 else rows.shape[0]
+    for j in range(count):
+        r = j if all_n >= 0 else rows[j]
+        if (
+            live[r]
+            and usable[r]
+            and (tenant[r] == t0 or tenant[r] == t1)
+            and cost[r] <= max_cost
+            and latency[r] <= max_latency
+        ):
+            keep[m] = r
+            m += 1
+    _scores(codes, scales, keep[:m], q, sims[:m])
+    return m
+
+
 def quantize(rows: FloatArray) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
     """int8 codes of each row and the scale that maps them back (``codes * scale ≈ row``)."""
     m = np.atleast_2d(np.asarray(rows, dtype=np.float32))
@@ -71,9 +111,12 @@ def quantize(rows: FloatArray) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.flo
 
 
 def warm() -> None:
-    """Compile the scoring loop now (~0.4 s, once per process) rather than in the first search."""
-    one = np.zeros(1, np.float32)
-    _scores(np.zeros((1, 4), np.int8), np.ones(1, np.float32), np.zeros(1, np.int64), np.zeros(4, np.float32), one)
+    """Compile the scan's loops now (~1 s, once per process) rather than in the first search."""
+    scan = CodeScan(4)
+    fields = {"agent_id": "warm", "status": "ACTIVE", "tenant": "public", "capabilities": ["x"], "modalities": []}
+    scan.put([cast(AgentCard, {**fields, "cost": 0.0, "p95_latency_ms": 1})], np.ones(4, np.float32))
+    for cons in (TaskConstraints("public", frozenset(), None, None), TaskConstraints("public", frozenset("x"), 1.0, 9)):
+        scan.top(np.ones(4, np.float32), cons, 1)
 
 
 class CodeScan(FilterColumns):
@@ -109,12 +152,35 @@ class CodeScan(FilterColumns):
 
     def top(self, q: FloatArray, cons: TaskConstraints, limit: int) -> list[tuple[str, float]]:
         """Up to ``limit`` agents ``cons`` passes, by approximate similarity to the unit vector ``q``."""
-        rows = self.passing(cons)
-        if not rows.size:
+        found = self.candidates(cons)
+        pair = self._tenant_pair(cons)
+        if pair is None or (found is not None and not found.size):
             return []
-        sims = np.empty(rows.size, dtype=np.float32)
-        _scores(self._codes, self._scale, rows, np.ascontiguousarray(q, dtype=np.float32), sims)
-        best = np.argpartition(-sims, limit - 1)[:limit] if rows.size > limit else np.arange(rows.size)
+        count = len(self._slots) if found is None else found.size
+        keep = np.empty(count, dtype=np.int64)
+        sims = np.empty(count, dtype=np.float32)
+        m = _filter_and_score(
+            _NO_ROWS if found is None else found,
+            count if found is None else -1,
+            self._live,
+            self._usable,
+            self._tenant,
+            pair[0],
+            pair[1],
+            self._cost,
+            np.inf if cons.max_cost is None else float(cons.max_cost),
+            self._latency,
+            _NO_LIMIT if cons.max_latency_ms is None else int(cons.max_latency_ms),
+            self._codes,
+            self._scale,
+            np.ascontiguousarray(q, dtype=np.float32),
+            keep,
+            sims,
+        )
+        rows, sims = keep[:m], sims[:m]
+        if not m:
+            return []
+        best = np.argpartition(-sims, limit - 1)[:limit] if m > limit else np.arange(m)
         best = best[np.argsort(-sims[best], kind="stable")]
         out: list[tuple[str, float]] = []
         for j in best:

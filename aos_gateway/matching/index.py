@@ -240,14 +240,28 @@ class FilterColumns:
             ("m", m) for m in sorted(cons.required_modalities)
         ]
 
-    def passing(self, cons: TaskConstraints) -> npt.NDArray[np.int64]:
-        """The slots that pass ``cons``, ascending. With a required capability or modality, only the
-        slots of the rarest one are checked (work in proportion to them, not to the index)."""
+    def candidates(self, cons: TaskConstraints) -> npt.NDArray[np.int64] | None:
+        """The slots holding every capability and modality ``cons`` requires, ascending (None: it
+        requires none, every slot is a candidate); the columns are not checked. Found from the
+        rarest one's slots, so the work is in proportion to them, not to the index."""
         required = self._required(cons)
         if not required:
-            return np.flatnonzero(self._mask(cons, len(self._slots))).astype(np.int64)
+            return None
         required.sort(key=lambda key: len(self._members.get(key, ())))
         rows = self._list_of(required[0])
+        for key in required[1:]:  # also a member of each other one (binary search in its sorted slots)
+            members = self._list_of(key)
+            if not members.size:
+                return rows[:0]
+            at = np.minimum(np.searchsorted(members, rows), members.size - 1)
+            rows = rows[members[at] == rows]
+        return rows
+
+    def passing(self, cons: TaskConstraints) -> npt.NDArray[np.int64]:
+        """The slots that pass ``cons``, ascending."""
+        rows = self.candidates(cons)
+        if rows is None:
+            return np.flatnonzero(self._mask(cons, len(self._slots))).astype(np.int64)
         pair = self._tenant_pair(cons)
         if pair is None or not rows.size:
             return rows[:0]
@@ -258,14 +272,7 @@ class FilterColumns:
             ok &= self._cost[rows] <= cons.max_cost
         if cons.max_latency_ms is not None:
             ok &= self._latency[rows] <= cons.max_latency_ms
-        rows = rows[ok]
-        for key in required[1:]:  # also a member of each other one (binary search in its sorted slots)
-            members = self._list_of(key)
-            if not members.size:
-                return rows[:0]
-            at = np.minimum(np.searchsorted(members, rows), members.size - 1)
-            rows = rows[members[at] == rows]
-        return rows
+        return rows[ok]
 
     def _list_of(self, key: Key) -> npt.NDArray[np.int64]:
         """The slots holding ``key``, ascending (cached until one of them changes)."""

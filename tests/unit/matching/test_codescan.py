@@ -70,6 +70,8 @@ def test_passing_is_the_reference_meaning_across_writes(cons: TaskConstraints) -
             live[c["agent_id"]] = c
     assert len(scan) == len(live)
     assert sorted(scan._slots[r] or "" for r in scan.passing(cons)) == expected()
+    # the compiled filter of a search passes the same agents
+    assert sorted(a for a, _ in scan.top(np.ones(8, np.float32), cons, 10_000)) == expected()
 
 
 def test_top_orders_by_the_codes_close_to_the_exact_cosine() -> None:

@@ -105,6 +105,9 @@ Key = tuple[str, str]
 """A membership a filter can require: ``("c", capability)`` or ``("m", modality)``."""
 
 
+_NONE: frozenset[Key] = frozenset()
+
+
 def member_keys(card: AgentCard) -> frozenset[Key]:
     """The capability and modality memberships of a card."""
     return frozenset({("c", c) for c in card["capabilities"]} | {("m", m) for m in card["modalities"]})
@@ -124,7 +127,8 @@ class FilterColumns:
         self._rows: dict[str, int] = {}
         self._slots: list[str | None] = []
         self._free: list[int] = []
-        self._keys: dict[int, frozenset[Key]] = {}
+        self._keys: list[frozenset[Key]] = []  # per slot, parallel to _slots
+        self._shared: dict[frozenset[Key], frozenset[Key]] = {}
         self._live: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
         self._usable: npt.NDArray[np.bool_] = np.zeros(0, dtype=np.bool_)
         self._tenant: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
@@ -156,7 +160,8 @@ class FilterColumns:
         """Grow the subclass's per-slot arrays to ``cap`` rows, keeping the first ``used``."""
 
     def _unlink(self, row: int) -> None:
-        for key in self._keys.pop(row, frozenset()):
+        keys, self._keys[row] = self._keys[row], _NONE
+        for key in keys:
             self._members[key].discard(row)
             self._masks.pop(key, None)
             self._lists.pop(key, None)
@@ -174,6 +179,7 @@ class FilterColumns:
                 if row >= self._live.shape[0]:
                     self._grow()
                 self._slots.append(aid)
+                self._keys.append(_NONE)
             self._rows[aid] = row
         else:
             self._unlink(row)
@@ -182,6 +188,7 @@ class FilterColumns:
         self._cost[row] = card["cost"]
         self._latency[row] = card["p95_latency_ms"]
         keys = member_keys(card)
+        keys = self._shared.setdefault(keys, keys)  # agents with the same memberships share one set
         for key in keys:
             self._members.setdefault(key, set()).add(row)
             self._masks.pop(key, None)

@@ -71,10 +71,10 @@ _EF_LADDER = (16, 32, 64, 96, 128, 192, 256, 384, 512)
 _CALIBRATION = "calibration.json"
 _KEYWORDS = ("tenant", "status", "capabilities", "modalities")
 _FILTER_FIELDS = ["agent_id", *_KEYWORDS, "cost", "p95_latency_ms"]
-_RESCORE = 4
+_RESCORE = 2
 _SCAN_SHARE = 0.8
 """The code scan takes a filter it can scan within this share of the search budget (``budget_ms``)."""
-"""A scan-served search rescores ``_RESCORE * k`` agents (at least 40) with their exact vectors."""
+"""A scan-served search rescores ``_RESCORE * k`` agents (at least 20) with their exact vectors."""
 _OPTIMIZE = (
     "import sys\n"
     "from qdrant_edge import EdgeShard\n"
@@ -428,7 +428,7 @@ class QdrantIndex:
         with self._lock:
             self._check_open()
             try:
-                way = self._route(flt)
+                way = self._route(flt, constraints)
                 if way == "scan":
                     assert constraints is not None and self._scan is not None
                     return [self._scan_hits(row, constraints, k) for row in q]
@@ -451,18 +451,26 @@ class QdrantIndex:
                 raise IndexBackendError(f"qdrant search failed: {exc}") from exc
         return [[Hit(agent=_agent(p.payload), similarity=float(p.score)) for p in pts] for pts in found]
 
-    def _route(self, flt: qe.Filter | None) -> str:
+    def _route(self, flt: qe.Filter | None, cons: TaskConstraints | None) -> str:
         """Exact while small; else the code scan for a filter passing few agents, ACORN for a selective
         one and the plain walk for a broad one (or none)."""
         if self._count < self.exact_below:
             way = "exact"
-        elif flt is None:
+        elif flt is None or cons is None:
             way = "hnsw"
         else:
             passing = self._passing(flt)
-            way = "scan" if self._scan is not None and passing <= self.scan_limit else self._way(passing)
+            way = "scan" if self._scans(cons, passing) else self._way(passing)
         self.searches[way] += 1
         return way
+
+    def _scans(self, cons: TaskConstraints, passing: int) -> bool:
+        """Whether the code scan serves a filter the shard estimates to pass ``passing`` agents: at most
+        the scan limit, and the filter requires a capability or a modality (its candidates are then
+        that one's agents; without one, every agent is a candidate) or the whole index is that small."""
+        if self._scan is None or passing > self.scan_limit:
+            return False
+        return bool(cons.required_capabilities or cons.required_modalities) or self._count <= self.scan_limit
 
     def _ef(self, way: str) -> int:
         return self.acorn_ef if way == "acorn" else self.ef
@@ -470,19 +478,20 @@ class QdrantIndex:
     def _scan_hits(self, q: FloatArray, cons: TaskConstraints, k: int) -> list[Hit]:
         """The code scan's best ``_RESCORE * k`` agents, rescored with their exact vectors (under the lock)."""
         assert self._scan is not None
-        found = self._scan.top(q, cons, max(_RESCORE * k, 40))
+        found = self._scan.top(q, cons, max(_RESCORE * k, 20))
         if not found:
             return []
-        recs = self._shard.retrieve([point_id(aid) for aid, _ in found], ["card", "version"], [VECTOR])
-        hits: list[Hit] = []
-        for rec in recs:
-            agent = _agent(rec.payload)
-            named = rec.vector
-            if not isinstance(named, dict) or not cons.allows(agent.card):
-                continue
-            hits.append(Hit(agent=agent, similarity=float(np.dot(np.asarray(named[VECTOR], dtype=np.float32), q))))
-        hits.sort(key=lambda h: -h.similarity)
-        return hits[:k]
+        # exact vectors of the candidates, then the cards of the best k only (parsing cards costs more)
+        recs = list(self._shard.retrieve([point_id(aid) for aid, _ in found], False, [VECTOR]))
+        named = [r.vector for r in recs if isinstance(r.vector, dict)]
+        if len(named) != len(recs):
+            raise IndexBackendError("a qdrant point has no named vectors")
+        sims = np.asarray([v[VECTOR] for v in named], dtype=np.float32) @ q
+        order = np.argsort(-sims, kind="stable")[:k]
+        cards = {r.id: r.payload for r in self._shard.retrieve([recs[i].id for i in order], ["card", "version"], False)}
+        hits = [Hit(agent=_agent(cards.get(recs[i].id)), similarity=float(sims[i])) for i in order]
+        # the codes and the shard change together under the lock; the reference meaning confirms
+        return [h for h in hits if cons.allows(h.agent.card)]
 
     def _fill_scan(self) -> None:
         """Read every agent's vector and filter fields from the shard into the code scan (on open)."""
@@ -702,7 +711,7 @@ class QdrantIndex:
             return {}
         timed: list[tuple[int, float]] = []
         for q, cons, passing in probes:
-            if passing > self.scan_below:
+            if not self._scans(cons, passing):  # against scan_below: the limit is not chosen yet
                 continue
             with self._lock:
                 self._check_open()

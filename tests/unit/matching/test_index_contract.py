@@ -456,6 +456,8 @@ def test_qdrant_serves_filters_passing_few_agents_by_its_code_scan(tmp_path: Pat
         idx.optimize()
         check(idx, cards, vecs, narrow, "scan")
         check(idx, cards, vecs, broad, "hnsw")
+        # few agents pass, but no capability narrows the candidates (the scan would read every agent)
+        check(idx, cards, vecs, cons(tenant="acme", max_cost=0.0), "acorn")
         # writes reach the scan: a moved agent, a changed card, a removed agent
         vecs = vecs.copy()
         vecs[5] = queries[0]

@@ -72,9 +72,9 @@ _CALIBRATION = "calibration.json"
 _KEYWORDS = ("tenant", "status", "capabilities", "modalities")
 _FILTER_FIELDS = ["agent_id", *_KEYWORDS, "cost", "p95_latency_ms"]
 _RESCORE = 2
+"""A scan-served search rescores ``_RESCORE * k`` agents (at least 20) with their exact vectors."""
 _SCAN_SHARE = 0.8
 """The code scan takes a filter it can scan within this share of the search budget (``budget_ms``)."""
-"""A scan-served search rescores ``_RESCORE * k`` agents (at least 20) with their exact vectors."""
 _OPTIMIZE = (
     "import sys\n"
     "from qdrant_edge import EdgeShard\n"
@@ -170,14 +170,15 @@ class QdrantIndex:
             vectors is served by a plain scan of those agents (qdrant's ``full_scan_threshold``).
         search_threads: the shard's search pool (1: search in the caller's thread; the pool's
             hand-off cost ~0.3 ms per query at batch 1, measured).
-        scan_below: a filter the shard estimates to pass at most this many agents is served by a scan
-            of those agents' int8 codes (:mod:`~aos_gateway.matching.codescan`, ~0.1 µs an agent),
-            the best ``4 k`` rescored with their exact vectors, instead of a graph walk (0: never). The
-            calibration lowers it to the largest filter whose probe scans take at most 80% of
-            ``budget_ms`` at p95 (the scan costs ~0.1 µs an agent on this machine, measured).
-            At 1M agents the walk lost most true neighbours of such filters (recall@10 0.26-0.29
-            below 7% of the agents, measured in docs/benchmarks.md). The codes cost ``dim + 4``
-            bytes an agent in RAM, and a persisted index reads them back from the shard on open.
+        scan_below: a filter that requires a capability or modality and that the shard estimates
+            to pass at most this many agents is served by a scan of those agents' int8 codes
+            (:mod:`~aos_gateway.matching.codescan`, ~0.1 µs an agent, measured), the best ``2 k``
+            rescored with their exact vectors, instead of a graph walk (0: never). The calibration
+            lowers it to the largest filter whose probe scans take at most 80% of ``budget_ms`` at
+            p95. At 1M agents the walk lost most true neighbours of such filters (recall@10
+            0.26-0.29 below 7% of the agents, measured in docs/benchmarks.md). The codes cost
+            ``dim + 4`` bytes an agent in RAM, and a persisted index reads them back from the
+            shard on open.
         calibrate, target_recall, budget_ms, max_ef: after each graph build, :meth:`calibrate`
             chooses ``ef`` and ``acorn_ef`` for the data at hand (``ef`` and ``acorn_ef`` given here
             are the floor). How many candidates a walk needs depends on the data more than on its

@@ -221,22 +221,27 @@ class FilterColumns:
         codes = [self._tenant_codes[t] for t in cons.tenants if t in self._tenant_codes]
         return (codes[0], codes[-1]) if codes else None
 
+    def _columns_pass(self, cons: TaskConstraints, at: slice | npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Whether the slots ``at`` (a slice or slot numbers) are live and pass ``cons``'s status,
+        tenant, cost and latency rules (not its capabilities and modalities)."""
+        ok: npt.NDArray[np.bool_] = self._live[at] & self._usable[at]
+        pair = self._tenant_pair(cons)
+        if pair is None:
+            ok[:] = False
+            return ok
+        tenant = self._tenant[at]
+        ok &= (tenant == pair[0]) | (tenant == pair[1])  # at most two: public and the task's own
+        if cons.max_cost is not None:
+            ok &= self._cost[at] <= cons.max_cost
+        if cons.max_latency_ms is not None:
+            ok &= self._latency[at] <= cons.max_latency_ms
+        return ok
+
     def _mask(self, cons: TaskConstraints | None, n: int) -> npt.NDArray[np.bool_]:
         """Slots among the first ``n`` that pass the filter."""
-        mask = self._live[:n].copy()
         if cons is None:
-            return mask
-        mask &= self._usable[:n]
-        pair = self._tenant_pair(cons)
-        tenant = self._tenant[:n]
-        if pair is not None:  # at most two: public and the task's own
-            mask &= (tenant == pair[0]) | (tenant == pair[1])
-        else:
-            mask[:] = False
-        if cons.max_cost is not None:
-            mask &= self._cost[:n] <= cons.max_cost
-        if cons.max_latency_ms is not None:
-            mask &= self._latency[:n] <= cons.max_latency_ms
+            return self._live[:n].copy()
+        mask = self._columns_pass(cons, slice(0, n))
         for key in self._required(cons):
             mask &= self._mask_of(key)[:n]
         return mask
@@ -269,17 +274,7 @@ class FilterColumns:
         rows = self.candidates(cons)
         if rows is None:
             return np.flatnonzero(self._mask(cons, len(self._slots))).astype(np.int64)
-        pair = self._tenant_pair(cons)
-        if pair is None or not rows.size:
-            return rows[:0]
-        ok = self._live[rows] & self._usable[rows]
-        tenant = self._tenant[rows]
-        ok &= (tenant == pair[0]) | (tenant == pair[1])
-        if cons.max_cost is not None:
-            ok &= self._cost[rows] <= cons.max_cost
-        if cons.max_latency_ms is not None:
-            ok &= self._latency[rows] <= cons.max_latency_ms
-        return rows[ok]
+        return rows[self._columns_pass(cons, rows)]
 
     def _list_of(self, key: Key) -> npt.NDArray[np.int64]:
         """The slots holding ``key``, ascending (cached until one of them changes)."""

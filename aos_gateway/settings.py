@@ -328,9 +328,10 @@ class MatchingSettings(BaseModel):
     index_scan_below: int = Field(
         default=60_000,
         ge=0,
-        description="a filter estimated to pass at most this many agents is served by a scan of their int8 "
-        "codes (~0.1 µs an agent) rather than a graph walk; the calibration lowers it to the largest filter "
-        "its probe scans serve within 80% of index_budget_ms at p95; 0: never (measured in docs/benchmarks.md)",
+        description="a filter that requires a capability or modality and is estimated to pass at most this "
+        "many agents is served by a scan of their int8 codes (~0.1 µs an agent) rather than a graph walk; the "
+        "calibration lowers it to the largest filter its probe scans serve within 80% of index_budget_ms at "
+        "p95; 0: never (measured in docs/benchmarks.md)",
     )
 
 

@@ -485,7 +485,10 @@ def test_qdrant_calibrates_its_search_effort_to_its_data_and_keeps_it(tmp_path: 
     n, dim, k = 3000, 32, 10
     cards, vecs = _random_agents(n, dim, seed=21)
     path = tmp_path / "idx"
-    # floors of 4 candidates (too few here) and graph walks even for small filters (4 KB full scan)
+    # floors of 4 candidates (too few here for the target) and graph walks even for small filters (4 KB
+    # full scan). The graph build and the shard's random probe sample are not repeatable: over builds
+    # of these agents the plain walk's recall at the floor ranged 0.69-0.95, so the target is 0.99
+    # (never reached at the floor in those builds) and the rule is checked for either outcome
     opts: dict[str, Any] = {
         "exact_below": 0,
         "full_scan_kb": 4,
@@ -493,6 +496,7 @@ def test_qdrant_calibrates_its_search_effort_to_its_data_and_keeps_it(tmp_path: 
         "ef": 4,
         "acorn_ef": 4,
         "budget_ms": 1000.0,
+        "target_recall": 0.99,
     }
     idx = QdrantIndex(dim, path, **opts)
     try:
@@ -504,9 +508,12 @@ def test_qdrant_calibrates_its_search_effort_to_its_data_and_keeps_it(tmp_path: 
             assert w["probes"] >= 10, report  # both ways were probed
             steps = w["steps"]
             assert [s["ef"] for s in steps] == sorted({s["ef"] for s in steps}) and steps[0]["ef"] == 4
-            # the rule: the first step reaching the target is chosen; every step before it falls short
-            assert w["ef"] == steps[-1]["ef"] and steps[-1]["recall"] >= 0.95
-            assert all(s["recall"] < 0.95 for s in steps[:-1])
+            # the rule: the first step reaching the target is chosen, every step before it falls short;
+            # if none reaches it (the budget is generous here: the ladder's top), the best recall
+            if steps[-1]["recall"] >= 0.99:
+                assert w["ef"] == steps[-1]["ef"] and all(s["recall"] < 0.99 for s in steps[:-1])
+            else:
+                assert steps[-1]["ef"] == 512 and w["ef"] == max(steps, key=lambda s: s["recall"])["ef"]
         assert idx.ef > 4 or idx.acorn_ef > 4  # 4 candidates did not do here
         # what it chose holds on queries it never saw
         # tasks near agents, as the probes are (noise of norm ~0.5); 200 of them: the chosen ef may only

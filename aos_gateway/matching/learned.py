@@ -62,6 +62,9 @@ class LearnedState:
     coef: FloatArray | None = None  # (len(classes), d)
     intercept: FloatArray | None = None  # (len(classes),)
     classes: IntArray | None = None  # agent indices the classifier knows
+    #: (len(agent_ids), d) card prototypes adapted to unlabelled tasks (:mod:`.adapt`), or None:
+    #: the ranker's card similarity is taken to them instead of the cards
+    prototypes: FloatArray | None = None
     version: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -90,6 +93,8 @@ class LearnedState:
                 "intercept": self.intercept.astype(np.float32),
                 "classes": self.classes.astype(np.int32),
             }
+        if self.prototypes is not None:
+            arrays["prototypes"] = self.prototypes.astype(np.float16)
         np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
@@ -106,6 +111,9 @@ class LearnedState:
         ]
         if self.coef is not None and self.intercept is not None and self.classes is not None:
             arrays += [self.coef.astype(np.float16), self.intercept.astype(np.float32), self.classes.astype(np.int32)]
+        if self.prototypes is not None:
+            h.update(b"prototypes")
+            arrays.append(self.prototypes.astype(np.float16))
         for a in arrays:
             h.update(repr(a.shape).encode())
             h.update(np.ascontiguousarray(a).tobytes())
@@ -125,6 +133,7 @@ class LearnedState:
                     coef=z["coef"].astype(np.float32) if has_clf else None,
                     intercept=z["intercept"].astype(np.float32) if has_clf else None,
                     classes=z["classes"].astype(np.int32) if has_clf else None,
+                    prototypes=z["prototypes"].astype(np.float32) if "prototypes" in z.files else None,
                     version=int(z["version"]),
                     metadata={str(k): str(v) for k, v in json.loads(str(z["metadata"])).items()},
                 )
@@ -135,6 +144,11 @@ class LearnedState:
             raise ValidationError("learned matching state: memory arrays disagree in length")
         if n and int(state.memory_agent.max()) >= len(state.agent_ids):
             raise ValidationError("learned matching state: memory refers to an unknown agent")
+        if state.prototypes is not None and state.prototypes.shape != (len(state.agent_ids), state.dim):
+            raise ValidationError(
+                f"learned matching state: prototypes are {state.prototypes.shape}, "
+                f"not {len(state.agent_ids)} agents x {state.dim}"
+            )
         return state
 
 
@@ -310,14 +324,18 @@ class Ranker:
 
     def __init__(self, state: LearnedState | None = None, weights: BlendWeights | None = None) -> None:
         self.state = state if state is not None and state.successes else None
+        #: card prototypes adapted to unlabelled tasks (aligned with the state's agents), or None
+        self.prototypes = state.prototypes if state is not None else None
         rows = self.state.memory.shape[0] if self.state is not None else 0
         self._sims_cache: ResultCache[FloatArray] = ResultCache(max(8, SIMS_CACHE_BYTES // (4 * max(rows, 1))))
         self.weights = weights or BlendWeights()
         self._pos = {a: i for i, a in enumerate(state.agent_ids)} if state is not None else {}
+        self._ids = list(state.agent_ids) if state is not None else []
         self.version = state.version if state is not None else 0
         self._failures = self.state is not None and self.state.successes < self.state.memory.shape[0]
         # the encoder whose vectors the state holds ("" or absent: not recorded)
-        self.model = self.state.metadata.get("model") if self.state is not None else None
+        used = self.state is not None or self.prototypes is not None
+        self.model = state.metadata.get("model") if state is not None and used else None
 
     @property
     def learned(self) -> bool:
@@ -384,14 +402,38 @@ class Ranker:
         out: FloatArray = (dist / total).astype(np.float32)
         return out
 
+    @property
+    def adapted(self) -> bool:
+        """Whether card similarities are taken to adapted prototypes (:mod:`.adapt`)."""
+        return self.prototypes is not None
+
     def propose(self, query: FloatArray, n: int) -> list[str]:
-        """The n agents with the highest learned probability (none without a state)."""
-        dist = self.learned_distribution(query)
-        if dist is None or n <= 0:
+        """The n agents with the highest learned probability; with adapted prototypes and nothing
+        learned, the n nearest prototypes (none without either)."""
+        if n <= 0:
             return []
+        dist = self.learned_distribution(query)
+        if dist is None:
+            if self.prototypes is None:
+                return []
+            dist = self.prototypes @ np.asarray(query, dtype=np.float32).reshape(-1)
+            return [self._ids[j] for j in np.argsort(-dist)[:n]]
         top = np.argsort(-dist)[:n]
-        assert self.state is not None
-        return [self.state.agent_ids[j] for j in top if dist[j] > 0]
+        return [self._ids[j] for j in top if dist[j] > 0]
+
+    def card_similarities(self, query: FloatArray, agent_ids: Sequence[str], card_sims: FloatArray) -> FloatArray:
+        """``card_sims`` with each agent that has an adapted prototype taking its similarity to that
+        instead (the others keep their card's)."""
+        sims = np.asarray(card_sims, dtype=np.float32).reshape(-1)
+        if self.prototypes is None or not sims.shape[0]:
+            return sims
+        cols = np.array([self._pos.get(a, -1) for a in agent_ids])
+        known = cols >= 0
+        if not known.any():
+            return sims
+        out = sims.copy()
+        out[known] = self.prototypes[cols[known]] @ np.asarray(query, dtype=np.float32).reshape(-1)
+        return out
 
     def score(
         self, query: FloatArray, agent_ids: Sequence[str], card_sims: FloatArray
@@ -399,10 +441,11 @@ class Ranker:
         """(scores, learned probabilities or None), aligned with ``agent_ids``.
 
         score = (card * softmax(card_sims / T) + learned mass) / total weight: a probability
-        spread over the candidates (it sums to at most 1).
+        spread over the candidates (it sums to at most 1). With adapted prototypes, ``card_sims``
+        are taken to them (:meth:`card_similarities`).
         """
         w = self.weights
-        sims = np.asarray(card_sims, dtype=np.float32).reshape(-1)
+        sims = self.card_similarities(query, agent_ids, card_sims)
         if sims.shape[0] == 0:
             return sims, None
         card = _softmax(sims, w.card_temperature)

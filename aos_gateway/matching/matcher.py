@@ -89,7 +89,8 @@ class Matcher:
 
         A state learned in another vector space (other dimensions) is refused.
         """
-        if state is not None and state.memory.shape[0] and state.dim != self.index.dim:
+        holds = state is not None and (state.memory.shape[0] or state.prototypes is not None)
+        if state is not None and holds and state.dim != self.index.dim:
             raise ValidationError(f"learned state has {state.dim}-dim vectors, the index {self.index.dim}")
         self.ranker = Ranker(state)
         self.control_version = 0 if state is None else state.version

@@ -125,6 +125,32 @@ def test_learned_state_brings_in_agents_the_search_missed_and_respects_filters()
     assert "f" not in [c["agent_id"] for c in m.rank(q, cons, 3)]  # ... but not to another tenant's task
 
 
+def test_an_unlabelled_state_ranks_by_adapted_prototypes_and_proposes_agents_the_search_missed() -> None:
+    from aos_gateway.matching.adapt import unlabelled_state
+    from aos_gateway.matching.filters import TaskConstraints
+
+    ids = ["a", "e", "g"]
+    cards = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
+    idx = ExactIndex(4)
+    for aid, vec, kw in zip(ids, cards, [{}, {}, {"tenant": "acme"}], strict=True):
+        idx.upsert(_card(aid, **kw), vec)  # type: ignore[arg-type]
+    # tasks seen without outcomes, nearer e's card than a's: e's prototype moves to them
+    t = np.array([0.6, 0.7, 0, 0.39], dtype=np.float32)
+    tasks = np.stack([t / np.linalg.norm(t)] * 5)
+    state = unlabelled_state(ids, cards, tasks)
+    q = np.array([0.75, 0.6, 0, 0.3], dtype=np.float32)
+    q /= np.linalg.norm(q)  # a task like them, a little nearer a's card than e's
+    m = Matcher(idx, top_k=1, search_factor=1)  # the search alone returns one agent
+    assert [c["agent_id"] for c in m.rank(q, None, 1)] == ["a"]
+    m.set_state(state)
+    (best,) = m.rank(q, None, 1)
+    assert best["agent_id"] == "e" and best["quality"] is None  # proposed, ranked first; nothing learned
+    cons = TaskConstraints("public", frozenset(), None, None)
+    assert "g" not in [c["agent_id"] for c in m.rank(q, cons, 3)]  # proposals still pass the filters
+    with pytest.raises(ValidationError, match="8-dim"):
+        m.set_state(unlabelled_state(ids, np.eye(3, 8, dtype=np.float32), np.eye(2, 8, dtype=np.float32)))
+
+
 def test_matcher_abstains_below_the_confidence_threshold() -> None:
     (res,) = Matcher(_index(), min_confidence=0.99).match(_perceived(), 1)
     assert res["abstained"] and "confidence threshold" in (res["reason"] or "")

@@ -3,6 +3,8 @@
 Two sources: a labelled file (``--train``: tasks with the right agent, MetaTool form; gold or
 bandit feedback as in ``aos eval matching``), or the experience history (``--from-experience``:
 ``aos.experience.v1`` replayed from the beginning). Running matchers hot-reload the result.
+``--feedback none`` learns from tasks alone, before any outcome: the agents' card prototypes are
+adapted to them (:mod:`aos_gateway.matching.adapt`) and the matchers rank by those.
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ def learn_from_file(
 
     p = settings.perception
     cards = list(read_cards(agents))
-    examples = read_examples(train)
+    examples = read_examples(train, labelled=feedback != "none")
     encoder = TextEncoder(p.text_model, p.device, 0, p.torch_threads)
     progress(f"learn: encoding {len(cards)} cards and {len(examples)} tasks with {encoder.name}")
     agent_vecs = encoder.encode([card_text(c) for c in cards])
     train_vecs = encoder.encode([e.text for e in examples], batch_size=64)
-    progress(f"learn: fitting ({feedback} feedback)")
+    progress("learn: adapting the card prototypes" if feedback == "none" else f"learn: fitting ({feedback} feedback)")
     with threadpool_limits(1, user_api="blas"):
         ids = [c["agent_id"] for c in cards]
         state, info = learn(feedback, ids, agent_vecs, examples, train_vecs, progress, fallback=fallback)
@@ -152,16 +154,14 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
         "memories": int(state.memory.shape[0]),
         "successes": state.successes,
         "classifier": state.coef is not None,
+        "prototypes": state.prototypes is not None,
         "bytes": len(payload),
     }
-    return _report(
-        args,
-        report,
-        version,
-        t0,
-        f"learned from {report['memories']} memories ({report['successes']} successes) over "
-        f"{report['agents']} agents, {len(payload) / 1e6:.1f} MB",
-    )
+    if state.prototypes is not None and not state.memory.shape[0]:
+        summary = f"adapted the card prototypes to {info.get('tasks', 0)} unlabelled tasks"
+    else:
+        summary = f"learned from {report['memories']} memories ({report['successes']} successes)"
+    return _report(args, report, version, t0, f"{summary} over {report['agents']} agents, {len(payload) / 1e6:.1f} MB")
 
 
 def _report(args: argparse.Namespace, report: dict[str, Any], version: int | None, t0: float, summary: str) -> int:

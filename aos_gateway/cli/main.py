@@ -222,7 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="offline evaluations")
     esub = ev.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    em = esub.add_parser("matching", help="routing accuracy, zero-shot and after learning from labelled tasks")
+    em = esub.add_parser(
+        "matching",
+        help="routing accuracy: zero-shot, with card prototypes adapted to the training tasks (labels unused), "
+        "and after learning from the labelled tasks",
+    )
     em.add_argument("--agents", type=argtypes.existing_file, required=True, help="agent cards (agents.jsonl form)")
     em.add_argument("--train", type=argtypes.existing_file, required=True, help="past tasks with the right agent")
     em.add_argument("--test", type=argtypes.existing_file, required=True, help="tasks to measure on")
@@ -248,8 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="learn the matcher's state from a labelled file or the experience history; publish it to aos.weights.v1",
     )
     lm.add_argument("--agents", type=argtypes.existing_file, default=None, help="agent cards (agents.jsonl form)")
-    lm.add_argument("--train", type=argtypes.existing_file, default=None, help="past tasks with the right agent")
-    lm.add_argument("--feedback", choices=["gold", "bandit"], default="gold")
+    lm.add_argument(
+        "--train",
+        type=argtypes.existing_file,
+        default=None,
+        help="past tasks with the right agent (with --feedback none: tasks, their 'gold' unused and optional)",
+    )
+    lm.add_argument(
+        "--feedback",
+        choices=["gold", "bandit", "none"],
+        default="gold",
+        help="gold: the right agent is known; bandit: only whether the chosen one was right; none: no outcome, "
+        "the card prototypes are adapted to the tasks",
+    )
     lm.add_argument(
         "--fallback",
         action="store_true",
@@ -667,9 +682,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"{report['bandit_solved_rate']:.4f} of the tasks solved while learning"
             + (" (with fallback tries)" if report["bandit_fallback"] else "")
         )
-    for name in ("zero_shot", "learned"):
+    for name in ("zero_shot", "unsupervised", "learned"):
         r = report[name]
-        print(f"{name:<10} top1 {r['top1']:.4f}  R@5 {r['r5']:.4f}  MRR {r['mrr']:.4f}  p95 {r['p95_ms']} ms/query")
+        print(f"{name:<12} top1 {r['top1']:.4f}  R@5 {r['r5']:.4f}  MRR {r['mrr']:.4f}  p95 {r['p95_ms']} ms/query")
     return 0
 
 

@@ -16,8 +16,9 @@ class Example:
     gold: tuple[str, ...]
 
 
-def read_examples(path: Path, limit: int | None = None) -> list[Example]:
-    """Examples from a file; a bad line raises with its line number."""
+def read_examples(path: Path, limit: int | None = None, labelled: bool = True) -> list[Example]:
+    """Examples from a file; a bad line raises with its line number. ``labelled=False``: ``gold``
+    may be left out (unlabelled tasks: empty ``gold``)."""
     out: list[Example] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -25,11 +26,11 @@ def read_examples(path: Path, limit: int | None = None) -> list[Example]:
                 continue
             try:
                 obj = json.loads(line)
-                text, gold = obj["text"], obj["gold"]
+                text, gold = obj["text"], obj["gold"] if labelled or "gold" in obj else []
                 if not isinstance(text, str) or not text.strip():
                     raise ValidationError("'text' must be a non-empty string")
-                if not isinstance(gold, list) or not gold or not all(isinstance(g, str) for g in gold):
-                    raise ValidationError("'gold' must be a non-empty list of agent ids")
+                if not isinstance(gold, list) or not all(isinstance(g, str) for g in gold) or (labelled and not gold):
+                    raise ValidationError(f"'gold' must be a {'non-empty ' if labelled else ''}list of agent ids")
                 out.append(Example(str(obj.get("task_id", f"line-{lineno}")), text, tuple(gold)))
             except (json.JSONDecodeError, KeyError, ValidationError) as exc:
                 raise ValidationError(f"{path}:{lineno}: {exc}") from exc

@@ -10,6 +10,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from aos_gateway.contracts.records import AgentCard
+from aos_gateway.matching.adapt import unlabelled_state
 from aos_gateway.matching.bandit import ThompsonLearner
 from aos_gateway.matching.cards import card_text
 from aos_gateway.matching.dataset import Example
@@ -47,7 +48,8 @@ def learn(
 ) -> tuple[LearnedState, dict[str, Any]]:
     """The learned state after the training stream, with either kind of feedback.
 
-    gold: every training task comes with its right agent. bandit: each training task is
+    gold: every training task comes with its right agent. none: no outcome is known; only the card
+    prototypes are adapted to the training tasks (:mod:`.adapt`). bandit: each training task is
     seen once, in order; the learner picks an agent (Thompson sampling over its top
     candidates) and is told only whether that agent was right. With ``fallback``, a task whose
     agent failed is tried once more on the fallback planned with it (the best-scored other
@@ -56,6 +58,8 @@ def learn(
     if feedback == "gold":
         labels = [e.gold[0] for e in train]
         return learn_gold(ids, train_vecs, labels), {"feedback": "gold"}
+    if feedback == "none":
+        return unlabelled_state(ids, agent_vecs, train_vecs), {"feedback": "none"}
     if feedback != "bandit":
         raise ValueError(f"unknown feedback mode {feedback!r}")
     learner = ThompsonLearner(ids, agent_vecs.shape[1], seed=seed)
@@ -92,8 +96,10 @@ def evaluate(
     progress: Callable[[str], None] = lambda _m: None,
     fallback: bool = False,
 ) -> dict[str, Any]:
-    """Zero-shot (card similarity) and learned (from ``train`` with ``feedback``) on ``test``;
-    ``fallback``: bandit feedback with a second try on the planned fallback (see :func:`learn`)."""
+    """On ``test``: zero-shot (card similarity), unsupervised (card prototypes adapted to the
+    training tasks' vectors, their labels unused: :mod:`.adapt`) and learned (from ``train`` with
+    ``feedback``); ``fallback``: bandit feedback with a second try on the planned fallback (see
+    :func:`learn`)."""
     ids = [c["agent_id"] for c in cards]
     progress(f"eval: encoding {len(cards)} agent cards and {len(train)} training tasks")
     agent_vecs = encoder.encode([card_text(c) for c in cards])
@@ -101,16 +107,17 @@ def evaluate(
     progress(f"eval: learning from {len(train)} tasks ({feedback} feedback)")
     with threadpool_limits(1, user_api="blas"):
         state, info = learn(feedback, ids, agent_vecs, train, train_vecs, progress, fallback=fallback)
-    zero, learned = Ranker(None), Ranker(state)
+        adapted = unlabelled_state(ids, agent_vecs, train_vecs)
+    rankers = {"zero_shot": Ranker(None), "unsupervised": Ranker(adapted), "learned": Ranker(state)}
 
     progress(f"eval: {len(test)} test tasks, one at a time (batch 1: encode + search + rank)")
-    rankings: dict[str, list[list[str]]] = {"zero_shot": [], "learned": []}
-    times: dict[str, list[float]] = {"zero_shot": [], "learned": []}
+    rankings: dict[str, list[list[str]]] = {name: [] for name in rankers}
+    times: dict[str, list[float]] = {name: [] for name in rankers}
     # one query at a time is the serving case; multi-threaded BLAS on such small products spins
     # its threads against torch's (measured: p95 111 ms -> 18 ms per query with one BLAS thread)
     with threadpool_limits(1, user_api="blas"):
         for i, ex in enumerate(test):
-            for name, ranker in (("zero_shot", zero), ("learned", learned)):
+            for name, ranker in rankers.items():
                 ranked, ms = _rank_one(ex.text, encoder, agent_vecs, ranker, ids)
                 rankings[name].append(ranked)
                 times[name].append(ms)
@@ -122,8 +129,7 @@ def evaluate(
         "train": len(train),
         "test": len(test),
         **info,
-        "zero_shot": {**ranking_metrics(rankings["zero_shot"], gold), "p95_ms": _p95(times["zero_shot"])},
-        "learned": {**ranking_metrics(rankings["learned"], gold), "p95_ms": _p95(times["learned"])},
+        **{name: {**ranking_metrics(rankings[name], gold), "p95_ms": _p95(times[name])} for name in rankers},
     }
 
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +100,29 @@ def test_a_network_plan_reads_as_stages_with_roles_and_dependencies() -> None:
     out = format_plan(plan)
     assert "network-genetic: predicted quality 0.500, estimated 1100 ms" in out
     assert "stage 1 s2: PDF for 'convert it into a PDF' (score 0.900, after s1, fallback p2)" in out
+
+
+def test_learn_matching_from_unlabelled_tasks_writes_a_state_of_adapted_prototypes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aos_gateway.matching.learned import LearnedState
+
+    agents, tasks, out = tmp_path / "agents.jsonl", tmp_path / "tasks.jsonl", tmp_path / "state.npz"
+    agents.write_text(
+        json.dumps({"agent_id": "Weather", "description": "Forecasts for any city."})
+        + "\n"
+        + json.dumps({"agent_id": "News", "description": "Headlines of the day."})
+        + "\n"
+    )
+    asks = ["Will it rain in Oslo tomorrow?", "What happened in the markets today?", "Is it sunny in Rome?"]
+    tasks.write_text("".join(json.dumps({"text": t}) + "\n" for t in asks))  # no "gold": unlabelled
+    argv = ["learn", "matching", "--agents", str(agents), "--train", str(tasks), "--feedback", "none"]
+    assert main([*argv, "--no-publish", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["prototypes"] and report["memories"] == 0 and report["tasks"] == 3 and report["version"] is None
+    state = LearnedState.from_bytes(out.read_bytes())
+    assert state.agent_ids == ["Weather", "News"] and state.prototypes is not None
+    assert state.prototypes.shape == (2, 384) and state.metadata["feedback"] == "none" and state.metadata["model"]
+    # a labelled mode refuses the same file: it names the line without a right agent
+    assert main([*argv[:-1], "gold", "--no-publish"]) == 1
+    assert "tasks.jsonl:1" in capsys.readouterr().err

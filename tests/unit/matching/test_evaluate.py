@@ -40,6 +40,9 @@ def test_eval_on_a_metatool_subset_learns_something() -> None:
     zs, learned = report["zero_shot"], report["learned"]
     assert set(zs) == set(learned) == {"top1", "r5", "mrr", "p95_ms"}
     assert 0.3 < zs["top1"] < learned["top1"] <= 1.0 and zs["p95_ms"] > 0
+    # the cards' prototypes adapted to the 2,000 training tasks, their labels unused: better than the
+    # cards alone (deterministic: the same encoder, no random choice)
+    assert set(report["unsupervised"]) == set(zs) and report["unsupervised"]["top1"] > zs["top1"]
 
 
 def test_bandit_with_fallback_tries_a_failed_task_once_more_and_learns_from_both_tries() -> None:

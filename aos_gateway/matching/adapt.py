@@ -25,6 +25,8 @@ from aos_gateway.errors import ValidationError
 from aos_gateway.matching.learned import LearnedState, empty_state
 from aos_gateway.perception.vectors import FloatArray
 
+#: a prototype nearer its card than this (Euclidean, unit vectors) is not kept: the card serves
+UNMOVED = 1e-3
 #: tasks per matrix product: bounds the (tasks x agents) assignment block (256 x 100k floats = 100 MB)
 CHUNK = 256
 
@@ -81,7 +83,12 @@ def unlabelled_state(agent_ids: list[str], cards: FloatArray, tasks: FloatArray,
     if len(agent_ids) != np.asarray(cards).shape[0]:
         raise ValidationError(f"{len(agent_ids)} agents but {np.asarray(cards).shape[0]} card vectors")
     state = empty_state(agent_ids, int(np.asarray(cards).shape[1]))
-    state.prototypes = adapt_prototypes(cards, tasks)
+    protos = adapt_prototypes(cards, tasks)
+    # an agent no task came near keeps its card: its row is NaN (in a large catalogue most rows,
+    # and NaN rows compress to almost nothing on the wire)
+    still = np.linalg.norm(protos - _normalise(np.asarray(cards, dtype=np.float32)), axis=1) < UNMOVED
+    protos[still] = np.nan
+    state.prototypes = protos
     state.metadata = {"feedback": "none", "tasks": str(int(np.asarray(tasks).shape[0]))}
     if model:
         state.metadata["model"] = model

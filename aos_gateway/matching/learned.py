@@ -63,7 +63,7 @@ class LearnedState:
     intercept: FloatArray | None = None  # (len(classes),)
     classes: IntArray | None = None  # agent indices the classifier knows
     #: (len(agent_ids), d) card prototypes adapted to unlabelled tasks (:mod:`.adapt`), or None:
-    #: the ranker's card similarity is taken to them instead of the cards
+    #: the ranker's card similarity is taken to them instead of the cards (a NaN row: to the card)
     prototypes: FloatArray | None = None
     version: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
@@ -417,13 +417,14 @@ class Ranker:
             if self.prototypes is None:
                 return []
             dist = self.prototypes @ np.asarray(query, dtype=np.float32).reshape(-1)
-            return [self._ids[j] for j in np.argsort(-dist)[:n]]
+            dist = np.where(np.isnan(dist), -np.inf, dist)  # agents whose card serves: the search finds them
+            return [self._ids[j] for j in np.argsort(-dist)[:n] if np.isfinite(dist[j])]
         top = np.argsort(-dist)[:n]
         return [self._ids[j] for j in top if dist[j] > 0]
 
     def card_similarities(self, query: FloatArray, agent_ids: Sequence[str], card_sims: FloatArray) -> FloatArray:
         """``card_sims`` with each agent that has an adapted prototype taking its similarity to that
-        instead (the others keep their card's)."""
+        instead (the others, and agents whose prototype row is NaN, keep their card's)."""
         sims = np.asarray(card_sims, dtype=np.float32).reshape(-1)
         if self.prototypes is None or not sims.shape[0]:
             return sims
@@ -431,8 +432,9 @@ class Ranker:
         known = cols >= 0
         if not known.any():
             return sims
+        adapted = self.prototypes[cols[known]] @ np.asarray(query, dtype=np.float32).reshape(-1)
         out = sims.copy()
-        out[known] = self.prototypes[cols[known]] @ np.asarray(query, dtype=np.float32).reshape(-1)
+        out[known] = np.where(np.isnan(adapted), sims[known], adapted)  # NaN row: the card's own
         return out
 
     def score(

@@ -55,6 +55,22 @@ def test_an_agent_no_task_comes_near_keeps_its_card() -> None:
     assert np.allclose(protos[6], lonely[0], atol=1e-3)
 
 
+def test_an_unlabelled_state_keeps_no_prototype_for_an_agent_no_task_came_near() -> None:
+    cards, tasks, _, _ = _world()
+    lonely = -cards.mean(axis=0, keepdims=True)
+    lonely /= np.linalg.norm(lonely)
+    state = unlabelled_state([*AGENTS, "lonely"], np.vstack([cards, lonely]), tasks)
+    assert state.prototypes is not None
+    assert np.isnan(state.prototypes[6]).all() and not np.isnan(state.prototypes[:6]).any()
+    back = LearnedState.from_bytes(state.to_bytes())  # NaN survives the wire
+    assert back.prototypes is not None and np.isnan(back.prototypes[6]).all()
+    ranker = Ranker(back)
+    q = lonely[0]
+    sims = ranker.card_similarities(q, ["lonely", "a"], np.array([0.9, 0.1], dtype=np.float32))
+    assert sims[0] == pytest.approx(0.9) and sims[1] != pytest.approx(0.1)  # its card's own; a's prototype
+    assert "lonely" not in ranker.propose(q, 7)  # the search finds it by its card; only prototypes proposed
+
+
 def test_no_tasks_or_no_iterations_leave_the_normalised_cards() -> None:
     cards = np.array([[3.0, 0.0], [1.0, 1.0]], dtype=np.float32)
     want = l2_normalize(cards)

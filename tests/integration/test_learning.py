@@ -74,6 +74,43 @@ def test_published_weights_reroute_tasks_in_the_running_worker(
             publish(settings, empty_state(list(ids.values()), 384))
 
 
+def test_prototypes_learned_from_unlabelled_tasks_reach_the_running_worker(
+    tmp_path: Path, settings: Settings, stack_env: dict[str, str], worker: subprocess.Popen[bytes]
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    tenant = f"adapt-{tag}"
+    cards = [
+        {"agent_id": f"Finance-{tag}", "description": "Company financials: revenue, earnings and balance sheets."},
+        {"agent_id": f"News-{tag}", "description": "The latest news headlines about companies and markets."},
+    ]
+    cards_file = write_cards(tmp_path / "cards.jsonl", [{**c, "tenant": tenant} for c in cards])
+    run_aos(stack_env, "agents", "register", str(cards_file), "--wait")
+    tasks = tmp_path / "tasks.jsonl"  # what users asked, no outcome known: no "gold"
+    tasks.write_text("".join(json.dumps({"text": t}) + "\n" for t in PARAPHRASES))
+    with GatewayClient(settings) as client:
+        before = client.submit_and_wait(ASK, timeout=30, tenant=tenant)
+        assert before["status"] == "PLANNED", before
+        try:
+            out = run_aos(
+                stack_env, "learn", "matching", "--agents", str(cards_file), "--train", str(tasks),
+                "--feedback", "none", "--json",
+            )  # fmt: skip
+            report = json.loads(out.stdout)
+            assert report["prototypes"] and report["memories"] == 0 and report["version"] > 0
+            want = f"control:v{report['version']}"
+            deadline = time.monotonic() + 60
+            after = before
+            while after["weights"].get("matching.ranker") != want and time.monotonic() < deadline:
+                time.sleep(1)  # the worker reloads asynchronously
+                after = client.submit_and_wait(ASK, timeout=30, tenant=tenant)
+            assert after["weights"].get("matching.ranker") == want, after["weights"]
+            assert after["status"] == "PLANNED"
+            # the ranking now takes similarities to the prototypes: the same task scores otherwise
+            assert after["steps"][0]["score"] != before["steps"][0]["score"]
+        finally:  # later tests match without this state
+            publish(settings, empty_state([c["agent_id"] for c in cards], 384))
+
+
 def test_learned_reliability_moves_the_plan_to_the_agent_that_succeeds(
     tmp_path: Path, settings: Settings, stack_env: dict[str, str], worker: subprocess.Popen[bytes]
 ) -> None:

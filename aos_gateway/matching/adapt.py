@@ -23,18 +23,12 @@ import numpy as np
 
 from aos_gateway.errors import ValidationError
 from aos_gateway.matching.learned import LearnedState, empty_state
-from aos_gateway.perception.vectors import FloatArray
+from aos_gateway.perception.vectors import FloatArray, l2_normalize
 
 #: a prototype nearer its card than this (Euclidean, unit vectors) is not kept: the card serves
 UNMOVED = 1e-3
 #: tasks per matrix product: bounds the (tasks x agents) assignment block (256 x 100k floats = 100 MB)
 CHUNK = 256
-
-
-def _normalise(m: FloatArray) -> FloatArray:
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    out: FloatArray = (m / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-    return out
 
 
 def adapt_prototypes(
@@ -54,11 +48,11 @@ def adapt_prototypes(
         raise ValidationError(f"cannot adapt {c.shape} card vectors to {x.shape} task vectors")
     if temperature <= 0 or saturation <= 0 or weight < 0 or iterations < 0 or chunk < 1:
         raise ValidationError("adaptation needs temperature > 0, saturation > 0, weight >= 0, iterations >= 0")
-    anchor = _normalise(c)
+    anchor = l2_normalize(c)
     protos = anchor
     if not x.shape[0] or not c.shape[0]:
         return protos
-    x = _normalise(x)
+    x = l2_normalize(x)
     for _ in range(iterations):
         mass = np.zeros(c.shape[0], dtype=np.float64)
         sums = np.zeros(c.shape, dtype=np.float64)
@@ -72,7 +66,7 @@ def adapt_prototypes(
             sums += p.T @ block
         mean = sums / np.maximum(mass, 1e-12)[:, None]
         pull = weight * np.minimum(mass, saturation) / saturation
-        protos = _normalise((anchor + pull[:, None] * mean).astype(np.float32))
+        protos = l2_normalize((anchor + pull[:, None] * mean).astype(np.float32))
     return protos
 
 
@@ -86,7 +80,7 @@ def unlabelled_state(agent_ids: list[str], cards: FloatArray, tasks: FloatArray,
     protos = adapt_prototypes(cards, tasks)
     # an agent no task came near keeps its card: its row is NaN (in a large catalogue most rows,
     # and NaN rows compress to almost nothing on the wire)
-    still = np.linalg.norm(protos - _normalise(np.asarray(cards, dtype=np.float32)), axis=1) < UNMOVED
+    still = np.linalg.norm(protos - l2_normalize(np.asarray(cards, dtype=np.float32)), axis=1) < UNMOVED
     protos[still] = np.nan
     state.prototypes = protos
     state.metadata = {"feedback": "none", "tasks": str(int(np.asarray(tasks).shape[0]))}

@@ -708,6 +708,10 @@ def _cmd_learn(args: argparse.Namespace) -> int:
 
     if _fallback_misused(args, "aos learn matching"):
         return 2
+    if args.from_experience and args.feedback != "gold":
+        # the history's outcomes say what they say: a feedback mode applies to a --train file only
+        print("aos learn matching: error: --feedback applies to a --train file, not --from-experience", file=sys.stderr)
+        return 2
     return learn_cmds.run(args, _settings(), _progress)
 
 

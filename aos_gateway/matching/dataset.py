@@ -26,7 +26,10 @@ def read_examples(path: Path, limit: int | None = None, labelled: bool = True) -
                 continue
             try:
                 obj = json.loads(line)
-                text, gold = obj["text"], obj["gold"] if labelled or "gold" in obj else []
+                if not isinstance(obj, dict):
+                    raise ValidationError("not a JSON object")
+                text = obj["text"]
+                gold = obj["gold"] if labelled else obj.get("gold") or []  # unlabelled: absent or null
                 if not isinstance(text, str) or not text.strip():
                     raise ValidationError("'text' must be a non-empty string")
                 if not isinstance(gold, list) or not all(isinstance(g, str) for g in gold) or (labelled and not gold):

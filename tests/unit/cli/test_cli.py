@@ -126,3 +126,12 @@ def test_learn_matching_from_unlabelled_tasks_writes_a_state_of_adapted_prototyp
     # a labelled mode refuses the same file: it names the line without a right agent
     assert main([*argv[:-1], "gold", "--no-publish"]) == 1
     assert "tasks.jsonl:1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["bandit", "none"])
+def test_a_feedback_mode_with_the_experience_history_is_a_usage_error(
+    mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["learn", "matching", "--from-experience", "--feedback", mode]) == 2  # before Kafka is reached
+    err = capsys.readouterr().err
+    assert "--feedback applies to a --train file" in err and len(err.strip().splitlines()) == 1

@@ -154,3 +154,7 @@ def test_unlabelled_task_files_may_leave_gold_out(tmp_path: Path) -> None:
     f.write_text('{"text": "x", "gold": "A"}\n')
     with pytest.raises(ValidationError, match="'gold' must be a list"):
         read_examples(f, labelled=False)
+    f.write_text('{"text": "x", "gold": null}\n["a list"]\n')
+    assert [e.gold for e in read_examples(f, limit=1, labelled=False)] == [()]
+    with pytest.raises(ValidationError, match=r"t\.jsonl:2: not a JSON object"):
+        read_examples(f, labelled=False)

@@ -694,11 +694,16 @@ def _cmd_learn_network(args: argparse.Namespace) -> int:
     return learn_cmds.run_network(args, _settings(), _progress)
 
 
+def _usage_error(prog: str, msg: str) -> int:
+    """A usage error found after parsing: one line as argparse's, exit status 2."""
+    print(f"{prog}: error: {msg} (see `{prog} --help`)", file=sys.stderr)
+    return 2
+
+
 def _fallback_misused(args: argparse.Namespace, prog: str) -> bool:
     """--fallback without bandit feedback from a labelled file: a usage error, one line as argparse's."""
     if args.fallback and (args.feedback != "bandit" or getattr(args, "from_experience", False)):
-        msg = "--fallback needs --feedback bandit and a labelled --train file"
-        print(f"{prog}: error: {msg} (see `{prog} --help`)", file=sys.stderr)
+        _usage_error(prog, "--fallback needs --feedback bandit and a labelled --train file")
         return True
     return False
 
@@ -710,8 +715,7 @@ def _cmd_learn(args: argparse.Namespace) -> int:
         return 2
     if args.from_experience and args.feedback != "gold":
         # the history's outcomes say what they say: a feedback mode applies to a --train file only
-        print("aos learn matching: error: --feedback applies to a --train file, not --from-experience", file=sys.stderr)
-        return 2
+        return _usage_error("aos learn matching", "--feedback applies to a --train file, not --from-experience")
     return learn_cmds.run(args, _settings(), _progress)
 
 

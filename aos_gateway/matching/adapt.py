@@ -74,13 +74,14 @@ def unlabelled_state(agent_ids: list[str], cards: FloatArray, tasks: FloatArray,
     """A state that holds only prototypes adapted to ``tasks`` (nothing learned from outcomes): a
     ranker with it takes card similarities to the prototypes. ``cards`` are aligned with
     ``agent_ids``; ``model`` names the encoder of both (kept as metadata, as learned states do)."""
-    if len(agent_ids) != np.asarray(cards).shape[0]:
-        raise ValidationError(f"{len(agent_ids)} agents but {np.asarray(cards).shape[0]} card vectors")
-    state = empty_state(agent_ids, int(np.asarray(cards).shape[1]))
-    protos = adapt_prototypes(cards, tasks)
+    c = np.asarray(cards, dtype=np.float32)
+    if len(agent_ids) != c.shape[0]:
+        raise ValidationError(f"{len(agent_ids)} agents but {c.shape[0]} card vectors")
+    state = empty_state(agent_ids, int(c.shape[1]))
+    protos = adapt_prototypes(c, tasks)
     # an agent no task came near keeps its card: its row is NaN (in a large catalogue most rows,
     # and NaN rows compress to almost nothing on the wire)
-    still = np.linalg.norm(protos - l2_normalize(np.asarray(cards, dtype=np.float32)), axis=1) < UNMOVED
+    still = np.linalg.norm(protos - l2_normalize(c), axis=1) < UNMOVED
     protos[still] = np.nan
     state.prototypes = protos
     state.metadata = {"feedback": "none", "tasks": str(int(np.asarray(tasks).shape[0]))}

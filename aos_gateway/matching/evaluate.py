@@ -107,7 +107,7 @@ def evaluate(
     progress(f"eval: learning from {len(train)} tasks ({feedback} feedback)")
     with threadpool_limits(1, user_api="blas"):
         state, info = learn(feedback, ids, agent_vecs, train, train_vecs, progress, fallback=fallback)
-        adapted = unlabelled_state(ids, agent_vecs, train_vecs)
+        adapted = state if feedback == "none" else unlabelled_state(ids, agent_vecs, train_vecs)
     rankers = {"zero_shot": Ranker(None), "unsupervised": Ranker(adapted), "learned": Ranker(state)}
 
     progress(f"eval: {len(test)} test tasks, one at a time (batch 1: encode + search + rank)")

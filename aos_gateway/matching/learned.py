@@ -402,11 +402,6 @@ class Ranker:
         out: FloatArray = (dist / total).astype(np.float32)
         return out
 
-    @property
-    def adapted(self) -> bool:
-        """Whether card similarities are taken to adapted prototypes (:mod:`.adapt`)."""
-        return self.prototypes is not None
-
     def propose(self, query: FloatArray, n: int) -> list[str]:
         """The n agents with the highest learned probability; with adapted prototypes and nothing
         learned, the n nearest prototypes (none without either)."""

@@ -98,7 +98,7 @@ def test_a_ranker_with_an_unlabelled_state_ranks_by_the_prototypes() -> None:
     state = unlabelled_state(AGENTS, cards, tasks, model="enc")
     assert state.memory.shape == (0, 16) and state.prototypes is not None and state.metadata["model"] == "enc"
     ranker, zero = Ranker(state), Ranker(None)
-    assert not ranker.learned and ranker.adapted and ranker.model == "enc"
+    assert not ranker.learned and ranker.prototypes is not None and ranker.model == "enc"
     right = 0
     for q, y in zip(tasks, labels, strict=True):
         scores, learned = ranker.score(q, AGENTS, cards @ q)

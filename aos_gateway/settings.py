@@ -279,6 +279,12 @@ class MatchingSettings(BaseModel):
         "whose most likely agent is more likely there than the task's best agent by this much adds a role "
         "(then the clause and runner-up rules are not used); chosen on MetaTool (docs/benchmarks.md)",
     )
+    roles_min_successes: int = Field(
+        default=200,
+        ge=0,
+        description="the learned role rules (token windows, runner-up) only with a learned state holding at least "
+        "this many successful experiences; below, a few outcomes would decide the roles: the clause rules serve",
+    )
     follow_weights: bool = Field(
         default=True, description="load learned matching state from aos.weights.v1 and hot-reload it"
     )

@@ -81,7 +81,7 @@ class Matcher:
             state=state,
             spaces=spaces,
             space_min_similarity=m.min_image_similarity,
-            roles=RoleRules(m.max_roles, m.runner_up_ratio, m.min_clause_score, m.window_margin),
+            roles=RoleRules(m.max_roles, m.runner_up_ratio, m.min_clause_score, m.window_margin, m.roles_min_successes),
         )
 
     def set_state(self, state: LearnedState | None) -> None:
@@ -246,8 +246,11 @@ class Matcher:
         clauses = [Clause(c["text"], c["depends_on_previous"]) for c in clause_recs]
         text = task["text"] or task["transcript"] or ""
         # the learned distribution is what separates a window's agent from the task's (card
-        # similarities alone are flat): windows only with a learned state from the same encoder
-        learned = whole[0]["quality"] is not None
+        # similarities alone are flat): windows only with a learned state from the same encoder, and
+        # one learned from enough outcomes (a handful would decide every window: roles out of nothing)
+        learned = (
+            whole[0]["quality"] is not None and ranker.state is not None and ranker.state.successes >= r.min_successes
+        )
         specs = self._window_roles(task, whole, clauses, ranker, constraints, k) if learned else None
         if specs is None:
             rankings = [
@@ -310,3 +313,5 @@ class RoleRules:
     runner_up_ratio: float = 0.5
     min_clause_score: float = 0.3
     window_margin: float = 0.4
+    #: the learned rules need a state with this many successes (fewer: the clause rules)
+    min_successes: int = 200

@@ -199,7 +199,7 @@ def test_a_multi_part_task_gets_one_role_per_clause_agent() -> None:
     text = "Show me the weather for the next 10 days in Paris and convert it into a PDF file."
     single = "Will it rain in Berlin tomorrow?"
     tasks = perceive([new_task(text), new_task(single)], [text, single], enc, 1, "float32")
-    m = Matcher(idx, top_k=3, roles=RoleRules(runner_up_ratio=0.0, min_clause_score=0.3))
+    m = Matcher(idx, top_k=3, roles=RoleRules(runner_up_ratio=0.0, min_clause_score=0.3, min_successes=0))
     two, one = m.match(tasks, 1)
     assert [r["candidates"][0]["agent_id"] for r in two["roles"]] == ["weather", "pdf"]
     assert two["roles"][1]["depends_on"] == ["r1"] and two["roles"][1]["text"] == "convert it into a PDF file."
@@ -211,6 +211,11 @@ def test_a_multi_part_task_gets_one_role_per_clause_agent() -> None:
     assert tasks[1].get("windows")
     (learned,) = m.match([{**tasks[1], "windows": []}], 2)
     assert len(learned["roles"]) == 2 and learned["roles"][0]["candidates"][0]["agent_id"] == "weather"
+    # the same state under the default rules: three successes are too few for the learned rules
+    default = Matcher(idx, top_k=3, roles=RoleRules(runner_up_ratio=0.0, min_clause_score=0.3))
+    default.set_state(m.ranker.state)
+    (few,) = default.match([{**tasks[1], "windows": []}], 2)
+    assert few["roles"] == []
 
 
 def test_with_a_learned_state_roles_come_from_token_windows() -> None:
@@ -224,7 +229,7 @@ def test_with_a_learned_state_roles_come_from_token_windows() -> None:
     }
     texts = [t for ts in past.values() for t in ts]
     labels = [a for a, ts in past.items() for _ in ts]
-    m = Matcher(idx, top_k=3)
+    m = Matcher(idx, top_k=3, roles=RoleRules(min_successes=0))
     m.set_state(learn_gold(list(past), enc.encode(texts), labels))
     text = "Show me the weather for the next 10 days in Paris and convert it into a PDF file."
     single = "Will it rain in Berlin tomorrow?"
@@ -233,7 +238,32 @@ def test_with_a_learned_state_roles_come_from_token_windows() -> None:
     assert two["roles"][1]["text"] == "convert it into a PDF file." and two["roles"][1]["depends_on"] == ["r1"]
     assert one["roles"] == [] and one["candidates"][0]["agent_id"] == "weather"
     # a margin no window reaches: one role
-    strict = Matcher(idx, top_k=3, roles=RoleRules(window_margin=1.0))
+    strict = Matcher(idx, top_k=3, roles=RoleRules(window_margin=1.0, min_successes=0))
     strict.set_state(m.ranker.state)
     (again,) = strict.match(perceive([new_task(text)], [text], enc, 1, "float16"), 1)
     assert again["roles"] == []
+
+
+def test_a_state_learned_from_a_few_outcomes_makes_no_roles_out_of_them() -> None:
+    """A gateway's first learning pass (a dozen arithmetic tasks done by the calculator) must not
+    make the calculator a role of every task with a number in it (seen in a user's review)."""
+    from aos_gateway.matching.learned import learn_gold
+
+    enc, idx = _weather_pdf_sql()
+    calc = _card("calc", description="Evaluates arithmetic expressions: + - * / and parentheses.")
+    idx.upsert(calc, enc.encode([card_text(calc)])[0])  # type: ignore[arg-type]
+    past = ["What is 12 * (3 + 4)?", "What is 1500 divided by 12?", "What is 7 + 5?", "What is 3 times 9?"] * 3
+    state = learn_gold(
+        ["weather", "pdf", "sql", "calc"], enc.encode([*past, "Will it snow?"]), [*["calc"] * 12, "weather"]
+    )
+    text = "Turn 'all customers who ordered more than three times last month' into a SQL query."
+    task = perceive([new_task(text)], [text], enc, 1, "float32")
+    eager = Matcher(idx, top_k=3, roles=RoleRules(min_successes=0))
+    eager.set_state(state)
+    (got,) = eager.match(task, 1)
+    agents = [r["candidates"][0]["agent_id"] for r in got["roles"]]
+    assert "calc" in agents  # what the rules did with such a state: a calculator role out of "three"
+    m = Matcher(idx, top_k=3)  # the default: the learned rules wait for 200 successes
+    m.set_state(state)
+    (got,) = m.match(task, 1)
+    assert got["roles"] == [] and got["candidates"][0]["agent_id"] == "sql"

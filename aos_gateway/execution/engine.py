@@ -466,6 +466,8 @@ def experience_records(ex: Execution, result: ExecutionResult, deadline: bool) -
                         "role": s.role or "",
                         "attempts": str(len(atts)),
                         "fallback": "true" if s.on_fallback and agent == s.fallback_agent_id else "false",
+                        # never invoked: it was down when its turn came (says nothing of its fit)
+                        "invoked": "false" if all(a.error == DOWN for a in atts) else "true",
                         **{f"weights.{k}": v for k, v in ex.weights.items()},
                     },
                 )

@@ -4,7 +4,9 @@ A record counts when it names one agent (a STEP record's ``agent_id``, or an EXE
 with exactly one agent, when its task has no STEP records) and carries the task vector.
 SUCCEEDED and PARTIAL are successes, FAILED and TIMED_OUT failures; a ``feedback_score``
 overrides the outcome (>= 0.5: success).
-Records are deduplicated by ``experience_id`` (delivery is at least once).
+Records are deduplicated by ``experience_id`` (delivery is at least once). A STEP record of an
+agent that was never invoked (down when its turn came: metadata ``invoked`` "false") does not
+count: it says nothing of whether the agent fits the task.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def memories(records: Iterable[ExperienceRecord]) -> tuple[list[Memory], dict[st
     """Usable memories, in order, and counts of what was skipped and why."""
     seen: set[str] = set()
     out: list[Memory] = []
-    skipped = {"duplicate": 0, "no_vector": 0, "no_single_agent": 0, "has_steps": 0}
+    skipped = {"duplicate": 0, "no_vector": 0, "no_single_agent": 0, "has_steps": 0, "not_invoked": 0}
     records = list(records)
     with_steps = {r["task_id"] for r in records if r["kind"] == "STEP"}
     for rec in records:
@@ -45,6 +47,9 @@ def memories(records: Iterable[ExperienceRecord]) -> tuple[list[Memory], dict[st
         seen.add(rec["experience_id"])
         if rec["kind"] == "EXECUTION" and rec["task_id"] in with_steps:
             skipped["has_steps"] += 1  # its STEP records say who did what
+            continue
+        if rec["kind"] == "STEP" and rec["metadata"].get("invoked") == "false":
+            skipped["not_invoked"] += 1
             continue
         agent = rec["agent_id"] if rec["kind"] == "STEP" else None
         if agent is None and len(rec["agent_ids"]) == 1:

@@ -180,6 +180,24 @@ def test_dead_agent_is_skipped_for_its_fallback() -> None:
     assert ex.steps["s1"].history[0].error == engine.DOWN
 
 
+def test_a_down_agent_s_record_says_it_was_never_invoked() -> None:
+    """The matcher must not learn "wrong agent" from an agent that was down (it never saw the task)."""
+    from aos_gateway.matching.experience import memories
+
+    def live(agent: str) -> bool | None:
+        return {"dead": False, "spare": True}.get(agent)
+
+    p = plan(step("s1", "dead", fallback="spare"))
+    p["task_vector"] = {"name": "fused", "model": "m", "dim": 2, "dtype": "FLOAT32", "scale": 1.0, "data": b"\x00" * 8}
+    ex, acts = engine.start(p, 0, POLICY, live)
+    done = engine.on_result(ex, reply(acts.invocations[0]), 5, POLICY, live)
+    steps = {r["agent_id"]: r for r in done.experience if r["kind"] == "STEP"}
+    assert steps["dead"]["outcome"] == "FAILED" and steps["dead"]["metadata"]["invoked"] == "false"
+    assert steps["spare"]["outcome"] == "SUCCEEDED" and steps["spare"]["metadata"]["invoked"] == "true"
+    mems, skipped = memories(done.experience)
+    assert [(m.agent_id, m.success) for m in mems] == [("spare", True)] and skipped["not_invoked"] == 1
+
+
 def test_dead_agent_without_fallback_fails_at_once() -> None:
     _, acts = engine.start(plan(step("s1", "dead")), 0, POLICY, lambda a: False)
     assert acts.invocations == [] and acts.result is not None

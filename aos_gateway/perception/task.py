@@ -49,6 +49,8 @@ def validate_request(req: TaskRequest, max_text_chars: int) -> str:
     text = (req["text"] or "").strip()
     if not text and req["image"] is None and req["audio"] is None:
         raise ValidationError("empty task: no text, image or audio")
+    if "\x00" in text:
+        raise ValidationError("text contains a NUL character (U+0000)")
     if len(text) > max_text_chars:
         raise ValidationError(f"text has {len(text)} characters, the limit is {max_text_chars}")
     for limit_name in ("max_cost", "max_latency_ms", "top_k"):

@@ -78,6 +78,9 @@ def test_encode_rejects_what_the_table_cannot_hold() -> None:
         rows.RESULTS.encode({**good, "steps": "two"})
     with pytest.raises(ValidationError, match="is not float"):
         rows.RESULTS.encode({**good, "cost": True})
+    # PostgreSQL text cannot hold NUL (one such row stopped the sink task): the row shows U+FFFD
+    _, value = rows.RESULTS.encode({**good, "reason": "agent said \x00\x00 and stopped"})
+    assert json.loads(value)["payload"]["reason"] == "agent said \ufffd\ufffd and stopped"
 
 
 def test_anomaly_rows_from_the_learned_state() -> None:

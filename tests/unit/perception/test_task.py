@@ -32,6 +32,8 @@ def test_validate_rejects_empty_and_oversize() -> None:
         validate_request(new_task("x" * 11), 10)
     with pytest.raises(ValidationError, match="negative"):
         validate_request(new_task("ok", max_cost=-1.0), 10)
+    with pytest.raises(ValidationError, match="NUL"):
+        validate_request(new_task("What is 2+2?\x00\x00"), 100)
     assert validate_request(new_task("  hi  "), 10) == "hi"
 
 

@@ -3,7 +3,9 @@ reference agents (``aos agents run ... --detach``), each with a pid file and a l
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,9 +31,61 @@ def running_pid(settings: Settings, name: str = "worker") -> int | None:
 
 
 def worker_argv(loglevel: str) -> list[str]:
-    """The Faust worker command. ``--without-web``: Faust's CLI turns its web server on by default
-    (port 6066, whatever the app says), so two workers on one host (a demo and the tests) clashed."""
-    return [sys.executable, "-m", "faust", "-A", "aos_gateway.app", "worker", "--without-web", "-l", loglevel]
+    """The Faust worker command (Faust's command line, run by :func:`worker_main`). ``--without-web``:
+    Faust's CLI turns its web server on by default (port 6066, whatever the app says), so two workers
+    on one host (a demo and the tests) clashed."""
+    faust_args = ["-A", "aos_gateway.app", "worker", "--without-web", "-l", loglevel]
+    return [sys.executable, "-m", "aos_gateway.cli.worker_proc", *faust_args]
+
+
+class OneLineAosErrors(logging.Filter):
+    """Drops the traceback of a log record about an :class:`~aos_gateway.errors.AosError`: the worker's
+    start-up failure (Kafka unreachable, a bad setting) ends its log with one line, as the CLI says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aos_gateway.errors import AosError
+
+        if record.exc_info and isinstance(record.exc_info[1], AosError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def worker_main(args: list[str]) -> None:
+    """Faust's command line (``faust ARGS``) with the gateway's logging: librdkafka's warnings and errors
+    in the log (bounded), and the worker's fatal AosError as one line instead of a traceback."""
+    from aos_gateway.streams.kafka import librdkafka_worker_mode
+
+    librdkafka_worker_mode()
+    one_line = OneLineAosErrors()
+    for name in ("faust.worker", "mode.worker"):  # mode's Worker logs a start-up failure with its traceback
+        logging.getLogger(name).addFilter(one_line)
+    from faust.cli.faust import cli
+
+    cli.main(args=args, prog_name="faust")
+
+
+#: the processes this process started (kept: so they are reaped, and Popen does not warn that they still run)
+_STARTED: dict[str, subprocess.Popen[bytes]] = {}
+
+#: how long ``--detach`` watches a new process before it says it started
+SETTLE_S = 3.0
+
+
+def _last_error_line(log: Path, start: int) -> str | None:
+    """The last line of ``log`` (from byte ``start``) that reads as an error, else the last non-empty one."""
+    try:
+        with log.open("rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # the terminal codes Faust writes (cursor on/off)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "error" in ln.lower():
+            return ln
+    return lines[-1] if lines else None
 
 
 def start_detached(
@@ -40,24 +94,52 @@ def start_detached(
     progress: Callable[[str], None],
     name: str = "worker",
     argv: list[str] | None = None,
+    settle_s: float = SETTLE_S,
+    check_kafka: bool = True,
 ) -> int:
-    """Start ``argv`` (default: the worker) in the background unless ``name`` already runs."""
+    """Start ``argv`` (default: the worker) in the background unless ``name`` already runs.
+
+    Both need Kafka: an unreachable broker fails here, before anything starts. A process that exits
+    within ``settle_s`` seconds (a bad setting, the broker gone meanwhile) fails too, with its log's
+    last error line, rather than "started" and a dead process.
+
+    Raises:
+        KafkaError: Kafka cannot be reached.
+        StackError: The process exited right after its start.
+    """
+    from aos_gateway.errors import StackError
+    from aos_gateway.streams.kafka import existing_topics
+
     pid = running_pid(settings, name)
     if pid is not None:
         progress(f"{name}: already running (pid {pid})")
         return pid
+    if check_kafka:
+        existing_topics(settings.kafka)  # KafkaError "cannot reach Kafka at ...; run `aos dev up`"
     home = settings.stack.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
-    log = (home / f"{name}.log").open("ab")
-    proc = subprocess.Popen(
-        argv or worker_argv(loglevel),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    log_path = home / f"{name}.log"
+    with log_path.open("ab") as log:
+        start = log.tell()
+        proc = subprocess.Popen(
+            argv or worker_argv(loglevel),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     _pidfile(settings, name).write_text(str(proc.pid))
-    progress(f"{name}: started (pid {proc.pid}, log {home / f'{name}.log'})")
+    _STARTED[name] = proc
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    rc = proc.poll()
+    if rc is not None:
+        del _STARTED[name]
+        _pidfile(settings, name).unlink(missing_ok=True)
+        last = _last_error_line(log_path, start) or "no output"
+        raise StackError(f"{name} exited right after its start (exit status {rc}): {last} (log {log_path})")
+    progress(f"{name}: started (pid {proc.pid}, log {log_path})")
     return proc.pid
 
 
@@ -66,12 +148,18 @@ def stop(settings: Settings, progress: Callable[[str], None], timeout: float = 2
     if pid is None:
         return
     os.kill(pid, signal.SIGTERM)
+    child = _STARTED.pop(name, None)
+    own = child if child is not None and child.pid == pid else None  # our child: reap it (a zombie answers kill 0)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            break
+        if own is not None:
+            if own.poll() is not None:
+                break
+        else:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
         time.sleep(0.2)
     else:
         os.kill(pid, signal.SIGKILL)
@@ -112,3 +200,7 @@ def wait_ready(settings: Settings, timeout: float, progress: Callable[[str], Non
                 return True
         time.sleep(1)
     return False
+
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1:])

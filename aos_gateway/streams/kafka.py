@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,9 +18,62 @@ from aos_gateway.settings import KafkaSettings
 from aos_gateway.topics import ALL, TopicSpec
 
 
+class RdkafkaLog:
+    """librdkafka's log lines through Python logging (the ``logger`` config entry), instead of raw
+    ``%3|...|FAIL|...`` lines on stderr: with Kafka down, a CLI command printed a hundred of them
+    before its one-line error.
+
+    confluent-kafka hands the lines over on ``poll``/``flush`` (already mapped to Python levels) and
+    calls :meth:`log`. By default (CLI commands, agents) a line is logged at INFO at most, so it shows
+    only with ``AOS_LOG_LEVEL=INFO`` or ``DEBUG``; the worker (:func:`librdkafka_worker_mode`) keeps
+    librdkafka's own level. Either way each client and facility (``FAIL``, ``ERROR``, ...) gets one
+    line per ``window_s`` at that level; the others within the window are DEBUG and counted in the next.
+    """
+
+    def __init__(self, logger: logging.Logger, window_s: float = 60.0) -> None:
+        self.logger = logger
+        self.window_s = window_s
+        self.worker = False
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        fac, name = (str(args[0]), str(args[1])) if len(args) >= 2 else ("", "")
+        if not self.worker:
+            level = min(level, logging.INFO)
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._last.get((name, fac), (-self.window_s, 0))
+            if now - last < self.window_s:
+                self._last[(name, fac)] = (last, held + 1)
+                self.logger.debug(msg, *args)
+                return
+            self._last[(name, fac)] = (now, 0)
+        if held:
+            msg = f"{msg} ({held} more like it in the last {self.window_s:.0f}s at debug level)"
+        self.logger.log(level, msg, *args)
+
+
+#: the one librdkafka log sink of the process (its counters span the clients)
+LIBRDKAFKA_LOG = RdkafkaLog(logging.getLogger("aos_gateway.librdkafka"))
+
+
+def librdkafka_worker_mode() -> None:
+    """Keep librdkafka's own log levels (the worker's log shows warnings and errors, bounded)."""
+    LIBRDKAFKA_LOG.worker = True
+
+
+def client_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
+    """The settings every confluent-kafka client of the gateway starts from (logs through :data:`LIBRDKAFKA_LOG`)."""
+    conf = kafka.librdkafka_config()
+    conf["logger"] = LIBRDKAFKA_LOG
+    conf.update(extra)
+    return conf
+
+
 def producer_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
     """An idempotent producer; murmur2 keys land on the partitions Java and Faust pick."""
-    conf = kafka.librdkafka_config()
+    conf = client_config(kafka)
     conf.update(
         {
             "enable.idempotence": True,
@@ -35,7 +91,7 @@ def make_producer(kafka: KafkaSettings, **extra: Any) -> Producer:
 
 
 def consumer_config(kafka: KafkaSettings, group: str | None = None, **extra: Any) -> dict[str, Any]:
-    conf = kafka.librdkafka_config()
+    conf = client_config(kafka)
     conf.update(
         {
             "group.id": group or f"aos-reader-{uuid.uuid4().hex[:12]}",
@@ -62,7 +118,6 @@ def poll_batch(consumer: Any, max_messages: int, timeout: float) -> list[Any]:
 def watermarks(consumer: Any, topic: str, partition: int, timeout: float = 10.0) -> tuple[int, int]:
     """Low and high offsets of a partition, retried while the broker settles (new topics
     answer NOT_LEADER_FOR_PARTITION for a moment after creation)."""
-    import time
 
     from confluent_kafka import TopicPartition
 
@@ -104,7 +159,7 @@ def strike_reached(ends: dict[int, int], msgs: Iterable[Any]) -> None:
 
 
 def admin(kafka: KafkaSettings) -> AdminClient:
-    return AdminClient(kafka.librdkafka_config())
+    return AdminClient(client_config(kafka))
 
 
 def existing_topics(kafka: KafkaSettings, timeout: float | None = None) -> set[str]:
@@ -162,7 +217,6 @@ def read_range(
     """The messages of each partition from ``start_at(watermarks)[p]`` (clipped to the partition's
     offsets; a partition it leaves out is not read) to its current end, and the watermarks read
     to (partition -> (low, high): ``high`` is where the next read starts)."""
-    import time
 
     from confluent_kafka import Consumer, TopicPartition
 

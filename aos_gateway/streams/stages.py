@@ -229,6 +229,14 @@ class Pipeline:
         trace_id: str | None = None,
     ) -> Awaitable[Any]:
         msg = event.message
+        if tenant is None and msg.topic in self.codecs:
+            # a decoded record that broke a rule (e.g. a task's negative top_k) still names its tenant
+            try:
+                record = self.decode(msg.topic, event)
+            except Exception:  # undecodable: no tenant to tell
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("tenant"), str):
+                tenant = record["tenant"]
         trace_id = trace_id_for(trace_id, task_id) if task_id else trace_id
         dl = dead_letter(
             stage=stage,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,28 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if val <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return val
+
+
+def non_negative_float(text: str) -> float:
+    """A number >= 0 (a cost cap, a wait where 0 means "do not")."""
+    try:
+        val = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not val >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return val
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0 (a seed, a count where 0 means "none")."""
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if val < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return val
 
 
@@ -50,8 +73,25 @@ port = int_between(1, 65535, "port")
 
 def existing_file(text: str) -> Path:
     path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"is a folder, not a file: {text}")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def new_file(text: str) -> Path:
+    """A file to write: its folder must exist and it must not be a folder (checked before any work)."""
+    path = Path(text)
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"is a folder, not a file: {text}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {parent} (of {text})")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in folder {parent} (of {text})")
     return path
 
 

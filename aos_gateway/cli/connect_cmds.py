@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aos_gateway.cli import argtypes
 from aos_gateway.settings import Settings
 
 
@@ -15,8 +16,19 @@ def add_parser(sub: Any, handler: Callable[[argparse.Namespace], int], parser_cl
     cn = sub.add_parser("connect", help="Kafka Connect: the sinks that fill the dashboards' tables")
     csub = cn.add_subparsers(dest="action", required=True, parser_class=parser_class)
     ap = csub.add_parser("apply", help="create or update the connectors of connectors/*.json (idempotent)")
-    ap.add_argument("--dir", type=Path, default=None, help="a folder of connector configs (default: the shipped ones)")
-    ap.add_argument("--wait", type=float, default=60.0, metavar="SECONDS", help="wait until RUNNING (0: do not)")
+    ap.add_argument(
+        "--dir",
+        type=argtypes.existing_dir,
+        default=None,
+        help="a folder of connector configs (default: the shipped ones)",
+    )
+    ap.add_argument(
+        "--wait",
+        type=argtypes.non_negative_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait until RUNNING (0: do not)",
+    )
     ap.add_argument("--json", action="store_true")
     st = csub.add_parser("status", help="each connector and task, with the first line of a failure's trace")
     st.add_argument("--json", action="store_true")

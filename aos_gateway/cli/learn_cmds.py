@@ -44,6 +44,8 @@ def learn_from_file(
 
     p = settings.perception
     cards = list(read_cards(agents))
+    if not cards:
+        raise ValidationError(f"no agent cards in {agents}")
     examples = read_examples(train, labelled=feedback != "none")
     encoder = TextEncoder(p.text_model, p.device, 0, p.torch_threads)
     progress(f"learn: encoding {len(cards)} cards and {len(examples)} tasks with {encoder.name}")

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from aos_gateway import __version__
 from aos_gateway.cli import argtypes
-from aos_gateway.errors import AosError
+from aos_gateway.errors import AosError, ConfigError, MediaError, MissingExtraError, ValidationError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -90,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--audio", default=None, metavar="FILE", help="a speech clip (WAV, FLAC, OGG, MP3)")
     sb.add_argument("--tenant", default=None)
     sb.add_argument("--require", action="append", default=[], metavar="CAPABILITY")
-    sb.add_argument("--max-cost", type=float, default=None)
-    sb.add_argument("--max-latency-ms", type=int, default=None)
-    sb.add_argument("--top-k", type=int, default=None)
+    # the same limits as the HTTP ingress (aos_gateway/ingress/tasks.py TaskIn): a task the worker would refuse
+    sb.add_argument("--max-cost", type=argtypes.non_negative_float, default=None)
+    sb.add_argument("--max-latency-ms", type=argtypes.int_between(0, 2**31 - 1, "latency in ms"), default=None)
+    sb.add_argument("--top-k", type=argtypes.int_between(1, 100, "top-k"), default=None, help="candidates (1..100)")
     sb.add_argument("--wait", action="store_true", help="wait for the plan and print it")
     sb.add_argument("--result", action="store_true", help="also wait for the execution's final result (aos.results.v1)")
     sb.add_argument("--timeout", type=argtypes.positive_float, default=30.0)
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub2 = dl.add_subparsers(dest="action", required=True, parser_class=_Parser)
     dls = dsub2.add_parser("list")
     dls.add_argument("--stage", default=None)
-    dls.add_argument("--limit", type=int, default=50)
+    dls.add_argument("--limit", type=argtypes.positive_int, default=50, help="show the last N (default 50)")
     dls.add_argument("--json", action="store_true")
     dls.set_defaults(handler=_cmd_deadletter)
     dlr = dsub2.add_parser("replay", help="send dead-lettered events back to their source topic")
@@ -136,17 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(handler=_cmd_bench)
     be = bsub.add_parser("encoder", help="raw text-encoder throughput (the pipeline's ceiling)")
-    be.add_argument("--n", type=int, default=512)
+    be.add_argument("--n", type=argtypes.positive_int, default=512)
     be.add_argument("--json", action="store_true")
     be.set_defaults(handler=_cmd_bench)
     bi = bsub.add_parser("index", help="capability index backends: build time, memory, latency, recall@10")
-    bi.add_argument("--n", type=int, default=100_000, help="synthetic agents (384 dims)")
-    bi.add_argument("--queries", type=int, default=500, help="filtered queries, searched one at a time")
-    bi.add_argument("--seed", type=int, default=0, help="seed of the agents (the queries use seed + 1)")
+    bi.add_argument("--n", type=argtypes.positive_int, default=100_000, help="synthetic agents (384 dims)")
     bi.add_argument(
-        "--per-cluster", type=int, default=100, help="agents around each centre (similar cards); default 100"
+        "--queries", type=argtypes.positive_int, default=500, help="filtered queries, searched one at a time"
     )
-    bi.add_argument("--query-seed", type=int, default=None, help="seed of the queries alone (a query set not tuned on)")
+    bi.add_argument(
+        "--seed", type=argtypes.non_negative_int, default=0, help="seed of the agents (the queries use seed + 1)"
+    )
+    bi.add_argument(
+        "--per-cluster",
+        type=argtypes.positive_int,
+        default=100,
+        help="agents around each centre (similar cards); default 100",
+    )
+    bi.add_argument(
+        "--query-seed",
+        type=argtypes.non_negative_int,
+        default=None,
+        help="seed of the queries alone (a query set not tuned on)",
+    )
     bi.add_argument(
         "--data",
         choices=["flat", "graded"],
@@ -186,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a MetaTool-form folder (agents, train, multi_dev, dev .jsonl) for the two-agent tasks",
     )
-    bw.add_argument("--dev-limit", type=int, default=1000, help="one-agent dev tasks to check (0: none)")
+    bw.add_argument(
+        "--dev-limit", type=argtypes.non_negative_int, default=1000, help="one-agent dev tasks to check (0: none)"
+    )
     bw.add_argument("--seed", type=int, default=0)
     bw.add_argument("--json", action="store_true")
     bw.set_defaults(handler=_cmd_bench_network)
@@ -241,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --feedback bandit: a failed task is tried once more on its planned fallback agent (as plans do)",
     )
-    em.add_argument("--limit", type=int, default=None, help="use only the first N train and test tasks")
+    em.add_argument(
+        "--limit", type=argtypes.positive_int, default=None, help="use only the first N train and test tasks"
+    )
     em.add_argument("--json", action="store_true")
     em.set_defaults(handler=_cmd_eval)
 
@@ -271,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --feedback bandit: a failed task is tried once more on its planned fallback agent (as plans do)",
     )
     lm.add_argument("--from-experience", action="store_true", help="replay aos.experience.v1 instead of a file")
-    lm.add_argument("--out", default=None, help="also write the state to this file")
+    lm.add_argument("--out", type=argtypes.new_file, default=None, help="also write the state to this file")
     lm.add_argument("--no-publish", action="store_true", help="do not send it to aos.weights.v1")
     lm.add_argument("--json", action="store_true")
     lm.set_defaults(handler=_cmd_learn)
@@ -283,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     lq.add_argument(
         "--clusters", type=argtypes.positive_int, default=16, help="task clusters (k-means over task vectors)"
     )
-    lq.add_argument("--out", default=None, help="also write the model to this file")
+    lq.add_argument("--out", type=argtypes.new_file, default=None, help="also write the model to this file")
     lq.add_argument("--no-publish", action="store_true")
     lq.add_argument("--json", action="store_true")
     lq.set_defaults(handler=_cmd_learn_network)
@@ -311,7 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
     from aos_gateway.cli import security_cmds
 
     security_cmds.add_parser(sub, _Parser)
+    _record_progs(parser)
     return parser
+
+
+def _record_progs(parser: argparse.ArgumentParser) -> None:
+    """Each subcommand records its name (``aos submit``), so an argument left over after parsing is
+    reported by the command it was given to."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.set_defaults(_prog=child.prog)
+                _record_progs(child)
 
 
 def _settings() -> Any:
@@ -349,7 +377,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         for p in parts:
             state = "healthy" if p.healthy else ("running" if p.running else "stopped")
             print(f"{p.name:<10} {p.address:<22} {state:<8} {p.detail}")
-    if args.action == "up":
+    if args.action in ("up", "status"):  # status: 1 when a part is stopped or unhealthy (a connector or task FAILED)
         return 0 if all(p.healthy for p in parts) else 1
     return 0
 
@@ -412,9 +440,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     for kind in ("image", "audio"):
         path = getattr(args, kind)
         if path:
-            from aos_gateway.perception.media import media_part_from_file
-
-            media[kind] = media_part_from_file(Path(path), None, s.media)
+            try:
+                media[kind] = checked_media_part(kind, Path(path), s)
+            except MediaError as exc:
+                msg = str(exc).removeprefix(f"{kind}: ").removeprefix("media: ")
+                return _usage_error("aos submit", f"--{kind} {path}: {msg}")
     wait = args.wait or args.result
     with GatewayClient(s) as client:
         if args.result:
@@ -447,6 +477,36 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "SUCCEEDED" else 3
 
 
+def checked_media_part(kind: str, path: Path, s: Any) -> Any:
+    """The media part for a file given to ``aos submit --image/--audio``, checked as the perceive stage
+    will check it (readable, not empty, an image that decodes or audio that ffmpeg reads), so a bad
+    file is refused here rather than dead-lettered by the worker.
+
+    Raises:
+        MediaError: the file cannot be used. When this machine cannot decode it (no pillow, no
+            ffmpeg), only the file itself is checked and the worker decides.
+    """
+    from aos_gateway.perception.media import media_part_from_file
+
+    part = media_part_from_file(path, None, s.media)
+    try:
+        data = part["data"] if part["data"] is not None else path.read_bytes()
+    except OSError as exc:
+        raise MediaError(f"{kind}: cannot read {path}: {exc}") from exc
+    try:
+        if kind == "image":
+            from aos_gateway.perception.image import decode_image
+
+            decode_image(data, s.vision.max_pixels)
+        else:
+            from aos_gateway.perception.audio import decode_audio
+
+            decode_audio(data, max_duration_s=s.audio.max_duration_s, silence_dbfs=s.audio.silence_dbfs)
+    except (MissingExtraError, ConfigError):
+        pass  # no decoder here: the perceive stage checks it
+    return part
+
+
 def _jsonable(o: Any) -> Any:
     return o.hex() if isinstance(o, bytes) else str(o)
 
@@ -458,7 +518,8 @@ def format_result(res: Any) -> str:
     for st in res["steps"]:
         fb = ", on its fallback" if st["fallback_used"] else ""
         out = f": {st['output'][:200]!r}" if st["output"] else (f": {st['error']}" if st["error"] else "")
-        lines.append(f"  {st['step_id']} {st['status']} by {st['agent_id']} ({st['attempts']} attempts{fb}){out}")
+        who = f"by {st['agent_id']} (" if st["agent_id"] else "(no agent ran, "
+        lines.append(f"  {st['step_id']} {st['status']} {who}{st['attempts']} attempts{fb}){out}")
     if res["output"]:
         lines.append(f"  output: {res['output'][:500]}")
     return "\n".join(lines)
@@ -525,6 +586,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     s = _settings()
     if args.stop:
+        if worker_proc.running_pid(s, "worker") is None:
+            _progress("worker: none running in the background")
         worker_proc.stop(s, _progress)
         return 0
     if args.detach:
@@ -663,6 +726,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     s = _settings()
     p = s.perception
     cards = list(read_cards(args.agents))
+    if not cards:
+        raise ValidationError(f"no agent cards in {args.agents}")
     report = evaluate(
         cards,
         read_examples(args.train, args.limit),
@@ -725,10 +790,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(_settings(), args.agents, args.timeout, _progress)
 
 
+def settings_error_lines(exc: BaseException) -> list[str]:
+    """A pydantic error raised while reading the settings from the environment, one line per bad
+    field (``bad setting AOS_MATCHING__TOP_K: ...``); empty for any other exception."""
+    from pydantic import ValidationError as PydanticError
+
+    if not isinstance(exc, PydanticError) or exc.title != "Settings":
+        return []
+    lines = []
+    for err in exc.errors():
+        name = "AOS_" + "__".join(str(part) for part in err["loc"]).upper() if err["loc"] else "AOS_*"
+        value = err.get("input")
+        got = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+        lines.append(f"bad setting {name}: {err['msg']}{got}")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("AOS_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        prog = getattr(args, "_prog", parser.prog)
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see `{prog} --help`)\n")
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -742,6 +826,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # last resort: one line, with a hint for a full report
         if os.environ.get("AOS_DEBUG"):
             raise
+        bad = settings_error_lines(exc)
+        if bad:
+            for line in bad:
+                print(f"aos: error: {line}", file=sys.stderr)
+            return 1
         print(f"aos: unexpected error: {type(exc).__name__}: {exc} (set AOS_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -13,6 +14,10 @@ from aos_gateway.contracts.records import AgentCard
 from aos_gateway.errors import ValidationError
 
 _STATUSES = ("ACTIVE", "DEGRADED", "INACTIVE")
+#: what the perceive stage makes of a task (aos_gateway/perception/task.py): a card serves some of these
+MODALITIES = ("text", "image", "audio")
+#: a legal Kafka topic name: 1 to 249 of these characters, and not "." or ".."
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _MAX_INT = 2**31 - 1  # p95_latency_ms is an Avro int
 
 
@@ -50,12 +55,22 @@ def card_from_json(obj: Mapping[str, Any], now_ms: int | None = None) -> AgentCa
     if not isinstance(meta, dict):
         raise ValidationError("'metadata' must be an object")
     topic = obj.get("invocation_topic")
+    legal_topic = isinstance(topic, str) and bool(_TOPIC_NAME.fullmatch(topic)) and topic not in (".", "..")
+    if topic is not None and topic != "" and not legal_topic:
+        raise ValidationError(
+            f"'invocation_topic' must be a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -, not '.' or '..'), "
+            f"got {topic!r}"
+        )
+    modalities = _str_list(obj, "modalities", ["text"])
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise ValidationError(f"'modalities' must be among {', '.join(MODALITIES)}; unknown: {', '.join(unknown)}")
     card = AgentCard(
         agent_id=agent_id.strip(),
         name=name.strip(),
         description=desc.strip(),
         capabilities=_str_list(obj, "capabilities", []),
-        modalities=_str_list(obj, "modalities", ["text"]),
+        modalities=modalities,
         examples=_str_list(obj, "examples", []),
         tenant=str(obj.get("tenant", "public")),
         cost=cost,

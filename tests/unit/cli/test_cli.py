@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,191 @@ def test_a_feedback_mode_with_the_experience_history_is_a_usage_error(
     assert main(["learn", "matching", "--from-experience", "--feedback", mode]) == 2  # before Kafka is reached
     err = capsys.readouterr().err
     assert "--feedback applies to a --train file" in err and len(err.strip().splitlines()) == 1
+
+
+# -- arguments refused before any work (user review) --
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["submit", "--text", "hi", "--top-k", "-3"], "1..100"),
+        (["submit", "--text", "hi", "--top-k", "0"], "1..100"),
+        (["submit", "--text", "hi", "--top-k", "101"], "1..100"),  # the ingress's limit too
+        (["submit", "--text", "hi", "--max-cost", "-1"], "must be >= 0"),
+        (["submit", "--text", "hi", "--max-latency-ms", "-1"], "0..2147483647"),
+        (["deadletter", "list", "--limit", "-1"], "must be > 0"),
+        (["deadletter", "list", "--limit", "0"], "must be > 0"),
+        (["connect", "apply", "--wait", "-3"], "must be >= 0"),
+        (["connect", "apply", "--dir", "/no/such/dir"], "no such folder"),
+        (["bench", "encoder", "--n", "0"], "must be > 0"),
+        (["bench", "index", "--queries", "-1"], "must be > 0"),
+        (["bench", "index", "--seed", "-1"], "must be >= 0"),
+        (["bench", "network", "--dev-limit", "-1"], "must be >= 0"),
+        (["eval", "matching", "--agents", __file__, "--train", __file__, "--test", __file__, "--limit", "-2"], "> 0"),
+        (
+            ["learn", "matching", "--from-experience", "--out", "/no/such/dir/state.npz", "--no-publish"],
+            "no such folder",
+        ),
+        (["learn", "matching", "--from-experience", "--out", "/", "--no-publish"], "is a folder"),
+        (["learn", "network", "--out", "/no/such/dir/model.npz", "--no-publish"], "no such folder"),
+        (["agents", "register", "/"], "is a folder, not a file"),
+    ],
+)
+def test_bad_numbers_and_paths_are_usage_errors(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_an_unrecognized_argument_is_reported_by_its_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["submit", "--text", "hi", "--bogus"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aos submit: error: unrecognized arguments: --bogus") and len(err.strip().splitlines()) == 1
+
+
+def _pillow() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("PIL") is not None
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "needle"),
+    [
+        pytest.param(
+            "image",
+            b"root:x:0:0:root:/root:/bin/bash\n",
+            "not an image",
+            marks=pytest.mark.skipif(not _pillow(), reason="pillow not installed"),
+        ),
+        pytest.param(
+            "audio",
+            b"root:x:0:0:root:/root:/bin/bash\n",
+            "not audio",
+            marks=pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed"),
+        ),
+        ("image", b"", "empty"),
+        ("audio", b"", "empty"),
+    ],
+)
+def test_a_media_file_that_perception_would_refuse_is_refused_before_sending(
+    kind: str, content: bytes, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "passwd"
+    f.write_bytes(content)
+    assert main(["submit", f"--{kind}", str(f), "--wait"]) == 2  # a usage error, before Kafka is reached
+    err = capsys.readouterr().err
+    assert err.startswith(f"aos submit: error: --{kind} {f}: ") and needle in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "lines"),
+    [
+        (
+            {"AOS_MATCHING__TOP_K": "abc"},
+            ["aos: error: bad setting AOS_MATCHING__TOP_K: Input should be a valid integer"],
+        ),
+        (
+            {"AOS_MATCHING__TOP_K": "abc", "AOS_POSTGRES__PORT": "notaport"},
+            ["bad setting AOS_MATCHING__TOP_K:", "bad setting AOS_POSTGRES__PORT:"],
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_per_field(
+    env: dict[str, str], lines: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aos_gateway.settings import get_settings
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()  # read once per process: read this environment
+    try:
+        assert main(["agents", "list"]) == 1
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == len(lines) and "unexpected error" not in "".join(err)
+    assert all(any(want in got for got in err) for want in lines)
+    assert any("(got 'abc')" in got for got in err)
+
+
+def test_a_step_no_agent_ran_reads_as_such() -> None:
+    from aos_gateway.cli.main import format_result
+
+    step = {"step_id": "s1", "status": "FAILED", "agent_id": None, "attempts": 0, "fallback_used": False}
+    res = {
+        "task_id": "t",
+        "status": "FAILED",
+        "reason": "no agent",
+        "started_at": 1,
+        "finished_at": 3,
+        "output": None,
+        "steps": [{**step, "output": None, "error": "no candidate"}],
+    }
+    out = format_result(res)
+    assert "s1 FAILED (no agent ran, 0 attempts): no candidate" in out and "None" not in out
+    res["steps"] = [{**step, "agent_id": "calc", "attempts": 2, "output": "84", "error": None}]
+    assert "s1 FAILED by calc (2 attempts): '84'" in format_result(res)
+
+
+@pytest.mark.parametrize(
+    ("states", "rc"),
+    [
+        ([(True, True, "pid 1"), (True, True, "pid 2")], 0),
+        ([(True, True, "pid 1"), (False, False, "stopped")], 1),
+        ([(True, True, "pid 1"), (True, False, "pid 3; 1 connectors: sink FAILED")], 1),
+    ],
+)
+def test_dev_status_exits_1_when_a_part_is_down_or_failed(
+    states: list[tuple[bool, bool, str]], rc: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import aos_gateway.devstack as devstack
+    from aos_gateway.devstack.status import PartStatus
+
+    parts = [
+        PartStatus(f"part{i}", "127.0.0.1:1", running, healthy, d) for i, (running, healthy, d) in enumerate(states)
+    ]
+
+    class FakeStack:
+        def __init__(self, _settings: object) -> None:
+            pass
+
+        def status(self) -> list[PartStatus]:
+            return parts
+
+    monkeypatch.setattr(devstack, "LocalStack", FakeStack)
+    assert main(["dev", "status"]) == rc
+    assert len(capsys.readouterr().out.strip().splitlines()) == len(states)  # the output is unchanged
+
+
+def test_worker_stop_says_when_none_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from aos_gateway.cli import worker_proc
+
+    stopped: list[str] = []
+    monkeypatch.setattr(worker_proc, "running_pid", lambda _s, name="worker": None)  # never a real worker's pid
+    monkeypatch.setattr(worker_proc, "stop", lambda _s, _p, name="worker": stopped.append(name))
+    assert main(["worker", "--stop"]) == 0
+    assert "worker: none running in the background" in capsys.readouterr().err and stopped == ["worker"]
+
+
+def test_eval_refuses_an_empty_file_and_a_line_without_gold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    agents, train, empty, nogold = (tmp_path / n for n in ("a.jsonl", "t.jsonl", "empty.jsonl", "nogold.jsonl"))
+    agents.write_text(json.dumps({"agent_id": "Weather", "description": "Forecasts."}) + "\n")
+    train.write_text(json.dumps({"text": "rain?", "gold": ["Weather"]}) + "\n")
+    empty.write_text("\n")
+    nogold.write_text(json.dumps({"text": "rain?"}) + "\n")
+    base = ["eval", "matching", "--agents", str(agents)]
+    assert main([*base, "--train", str(train), "--test", str(empty)]) == 1
+    assert f"aos: error: no tasks in {empty}" in capsys.readouterr().err
+    assert main([*base, "--train", str(nogold), "--test", str(train)]) == 1
+    assert f'{nogold}:1: no "gold" (a list of agent ids)' in capsys.readouterr().err
+    assert main(["eval", "matching", "--agents", str(empty), "--train", str(train), "--test", str(train)]) == 1
+    assert "no agent cards in" in capsys.readouterr().err

@@ -69,3 +69,18 @@ def test_bandit_with_fallback_tries_a_failed_task_once_more_and_learns_from_both
     # successes = tasks solved (by the first try or the fallback): one success at most per task
     successes = round(with_fb["bandit_success_rate"] * with_fb["bandit_trials"])
     assert successes == round(with_fb["bandit_solved_rate"] * 400)
+
+
+def test_read_examples_names_a_missing_field_and_refuses_an_empty_file(tmp_path: Path) -> None:
+    f = tmp_path / "nogold.jsonl"
+    f.write_text('{"text": "hi"}\n')
+    with pytest.raises(ValidationError, match=r'nogold\.jsonl:1: no "gold" \(a list of agent ids\)$'):
+        read_examples(f)
+    assert [e.gold for e in read_examples(f, labelled=False)] == [()]  # unlabelled: gold may be left out
+    f.write_text('{"gold": ["A"]}\n')
+    with pytest.raises(ValidationError, match=r'nogold\.jsonl:1: no "text"'):
+        read_examples(f)
+    f.write_text("\n  \n")
+    for labelled in (True, False):
+        with pytest.raises(ValidationError, match=r"^no tasks in .*nogold\.jsonl$"):
+            read_examples(f, labelled=labelled)

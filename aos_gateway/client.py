@@ -16,18 +16,20 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaExcepti
 
 from aos_gateway import topics
 from aos_gateway.contracts.records import (
+    DEAD_LETTER,
     EXECUTION_RESULT,
     PLAN,
     TASK_REQUEST,
+    DeadLetter,
     ExecutionResult,
     MediaPart,
     Plan,
     TaskRequest,
 )
 from aos_gateway.contracts.wire import RecordCodec, codec_for
-from aos_gateway.errors import AosError, KafkaError, ResultTimeoutError
+from aos_gateway.errors import AosError, DeadLetteredError, KafkaError, ResultTimeoutError
 from aos_gateway.settings import Settings, get_settings
-from aos_gateway.streams.kafka import consumer_config, make_producer, poll_batch, watermarks
+from aos_gateway.streams.kafka import consumer_config, make_producer, poll_batch, read_to_end, watermarks
 
 
 def new_task(
@@ -201,15 +203,43 @@ class GatewayClient:
             raise KafkaError(f"{len(errs)} tasks failed to send: {errs[0]}")
 
     def wait(self, task_id: str, timeout: float = 30.0) -> Plan:
-        """The plan of a submitted task (raises ResultTimeoutError after ``timeout``)."""
+        """The plan of a submitted task.
+
+        Raises:
+            DeadLetteredError: No plan came within ``timeout`` and a stage refused the task (the
+                dead letter's stage and reason in the message).
+            ResultTimeoutError: No plan came within ``timeout``.
+        """
         self.flush()
-        return self._ensure_reader().wait(task_id, timeout)  # type: ignore[no-any-return]
+        try:
+            return self._ensure_reader().wait(task_id, timeout)  # type: ignore[no-any-return]
+        except ResultTimeoutError:
+            self._raise_if_dead_lettered(task_id)
+            raise
 
     def wait_execution(self, task_id: str, timeout: float = 60.0) -> ExecutionResult:
         """The final outcome of running a task's plan (``aos.results.v1``); call :meth:`listen`
-        with ``executions=True`` before submitting, or results that arrive first are missed."""
+        with ``executions=True`` before submitting, or results that arrive first are missed.
+        Raises as :meth:`wait` does."""
         self.flush()
-        return self._ensure_exec_reader().wait(task_id, timeout)  # type: ignore[no-any-return]
+        try:
+            return self._ensure_exec_reader().wait(task_id, timeout)  # type: ignore[no-any-return]
+        except ResultTimeoutError:
+            self._raise_if_dead_lettered(task_id)
+            raise
+
+    def _raise_if_dead_lettered(self, task_id: str) -> None:
+        """After a wait timed out: the task's latest dead letter, if a stage refused it (or its plan)."""
+        try:
+            found = [d for d in read_dead_letters(self.settings) if d["task_id"] == task_id]
+        except AosError:
+            return  # the timeout says enough
+        if found:
+            dl = found[-1]
+            raise DeadLetteredError(
+                f"task {task_id} was refused at stage {dl['stage']}: {dl['reason']} "
+                f"(`aos deadletter list --stage {dl['stage']}`)"
+            )
 
     def submit_and_wait(self, text: str | None, timeout: float = 30.0, **fields: Any) -> Plan:
         return self.wait(self.submit(text, **fields), timeout)
@@ -221,6 +251,22 @@ class GatewayClient:
             for reader in (self._reader, self._exec_reader):
                 if reader is not None:
                     reader.close()
+
+
+def read_dead_letters(settings: Settings) -> list[DeadLetter]:
+    """Every dead letter on ``aos.deadletter.v1``, in the order they failed (undecodable ones left out)."""
+    codec = codec_for(DEAD_LETTER, topics.DEADLETTER.name, settings.schema_registry)
+    out: list[DeadLetter] = []
+    for m in read_to_end(settings.kafka, topics.DEADLETTER.name):
+        if m.value() is None:
+            continue
+        try:
+            out.append(codec.decode(m.value()))  # type: ignore[arg-type]
+        except AosError:
+            continue
+    # the topic may have several partitions: show them in the order they failed
+    out.sort(key=lambda d: (d["failed_at"], d["source_topic"], d["source_partition"], d["source_offset"]))
+    return out
 
 
 def follow_results(

@@ -91,6 +91,10 @@ class ResultTimeoutError(AosError):
     """No result arrived for a task within the wait limit."""
 
 
+class DeadLetteredError(ResultTimeoutError):
+    """A task waited on was refused by a stage: it is on the dead-letter topic, with the reason."""
+
+
 class NotFoundError(AosError):
     """A named thing does not exist."""
 

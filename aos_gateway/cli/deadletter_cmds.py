@@ -6,27 +6,11 @@ import argparse
 import json
 from typing import Any
 
-from aos_gateway import topics
-from aos_gateway.contracts.records import DEAD_LETTER, DeadLetter
-from aos_gateway.contracts.wire import codec_for
+from aos_gateway.client import read_dead_letters as dead_letters
+from aos_gateway.contracts.records import DeadLetter
 from aos_gateway.errors import AosError, KafkaError
 from aos_gateway.settings import Settings
-from aos_gateway.streams.kafka import make_producer, read_to_end
-
-
-def dead_letters(settings: Settings) -> list[DeadLetter]:
-    codec = codec_for(DEAD_LETTER, topics.DEADLETTER.name, settings.schema_registry)
-    out: list[DeadLetter] = []
-    for m in read_to_end(settings.kafka, topics.DEADLETTER.name):
-        if m.value() is None:
-            continue
-        try:
-            out.append(codec.decode(m.value()))  # type: ignore[arg-type]
-        except AosError:
-            continue
-    # the topic may have several partitions: show them in the order they failed
-    out.sort(key=lambda d: (d["failed_at"], d["source_topic"], d["source_partition"], d["source_offset"]))
-    return out
+from aos_gateway.streams.kafka import make_producer
 
 
 def _jsonable(dl: DeadLetter) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from aos_gateway.cli.deadletter_cmds import dead_letters
 from aos_gateway.client import GatewayClient, new_task
 from aos_gateway.contracts import records
 from aos_gateway.contracts.wire import codec_for
+from aos_gateway.errors import DeadLetteredError
 from aos_gateway.settings import Settings
 from aos_gateway.streams.kafka import read_to_end
 from tests.ports import free_port
@@ -196,6 +197,9 @@ def test_one_task_is_followed_by_its_trace_id_across_stages(settings: Settings, 
         found = [d for d in dead_letters(settings) if d["task_id"] == bad["task_id"]]
         time.sleep(0.5)
     assert [(d["stage"], d["trace_id"]) for d in found] == [("perceive", bad["trace_id"])]
+    # and a client waiting for its plan is told why none comes, not only that none came
+    with GatewayClient(settings) as client, pytest.raises(DeadLetteredError, match="refused at stage perceive: "):
+        client.wait(bad["task_id"], timeout=0.5)
 
 
 def test_prometheus_scrapes_stage_counters_latency_and_lag(

@@ -49,6 +49,11 @@ class BlendWeights:
     knn_temperature: float = 0.05
     k: int = 20
     evidence_k: int = 200  # neighbours counted for local success / failure evidence
+    #: the learned share of a score grows with the state's successes up to this many (0: full at
+    #: once): a dozen first outcomes pulled their agent into unrelated tasks' top candidates (a far
+    #: past task outvotes far cards: a ratio of tiny kernel weights). States of the benchmarks hold
+    #: thousands: their figures do not move
+    full_trust_successes: int = 200
 
 
 @dataclass
@@ -438,7 +443,8 @@ class Ranker:
         """(scores, learned probabilities or None), aligned with ``agent_ids``.
 
         score = (card * softmax(card_sims / T) + learned mass) / total weight: a probability
-        spread over the candidates (it sums to at most 1). With adapted prototypes, ``card_sims``
+        spread over the candidates (it sums to at most 1); the learned weights ramp up with the
+        state's successes (``weights.full_trust_successes``). With adapted prototypes, ``card_sims``
         are taken to them (:meth:`card_similarities`).
         """
         w = self.weights
@@ -458,6 +464,8 @@ class Ranker:
             assert dist is not None
             learned = np.where(known, dist[np.maximum(cols, 0)], 0.0).astype(np.float32)
             lmass = w.knn + (w.classifier if self.state.coef is not None else 0.0)
+            if w.full_trust_successes > 0:  # a state from a few outcomes counts little beside the cards
+                lmass *= min(1.0, self.state.successes / w.full_trust_successes)
             total = total + lmass * learned
             mass += lmass
             if self._failures:

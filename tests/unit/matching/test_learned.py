@@ -179,3 +179,27 @@ def test_learned_distributions_of_many_rows_are_each_rows_own() -> None:
         assert no_cards is not None
         np.testing.assert_allclose(plain[j], no_cards, rtol=1e-4, atol=1e-6)
     assert many.shape == (7, len(state.agent_ids)) and np.allclose(plain.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_state_from_a_few_outcomes_counts_little_beside_the_cards() -> None:
+    """A gateway's first outcomes (three successes of "c" on tasks of cosine 0.35 to a new one) must
+    not outrank the cards for that new task (the calculator came second for "What is in this photo?"
+    after a dozen arithmetic tasks); the same evidence from enough outcomes does decide."""
+    from aos_gateway.matching.learned import BlendWeights
+
+    def at(cos: float, n: int) -> np.ndarray:  # n vectors at this cosine to e0, each its own
+        rng = np.random.default_rng(n)
+        out = np.zeros((n, 8), dtype=np.float32)
+        out[:, 0] = cos
+        rest = rng.normal(size=(n, 7)).astype(np.float32)
+        out[:, 1:] = np.sqrt(1 - cos * cos) * rest / np.linalg.norm(rest, axis=1, keepdims=True)
+        return out
+
+    q = np.eye(8, dtype=np.float32)[0]
+    card_sims = np.array([0.3, 0.2, 0.1], dtype=np.float32)  # the cards: "a", weakly
+    few = learn_gold(AGENTS, at(0.35, 3), ["c"] * 3)
+    assert int(np.argmax(Ranker(few).score(q, AGENTS, card_sims)[0])) == 0
+    eager = Ranker(few, BlendWeights(full_trust_successes=0))  # trusted as if it were much evidence
+    assert int(np.argmax(eager.score(q, AGENTS, card_sims)[0])) == 2
+    many = learn_gold(AGENTS, at(0.35, 300), ["c"] * 300)
+    assert int(np.argmax(Ranker(many).score(q, AGENTS, card_sims)[0])) == 2

@@ -6,48 +6,32 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+_N = TypeVar("_N", int, float)
 
 
-def positive_float(text: str) -> float:
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not val > 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return val
+def _bounded(convert: Callable[[str], _N], noun: str, ok: Callable[[_N], bool], rule: str) -> Callable[[str], _N]:
+    """A converter: ``convert`` the text (else "not a <noun>"), then check ``ok`` (else "must be <rule>")."""
+
+    def parse(text: str) -> _N:
+        try:
+            val = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {noun}: {text!r}") from None
+        if not ok(val):  # a NaN fails every comparison: refused too
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return val
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if val <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return val
-
-
-def non_negative_float(text: str) -> float:
-    """A number >= 0 (a cost cap, a wait where 0 means "do not")."""
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not val >= 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return val
-
-
-def non_negative_int(text: str) -> int:
-    """A whole number >= 0 (a seed, a count where 0 means "none")."""
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if val < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return val
+positive_float = _bounded(float, "number", lambda v: v > 0, "> 0")
+positive_int = _bounded(int, "whole number", lambda v: v > 0, "> 0")
+#: a cost cap, a wait where 0 means "do not"
+non_negative_float = _bounded(float, "number", lambda v: v >= 0, ">= 0")
+#: a seed, a count where 0 means "none"
+non_negative_int = _bounded(int, "whole number", lambda v: v >= 0, ">= 0")
 
 
 def int_between(low: int, high: int, what: str) -> Callable[[str], int]:

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub2 = dl.add_subparsers(dest="action", required=True, parser_class=_Parser)
     dls = dsub2.add_parser("list")
     dls.add_argument("--stage", default=None)
-    dls.add_argument("--limit", type=argtypes.positive_int, default=50, help="show the last N (default 50)")
+    dls.add_argument("--limit", type=argtypes.non_negative_int, default=50, help="show the last N (default 50; 0: all)")
     dls.add_argument("--json", action="store_true")
     dls.set_defaults(handler=_cmd_deadletter)
     dlr = dsub2.add_parser("replay", help="send dead-lettered events back to their source topic")

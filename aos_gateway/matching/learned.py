@@ -49,11 +49,11 @@ class BlendWeights:
     knn_temperature: float = 0.05
     k: int = 20
     evidence_k: int = 200  # neighbours counted for local success / failure evidence
-    #: the learned share of a score grows with the state's successes up to this many (0: full at
-    #: once): a dozen first outcomes pulled their agent into unrelated tasks' top candidates (a far
-    #: past task outvotes far cards: a ratio of tiny kernel weights). States of the benchmarks hold
-    #: thousands: their figures do not move
-    full_trust_successes: int = 200
+    #: a similarity floor for the vote (None: none): a pseudo-vote of weight exp((floor - 1) / T) for
+    #: the cards' ranking. With a few outcomes learned, a far past task outvoted every far card (a
+    #: ratio of tiny kernel weights: the calculator came second for a photo question after a dozen
+    #: arithmetic tasks); close past tasks still decide. Two-fold on train: no change up to 0.4
+    floor: float | None = 0.4
 
 
 @dataclass
@@ -373,7 +373,8 @@ class Ranker:
         The cards count as memories too: each agent's card votes with the same kernel as a past
         task, exp((cos - 1) / T). Where past tasks are close, they outweigh the cards (task-task
         similarity runs higher than task-card); where none is, the cards decide, so one success
-        does not pull every task to its agent. The classifier is trusted in the same proportion.
+        does not pull every task to its agent; below ``weights.floor`` the cards' ranking outweighs
+        them all. The classifier is trusted in the same proportion.
         ``card_sims`` are aligned with ``state.agent_ids`` (NaN: unknown, no vote).
         """
         if self.state is None:
@@ -396,9 +397,12 @@ class Ranker:
         else:
             card_votes = np.nan_to_num(np.exp((np.asarray(card_sims, dtype=np.float32) - 1.0) / w.knn_temperature))
         cmass = card_votes.sum(axis=1, keepdims=True)
-        trust = mass / np.maximum(mass + cmass, 1e-30)
+        # the floor's pseudo-vote goes to the cards' ranking: past tasks and cards less similar than
+        # the floor weigh less than it, so where nothing is close the cards' ranking decides
+        prior = 0.0 if w.floor is None else float(np.exp((w.floor - 1.0) / w.knn_temperature))
+        trust = mass / np.maximum(mass + cmass + prior, 1e-30)
         back = np.where(cmass > 0, card_votes / np.where(cmass > 0, cmass, 1.0), np.float32(1.0 / n))
-        dist = w.knn * (votes + card_votes) / np.maximum(mass + cmass, 1e-30)
+        dist = w.knn * (votes + card_votes + prior * back) / np.maximum(mass + cmass + prior, 1e-30)
         total = w.knn
         proba = classifier_proba(self.state, q)
         if proba is not None:
@@ -443,8 +447,7 @@ class Ranker:
         """(scores, learned probabilities or None), aligned with ``agent_ids``.
 
         score = (card * softmax(card_sims / T) + learned mass) / total weight: a probability
-        spread over the candidates (it sums to at most 1); the learned weights ramp up with the
-        state's successes (``weights.full_trust_successes``). With adapted prototypes, ``card_sims``
+        spread over the candidates (it sums to at most 1). With adapted prototypes, ``card_sims``
         are taken to them (:meth:`card_similarities`).
         """
         w = self.weights
@@ -464,8 +467,6 @@ class Ranker:
             assert dist is not None
             learned = np.where(known, dist[np.maximum(cols, 0)], 0.0).astype(np.float32)
             lmass = w.knn + (w.classifier if self.state.coef is not None else 0.0)
-            if w.full_trust_successes > 0:  # a state from a few outcomes counts little beside the cards
-                lmass *= min(1.0, self.state.successes / w.full_trust_successes)
             total = total + lmass * learned
             mass += lmass
             if self._failures:

@@ -74,8 +74,9 @@ def test_cli_bench_index_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*args, "--data", "graded"]) == 0
     graded = json.loads(capsys.readouterr().out)
     assert graded["data"] == "graded" and graded["backends"]["exact"]["by_filter"]
-    assert main(["bench", "index", "--n", "0"]) == 1  # a ConfigError: one line, exit 1
-    assert "at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a usage error: one line, exit 2
+        main(["bench", "index", "--n", "0"])
+    assert exc.value.code == 2 and "must be > 0" in capsys.readouterr().err
 
 
 def test_per_cluster_sets_how_many_agents_share_a_centre() -> None:

@@ -26,8 +26,7 @@ from aos_gateway.cli.main import main
         (["submit", "--text", "hi", "--top-k", "101"], "1..100"),  # the ingress's limit too
         (["submit", "--text", "hi", "--max-cost", "-1"], "must be >= 0"),
         (["submit", "--text", "hi", "--max-latency-ms", "-1"], "0..2147483647"),
-        (["deadletter", "list", "--limit", "-1"], "must be > 0"),
-        (["deadletter", "list", "--limit", "0"], "must be > 0"),
+        (["deadletter", "list", "--limit", "-1"], "must be >= 0"),  # 0: all of them
         (["connect", "apply", "--wait", "-3"], "must be >= 0"),
         (["connect", "apply", "--dir", "/no/such/dir"], "no such folder"),
         (["bench", "encoder", "--n", "0"], "must be > 0"),

@@ -809,6 +809,9 @@ def settings_error_lines(exc: BaseException) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("AOS_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0].startswith("-") and given[0] not in ("-h", "--help", "--version"):
+        parser.error(f"unrecognized option {given[0]} (options go after the command)")
     args, extras = parser.parse_known_args(argv)
     if extras:
         prog = getattr(args, "_prog", parser.prog)

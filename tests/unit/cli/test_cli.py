@@ -162,6 +162,15 @@ def test_a_feedback_mode_with_the_experience_history_is_a_usage_error(
 # -- arguments refused before any work (user review) --
 
 
+def test_an_unknown_option_before_the_command_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--bogus"])
+    assert exc.value.code == 2 and "unrecognized option --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and "aos-gateway" in capsys.readouterr().out
+
+
 def test_an_unrecognized_argument_is_reported_by_its_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["submit", "--text", "hi", "--bogus"])

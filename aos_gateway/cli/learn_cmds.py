@@ -37,15 +37,13 @@ def learn_from_file(
 ) -> tuple[LearnedState, dict[str, Any]]:
     from threadpoolctl import threadpool_limits
 
-    from aos_gateway.matching.cards import card_text, read_cards
+    from aos_gateway.matching.cards import card_text, read_card_file
     from aos_gateway.matching.dataset import read_examples
     from aos_gateway.matching.evaluate import learn
     from aos_gateway.perception.text import TextEncoder
 
     p = settings.perception
-    cards = list(read_cards(agents))
-    if not cards:
-        raise ValidationError(f"no agent cards in {agents}")
+    cards = read_card_file(agents)
     examples = read_examples(train, labelled=feedback != "none")
     encoder = TextEncoder(p.text_model, p.device, 0, p.torch_threads)
     progress(f"learn: encoding {len(cards)} cards and {len(examples)} tasks with {encoder.name}")

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from aos_gateway import __version__
 from aos_gateway.cli import argtypes
-from aos_gateway.errors import AosError, ConfigError, MediaError, MissingExtraError, ValidationError
+from aos_gateway.errors import AosError, ConfigError, MediaError, MissingExtraError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -716,7 +716,7 @@ def _cmd_bench_sink(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from aos_gateway.matching.cards import read_cards
+    from aos_gateway.matching.cards import read_card_file
     from aos_gateway.matching.dataset import read_examples
     from aos_gateway.matching.evaluate import evaluate
     from aos_gateway.perception.text import TextEncoder
@@ -725,9 +725,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
     s = _settings()
     p = s.perception
-    cards = list(read_cards(args.agents))
-    if not cards:
-        raise ValidationError(f"no agent cards in {args.agents}")
+    cards = read_card_file(args.agents)
     report = evaluate(
         cards,
         read_examples(args.train, args.limit),

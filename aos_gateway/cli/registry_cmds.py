@@ -6,14 +6,13 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from aos_gateway import topics
 from aos_gateway.contracts.records import AGENT_CARD, AgentCard
 from aos_gateway.contracts.wire import codec_for
-from aos_gateway.errors import AosError, KafkaError, StoreError, ValidationError
-from aos_gateway.matching.cards import read_cards
+from aos_gateway.errors import AosError, KafkaError, StoreError
+from aos_gateway.matching.cards import read_card_file
 from aos_gateway.settings import Settings
 from aos_gateway.streams.kafka import ensure_topics, make_producer, read_to_end
 
@@ -72,35 +71,13 @@ def _wait_stored(settings: Settings, ids: list[str], timeout: float, progress: C
             time.sleep(0.5)
 
 
-def check_unique_ids(path: Path, cards: list[AgentCard]) -> None:
-    """One card per agent in a file: a second card of the same agent would replace the first on the
-    compacted registry topic (and ``--wait`` would wait for a card that is never stored).
-
-    Raises:
-        ValidationError: an agent id appears twice; the message names it and both lines.
-    """
-    # read_cards yields one card per non-blank line, in order: number them the same way
-    with path.open("rb") as fh:
-        linenos = [n for n, raw in enumerate(fh, 1) if raw.decode("utf-8").strip()]
-    first: dict[str, int] = {}
-    for lineno, card in zip(linenos, cards, strict=True):
-        seen = first.setdefault(card["agent_id"], lineno)
-        if seen != lineno:
-            raise ValidationError(
-                f"{path}: agent {card['agent_id']!r} appears twice (lines {seen} and {lineno}); give one card per agent"
-            )
-
-
 def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], None]) -> int:
     codec = codec_for(AGENT_CARD, topics.AGENTS.name, settings.schema_registry)
     if args.action == "register":
-        cards = list(read_cards(args.file))
-        check_unique_ids(args.file, cards)
+        cards = read_card_file(args.file, one_per_agent=True)
         if args.tenant:
             for c in cards:
                 c["tenant"] = args.tenant
-        if not cards:
-            raise AosError(f"{args.file}: no agent cards in the file")
         existing = current_cards(settings)
         changed = [c for c in cards if _differs(existing.get(c["agent_id"]), c)]
         _produce(settings, [(c["agent_id"], codec.encode(c)) for c in changed])

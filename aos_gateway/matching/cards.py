@@ -117,6 +117,34 @@ def check_card(card: AgentCard) -> None:
 
 def read_cards(path: Path) -> Iterator[AgentCard]:
     """Cards from a JSON-lines file; a bad line raises with its line number."""
+    for _, card in _numbered_cards(path):
+        yield card
+
+
+def read_card_file(path: Path, one_per_agent: bool = False) -> list[AgentCard]:
+    """Every card of a JSON-lines file (:func:`read_cards`); a file without any is an error, and with
+    ``one_per_agent`` so is a second card of one agent (registered, it would replace the first on the
+    compacted registry topic).
+
+    Raises:
+        ValidationError: A bad line, no card, or (``one_per_agent``) an agent id twice, naming both lines.
+    """
+    cards: list[AgentCard] = []
+    first: dict[str, int] = {}
+    for lineno, card in _numbered_cards(path):
+        seen = first.setdefault(card["agent_id"], lineno)
+        if one_per_agent and seen != lineno:
+            raise ValidationError(
+                f"{path}: agent {card['agent_id']!r} appears twice (lines {seen} and {lineno}); give one card per agent"
+            )
+        cards.append(card)
+    if not cards:
+        raise ValidationError(f"no agent cards in {path}")
+    return cards
+
+
+def _numbered_cards(path: Path) -> Iterator[tuple[int, AgentCard]]:
+    """(line number, card) for each non-blank line; a bad line raises with its number."""
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             try:
@@ -126,7 +154,7 @@ def read_cards(path: Path) -> Iterator[AgentCard]:
             if not line.strip():
                 continue
             try:
-                yield card_from_json(json.loads(line))
+                yield lineno, card_from_json(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise ValidationError(f"{path}:{lineno}: not JSON: {exc.msg}") from exc
             except RecursionError:

@@ -8,18 +8,17 @@ from pathlib import Path
 import pytest
 
 from aos_gateway.cli.main import main
-from aos_gateway.cli.registry_cmds import check_unique_ids
 from aos_gateway.errors import ValidationError
-from aos_gateway.matching.cards import card_from_json, read_cards
+from aos_gateway.matching.cards import card_from_json, read_card_file
 
 
 def test_a_file_with_two_cards_of_one_agent_is_refused_naming_both_lines(tmp_path: Path) -> None:
     f = tmp_path / "agents.jsonl"
     f.write_text('{"agent_id": "A"}\n\n{"agent_id": "B"}\n{"agent_id": " A "}\n')
     with pytest.raises(ValidationError, match=r"agent 'A' appears twice \(lines 1 and 4\)"):
-        check_unique_ids(f, list(read_cards(f)))
+        read_card_file(f, one_per_agent=True)
     f.write_text('{"agent_id": "A"}\n{"agent_id": "B"}\n')
-    check_unique_ids(f, list(read_cards(f)))
+    read_card_file(f, one_per_agent=True)
 
 
 def test_register_refuses_duplicates_before_reaching_kafka(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
@@ -210,20 +210,20 @@ class GatewayClient:
                 dead letter's stage and reason in the message).
             ResultTimeoutError: No plan came within ``timeout``.
         """
-        self.flush()
-        try:
-            return self._ensure_reader().wait(task_id, timeout)  # type: ignore[no-any-return]
-        except ResultTimeoutError:
-            self._raise_if_dead_lettered(task_id)
-            raise
+        return self._await(self._ensure_reader, task_id, timeout)  # type: ignore[no-any-return]
 
     def wait_execution(self, task_id: str, timeout: float = 60.0) -> ExecutionResult:
         """The final outcome of running a task's plan (``aos.results.v1``); call :meth:`listen`
         with ``executions=True`` before submitting, or results that arrive first are missed.
         Raises as :meth:`wait` does."""
+        return self._await(self._ensure_exec_reader, task_id, timeout)  # type: ignore[no-any-return]
+
+    def _await(self, reader: Callable[[], ResultReader], task_id: str, timeout: float) -> Any:
+        """Flush, then the task's record from ``reader()``; a timeout names the task's dead letter if
+        a stage refused the task (or its plan)."""
         self.flush()
         try:
-            return self._ensure_exec_reader().wait(task_id, timeout)  # type: ignore[no-any-return]
+            return reader().wait(task_id, timeout)
         except ResultTimeoutError:
             self._raise_if_dead_lettered(task_id)
             raise

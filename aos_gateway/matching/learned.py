@@ -383,19 +383,33 @@ class Ranker:
         row: FloatArray = self.learned_distributions(np.atleast_2d(np.asarray(query, dtype=np.float32)), cards)[0]
         return row
 
-    def learned_distributions(self, queries: FloatArray, card_sims: FloatArray | None = None) -> FloatArray:
+    def learned_distributions(
+        self, queries: FloatArray, card_sims: FloatArray | None = None, extra_card_sims: FloatArray | None = None
+    ) -> FloatArray:
         """:meth:`learned_distribution` of several vectors at once: (n, agents) rows; ``card_sims``
-        (n, agents) or None (no card votes). Needs a learned state."""
+        (n, agents) or None (no card votes). Needs a learned state.
+
+        ``extra_card_sims`` (n, m): the cards of m candidates the state never saw (registered after
+        it was learned); they take part like agents without memories (their cards vote and share the
+        back-off) and their m columns follow the state's agents. Without them in the vote, the floor
+        backed off to the state's agents only, and a dozen far outcomes outranked a new agent whose
+        card fit the task (a weather question went to the one stock-quote agent learned)."""
         assert self.state is not None
         w = self.weights
         q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         n_rows, n = q.shape[0], len(self.state.agent_ids)
+        extra = None if extra_card_sims is None else np.atleast_2d(np.asarray(extra_card_sims, dtype=np.float32))
+        m = 0 if extra is None else extra.shape[1]
         votes = knn_votes(self.state, q, w.k, w.knn_temperature, sims=self.similarities(q))
         mass = votes.sum(axis=1, keepdims=True)
         if card_sims is None:
             card_votes = np.zeros((n_rows, n), dtype=np.float32)
         else:
             card_votes = np.nan_to_num(np.exp((np.asarray(card_sims, dtype=np.float32) - 1.0) / w.knn_temperature))
+        if extra is not None and m:
+            votes = np.pad(votes, ((0, 0), (0, m)))
+            card_votes = np.concatenate([card_votes, np.nan_to_num(np.exp((extra - 1.0) / w.knn_temperature))], axis=1)
+            n += m
         cmass = card_votes.sum(axis=1, keepdims=True)
         # the floor's pseudo-vote goes to the cards' ranking: past tasks and cards less similar than
         # the floor weigh less than it, so where nothing is close the cards' ranking decides
@@ -406,6 +420,8 @@ class Ranker:
         total = w.knn
         proba = classifier_proba(self.state, q)
         if proba is not None:
+            if m:
+                proba = np.pad(proba, ((0, 0), (0, m)))  # the classifier never saw them: no vote
             dist = dist + w.classifier * (trust * proba + (1.0 - trust) * back)
             total += w.classifier
         out: FloatArray = (dist / total).astype(np.float32)
@@ -461,22 +477,24 @@ class Ranker:
         if self.state is not None:
             cols = np.array([self._pos.get(a, -1) for a in agent_ids])
             known = cols >= 0
-            back = np.full(len(self.state.agent_ids), np.nan, dtype=np.float32)
+            n_state = len(self.state.agent_ids)
+            back = np.full(n_state, np.nan, dtype=np.float32)
             back[cols[known]] = sims[known]
-            dist = self.learned_distribution(query, back)
-            assert dist is not None
-            learned = np.where(known, dist[np.maximum(cols, 0)], 0.0).astype(np.float32)
+            # candidates the state never saw vote with their cards too (columns after the state's)
+            cols = np.where(known, cols, n_state + np.cumsum(~known) - 1)
+            q1 = np.atleast_2d(np.asarray(query, dtype=np.float32))
+            dist = self.learned_distributions(q1, back[None, :], sims[~known][None, :])[0]
+            learned = dist[cols].astype(np.float32)
             lmass = w.knn + (w.classifier if self.state.coef is not None else 0.0)
             total = total + lmass * learned
             mass += lmass
             if self._failures:
                 # bandit feedback: an agent that failed on tasks like this one is discounted by its
                 # local success odds, (1 + wins) / (1 + wins + losses) (kernel-weighted counts)
-                q = np.atleast_2d(np.asarray(query, dtype=np.float32))
-                sims_q = self.similarities(q)
-                wins = knn_votes(self.state, q, w.evidence_k, w.knn_temperature, True, sims_q)[0]
-                losses = knn_votes(self.state, q, w.evidence_k, w.knn_temperature, False, sims_q)[0]
-                c = np.maximum(cols, 0)
+                sims_q = self.similarities(q1)
+                wins = knn_votes(self.state, q1, w.evidence_k, w.knn_temperature, True, sims_q)[0]
+                losses = knn_votes(self.state, q1, w.evidence_k, w.knn_temperature, False, sims_q)[0]
+                c = np.where(known, cols, 0)
                 odds = np.where(known, (1.0 + wins[c]) / (1.0 + wins[c] + losses[c]), 1.0)
                 total = total * odds
         out: FloatArray = (total / mass).astype(np.float32)

@@ -40,7 +40,8 @@ def test_candidates_the_state_never_saw_keep_their_card_share() -> None:
     x, y, centers = _clusters()
     ranker = Ranker(learn_gold(AGENTS, x, y))
     scores, learned = ranker.score(centers[0], ["new", "a"], np.array([0.5, 0.5], dtype=np.float32))
-    assert learned is not None and learned[0] == 0.0 and scores[0] > 0.0 and scores[1] > scores[0]
+    # past tasks right at the query decide: the new agent keeps its card share and no more
+    assert learned is not None and learned[0] < 0.01 and scores[0] > 0.0 and scores[1] > scores[0]
     assert ranker.propose(centers[2], 1) == ["c"]
     assert Ranker(None).propose(centers[2], 3) == []
 
@@ -203,3 +204,28 @@ def test_a_far_past_task_does_not_outvote_the_cards() -> None:
     assert int(np.argmax(Ranker(far, BlendWeights(floor=None)).score(q, AGENTS, card_sims)[0])) == 2
     close = learn_gold(AGENTS, at(0.9, 3), ["c"] * 3)
     assert int(np.argmax(Ranker(close).score(q, AGENTS, card_sims)[0])) == 2
+
+
+def test_an_agent_registered_after_learning_wins_where_its_card_fits_and_the_past_is_far() -> None:
+    """A review: after a learning pass over a dozen stock-quote outcomes, a weather agent registered
+    later lost its own card's example to the stock-quote agent (past tasks at cosine 0.05-0.16, the
+    new card at 0.82): the floor backed off to the state's agents only. An agent the state never saw
+    now votes with its card like an agent without memories."""
+
+    def at(cos: float, n: int) -> np.ndarray:
+        rng = np.random.default_rng(n)
+        out = np.zeros((n, 8), dtype=np.float32)
+        out[:, 0] = cos
+        rest = rng.normal(size=(n, 7)).astype(np.float32)
+        out[:, 1:] = np.sqrt(1 - cos * cos) * rest / np.linalg.norm(rest, axis=1, keepdims=True)
+        return out
+
+    q = np.eye(8, dtype=np.float32)[0]
+    state = learn_gold(["quote", "fx"], at(0.1, 12), ["quote"] * 8 + ["fx"] * 4)
+    ranker = Ranker(state)
+    ids = ["quote", "fx", "weather"]
+    scores, learned = ranker.score(q, ids, np.array([0.10, 0.05, 0.82], dtype=np.float32))
+    assert learned is not None and int(np.argmax(scores)) == 2 and int(np.argmax(learned)) == 2
+    # close past tasks still decide against a new card
+    close = Ranker(learn_gold(["quote", "fx"], at(0.95, 12), ["quote"] * 8 + ["fx"] * 4))
+    assert int(np.argmax(close.score(q, ids, np.array([0.10, 0.05, 0.5], dtype=np.float32))[0])) == 0

@@ -108,7 +108,9 @@ def test_learned_state_brings_in_agents_the_search_missed_and_respects_filters()
     from aos_gateway.perception.vectors import unpack
 
     q = unpack(task["fused"])
-    state = learn_gold(["a", "e", "f"], np.stack([q] * 3 + [-q] * 3), ["e", "e", "e", "a", "a", "f"])
+    # f succeeded once on a task like this one (far card): the state proposes it, ranked after e; an
+    # agent the state never saw but whose card fits (d) competes with its card, so f needs evidence
+    state = learn_gold(["a", "e", "f"], np.stack([q] * 3 + [-q] * 2 + [q]), ["e", "e", "e", "a", "a", "f"])
     m = Matcher(_far_index(), top_k=1, search_factor=1)  # the search alone returns one agent: a
     (zero,) = m.match([task], 1)
     assert [c["agent_id"] for c in zero["candidates"]] == ["a"] and zero["candidates"][0]["quality"] is None

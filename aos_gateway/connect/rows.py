@@ -14,6 +14,7 @@ record into one row (pure; no Kafka here).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +116,16 @@ def _check(table: str, col: Column, v: Any) -> Any:
         # PostgreSQL's text cannot hold NUL: one such row stopped the sink task for good (an agent's
         # output, a task's text); the dashboards show U+FFFD there, the topic keeps the original
         return v.replace("\x00", "\ufffd")
-    return float(v) if col.kind == "float" else v
+    if col.kind == "float":
+        f = float(v)
+        if not math.isfinite(f):
+            # JSON has no NaN or infinity: Kafka Connect's converter refused such a row and sent it to
+            # its own dead-letter topic, which no dashboard shows; the column stays empty instead
+            if not col.optional:
+                raise ValidationError(f"{table}.{col.name}: {f} is not a finite number")
+            return None
+        return f
+    return v
 
 
 def _cols(spec: str) -> tuple[Column, ...]:

@@ -25,6 +25,7 @@ Faust table as JSON (:meth:`Execution.to_json`) and sends what these functions r
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -192,7 +193,14 @@ def on_result(ex: Execution, res: InvocationResult, now: int, policy: Policy, li
         return Actions()
     now = reply_time(step, res, now)
     agent = res["agent_id"]
-    step.cost += res["cost"]
+    cost = res["cost"]
+    if not math.isfinite(cost) or cost < 0:
+        # a contract breach (cards refuse such costs too): a NaN cost stopped the dashboards' sink
+        # (JSON has no NaN) and a negative one would lower the task's cost; the reply fails its attempt
+        error = f"invalid reply: cost must be a finite number >= 0, got {cost!r}"
+        _attempt_failed(step, agent, "FAILED", res["latency_ms"], error, now, policy, retryable=False)
+        return _advance(ex, now, policy, live)
+    step.cost += cost
     if res["status"] == "SUCCEEDED":
         out = res["output"]
         if out is not None and len(out) > policy.max_output_chars:
@@ -383,7 +391,7 @@ def _finish(ex: Execution, now: int, policy: Policy, deadline: bool) -> Actions:
                 latency_ms=s.latency_ms,
                 cost=s.cost,
                 output=s.output,
-                error=s.error,
+                error=_step_error(s),
             )
             for s in steps
         ],
@@ -394,6 +402,18 @@ def _finish(ex: Execution, now: int, policy: Policy, deadline: bool) -> Actions:
         trace_id=ex.trace_id,
     )
     return Actions(result=result, experience=experience_records(ex, result, deadline))
+
+
+def _step_error(s: StepRun) -> str | None:
+    """The step's error; on its fallback, the planned agent's last error too (a review found it
+    only in the experience store: the result named the fallback's outcome alone)."""
+    if not s.on_fallback:
+        return s.error
+    first = next((a for a in reversed(s.history) if a.agent_id != s.agent_id and a.error), None)
+    if first is None:
+        return s.error
+    before = f"{first.agent_id}: {first.error}"
+    return f"{s.error}; before the fallback, {before}" if s.error else f"answered by the fallback; {before}"
 
 
 def experience_records(ex: Execution, result: ExecutionResult, deadline: bool) -> list[ExperienceRecord]:

@@ -81,6 +81,11 @@ def test_encode_rejects_what_the_table_cannot_hold() -> None:
     # PostgreSQL text cannot hold NUL (one such row stopped the sink task): the row shows U+FFFD
     _, value = rows.RESULTS.encode({**good, "reason": "agent said \x00\x00 and stopped"})
     assert json.loads(value)["payload"]["reason"] == "agent said \ufffd\ufffd and stopped"
+    # JSON has no NaN: Connect's converter sent such a row to its own dead-letter topic (a review)
+    _, value = rows.RESULTS.encode({**good, "cost": float("nan")})
+    assert b"NaN" not in value and json.loads(value)["payload"]["cost"] is None
+    with pytest.raises(ValidationError, match="not a finite number"):
+        rows.SinkTable("t", "k", rows._cols("k:string! x:float!")).encode({"k": "a", "x": float("inf")})
 
 
 def test_anomaly_rows_from_the_learned_state() -> None:

@@ -240,3 +240,39 @@ def test_a_reply_time_is_bounded_by_the_attempt_and_now() -> None:
     s1 = ex.steps["s1"]
     assert engine.reply_time(s1, reply(acts.invocations[0], finished_at=900), 1_050) == 1_000  # agent clock behind
     assert engine.reply_time(s1, reply(acts.invocations[0], finished_at=9_000), 1_050) == 1_050  # ahead
+
+
+def test_a_reply_with_a_nan_or_negative_cost_fails_its_attempt() -> None:
+    """A review: a reply cost of NaN reached the result (and stopped the dashboards' rows); -5 lowered
+    the task's cost. Such a reply is a contract breach: its attempt fails, the fallback answers."""
+    for bad in (float("nan"), -5.0, float("inf")):
+        ex, acts = engine.start(plan(step("s1", "a", fallback="b", retries=3)), 0, POLICY, alive)
+        res = reply(acts.invocations[0])
+        res["cost"] = bad
+        acts = engine.on_result(ex, res, 10, POLICY, alive)
+        assert [i["agent_id"] for i in acts.invocations] == ["b"]  # not retried on a
+        acts = engine.on_result(ex, reply(acts.invocations[0], output="done"), 20, POLICY, alive)
+        assert acts.result is not None and acts.result["status"] == "SUCCEEDED" and acts.result["cost"] == 0.5
+        (outcome,) = acts.result["steps"]
+        assert outcome["error"] is not None and "cost must be a finite number >= 0" in outcome["error"]
+
+
+def test_a_step_on_its_fallback_reports_the_planned_agent_s_error() -> None:
+    """A review: the planned agent's failure was only in the experience store; the result named the
+    fallback's outcome alone."""
+    ex, acts = engine.start(plan(step("s1", "a", fallback="b", retries=0)), 0, POLICY, alive)
+    acts = engine.on_result(ex, reply(acts.invocations[0], "FAILED"), 10, POLICY, alive)
+    acts = engine.on_result(ex, reply(acts.invocations[0], output="done"), 20, POLICY, alive)
+    assert acts.result is not None
+    (ok,) = acts.result["steps"]
+    assert ok["status"] == "SUCCEEDED" and ok["error"] == "answered by the fallback; a: boom"
+    ex, acts = engine.start(plan(step("s1", "a", fallback="b", retries=0)), 0, POLICY, alive)
+    acts = engine.on_result(ex, reply(acts.invocations[0], "FAILED"), 10, POLICY, alive)
+    acts = engine.on_result(ex, reply(acts.invocations[0], "FAILED"), 20, POLICY, alive)
+    assert acts.result is not None
+    (bad,) = acts.result["steps"]
+    assert bad["status"] == "FAILED" and bad["error"] == "b: boom; before the fallback, a: boom"
+    # without a fallback, the error is the step's own, as before
+    ex, acts = engine.start(plan(step("s1", "a", retries=0)), 0, POLICY, alive)
+    acts = engine.on_result(ex, reply(acts.invocations[0], "FAILED"), 10, POLICY, alive)
+    assert acts.result is not None and acts.result["steps"][0]["error"] == "a: boom"

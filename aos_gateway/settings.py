@@ -385,6 +385,14 @@ class PlanningSettings(BaseModel):
         default=3.0, gt=0, description="a step's timeout: this times its agent's p95 latency, within the bounds"
     )
     step_retries: int = Field(default=1, ge=0)
+    fallback_min_similarity: float = Field(
+        default=0.2,
+        ge=-1.0,
+        le=1.0,
+        description="a step's fallback agent must have a card at least this similar to its task or role (as the "
+        "match stage's abstain threshold, AOS_MATCHING__MIN_SIMILARITY): else the step has no fallback, and an "
+        "unrelated agent's answer is never passed off as the step's",
+    )
     dedupe_retention_s: int = Field(default=24 * 3600, ge=60)
 
 

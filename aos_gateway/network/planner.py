@@ -42,6 +42,7 @@ class PlannerSettings:
     timeout_factor: float = 3.0  # a step's timeout: this times its expected latency, within the bounds
     retries: int = 1
     default_latency_ms: int = 1_000  # for an agent whose card states none
+    fallback_min_similarity: float = 0.2  # a fallback's card must be at least this similar to its role
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ def _option(c: Candidate, quality: QualityModel | None, cluster: int | None, def
         reliability=rel,
         cost=float(c["cost"]),
         latency_ms=float(c["p95_latency_ms"] or default_latency),
+        similarity=float(c["similarity"]),
     )
 
 
@@ -204,7 +206,13 @@ def _steps(net: Network, g: nx.DiGraph[int], s: PlannerSettings) -> list[PlanSte
     for v in order:
         role = net.problem.roles[v]
         opt: Option = g.nodes[v]["option"]
-        spare = [o for o in role.options if o.agent_id != opt.agent_id and o.agent_id not in chosen]
+        # a fallback must fit the role on its own (a review: a text reverser "answered" a haiku request
+        # as the poet's fallback, SUCCEEDED, and was learned as a success)
+        spare = [
+            o
+            for o in role.options
+            if o.agent_id != opt.agent_id and o.agent_id not in chosen and o.similarity >= s.fallback_min_similarity
+        ]
         fallback = max(spare, key=lambda o: o.quality).agent_id if spare else None
         timeout = int(min(max(s.timeout_factor * opt.latency_ms, s.min_step_timeout_ms), s.step_timeout_ms))
         steps.append(
@@ -242,4 +250,5 @@ def planner_settings_from(p: PlanningSettings) -> PlannerSettings:
         min_step_timeout_ms=p.min_step_timeout_ms,
         timeout_factor=p.timeout_factor,
         retries=p.step_retries,
+        fallback_min_similarity=p.fallback_min_similarity,
     )

@@ -46,6 +46,7 @@ class Option:
     reliability: float = 1.0  # probability it succeeds when called
     cost: float = 0.0
     latency_ms: float = 0.0  # expected latency
+    similarity: float = 1.0  # the card's similarity to the role's text (a fallback needs enough of it)
 
     @property
     def quality(self) -> float:

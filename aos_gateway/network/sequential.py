@@ -53,15 +53,17 @@ def plan_sequential(
     margin: float = 0.1,
     step_timeout_ms: int = 30_000,
     retries: int = 1,
+    fallback_min_similarity: float = 0.2,
 ) -> Plan:
-    """A plan for a matched task (NO_MATCH with the reason when the matcher abstained)."""
+    """A plan for a matched task (NO_MATCH with the reason when the matcher abstained); a fallback
+    needs a card at least ``fallback_min_similarity`` similar to the task."""
     base = base_plan(task, now_ms, "sequential")
     if no_match(base, task):
         return base
     cands = task["candidates"]
     best = cands[0]["score"]
     chosen = [c for c in cands[:max_steps] if c["score"] >= best - margin]
-    spare = [c for c in cands if c not in chosen]
+    spare = [c for c in cands if c not in chosen and c["similarity"] >= fallback_min_similarity]
     steps: list[PlanStep] = []
     for i, c in enumerate(chosen):
         fallback = spare[i]["agent_id"] if i < len(spare) else None

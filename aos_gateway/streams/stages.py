@@ -410,6 +410,7 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                         planning.max_steps,
                         step_timeout_ms=planning.step_timeout_ms,
                         retries=planning.step_retries,
+                        fallback_min_similarity=planning.fallback_min_similarity,
                     )
                 target = task["reply_to"] or topics.PLANS.name
                 if target not in pipe.codecs:

@@ -126,3 +126,14 @@ def test_exact_solver_for_small_problems_and_the_critical_path() -> None:
     assert net.method == "exact"
     path, length = critical_path(graph_of(net))
     assert path == [1, 2] and length == 1100
+
+
+def test_a_fallback_needs_a_card_that_fits_the_role() -> None:
+    """A review: a text reverser was the haiku poet's fallback (nothing else was registered), answered
+    the haiku request with the reversed text, SUCCEEDED and was learned as a success. A spare agent
+    whose card is less similar than the threshold is no fallback."""
+    poet, reverser = _c("poet", 0.9), {**_c("reverser", 0.02), "similarity": 0.05}
+    plan = plan_network(_task([poet, reverser]), now_ms=5)
+    assert plan["steps"][0]["agent_id"] == "poet" and plan["steps"][0]["fallback_agent_id"] is None
+    loose = plan_network(_task([poet, reverser]), now_ms=5, settings=PlannerSettings(fallback_min_similarity=0.0))
+    assert loose["steps"][0]["fallback_agent_id"] == "reverser"

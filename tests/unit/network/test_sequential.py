@@ -54,3 +54,10 @@ def test_plan_id_is_stable_per_task() -> None:
 def test_abstained_task_gets_no_match_with_reason() -> None:
     plan = plan_sequential(_matched([0.1], abstained=True), 1)
     assert plan["status"] == "NO_MATCH" and plan["reason"] == "r" and plan["steps"] == []
+
+
+def test_a_fallback_needs_a_card_similar_enough_to_the_task() -> None:
+    plan = plan_sequential(_matched([0.9, 0.5, 0.1]), now_ms=7, max_steps=1, margin=0.1)
+    assert [s["fallback_agent_id"] for s in plan["steps"]] == ["a1"]
+    plan = plan_sequential(_matched([0.9, 0.15, 0.1]), now_ms=7, max_steps=1, margin=0.1)
+    assert [s["fallback_agent_id"] for s in plan["steps"]] == [None]  # below the 0.2 default

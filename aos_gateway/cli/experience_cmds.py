@@ -61,7 +61,8 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
     t0 = time.monotonic()
     if args.action == "reset":
         return _reset(args, settings, progress)
-    learned = learner.learn_from_history(settings, args.since, progress)
+    flag = "--since" if args.action == "mine" else "--from"
+    learned = learner.learn_from_history(settings, args.since, progress, flag)
     publish = args.publish if args.action == "mine" else not args.no_publish
     versions = learner.publish(settings, learned) if publish else {}
     report: dict[str, Any] = {
@@ -85,12 +86,12 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
 
 
 def _reset(args: argparse.Namespace, settings: Settings, progress: Callable[[str], None]) -> int:
-    from aos_gateway.errors import ValidationError
+    from aos_gateway.experience.learning import iso_ms
     from aos_gateway.streams.learner import reset
 
-    if not args.yes:
-        raise ValidationError("aos experience reset clears every learned state; add --yes to do it")
+    if not args.yes:  # a usage error (exit 2): the command is refused as given
+        raise argparse.ArgumentError(None, "reset clears every learned state: add --yes to do it")
     now, versions = reset(settings, args.reason)
     progress("experience: learned states cleared; evidence before now is ignored by future learning")
-    print(json.dumps({"reset_at": now, "published": versions}) if args.json else f"reset at {now}: {versions}")
+    print(json.dumps({"reset_at": now, "published": versions}) if args.json else f"reset at {iso_ms(now)}: {versions}")
     return 0

@@ -1,6 +1,8 @@
 """The ``aos`` command line.
 
-Errors are one line on stderr and a non-zero exit: 2 for a bad argument, 1 for a failure.
+Errors are one line on stderr and a non-zero exit: 2 for a bad argument, 1 for a failure. A
+command that finds a bad argument after parsing (an empty tenant, a folder that does not exist)
+raises ``argparse.ArgumentError(None, message)``: it is reported as argparse reports its own.
 """
 
 from __future__ import annotations
@@ -817,6 +819,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
+    except argparse.ArgumentError as exc:  # a bad argument found by the command itself: as argparse's, exit 2
+        prog = getattr(args, "_prog", parser.prog)
+        print(f"{prog}: error: {exc} (see `{prog} --help`)", file=sys.stderr)
+        return 2
     except AosError as exc:
         print(f"aos: error: {exc}", file=sys.stderr)
         return 1
@@ -824,6 +830,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file the command could not use: name it, no exception class
+        if os.environ.get("AOS_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"aos: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # last resort: one line, with a hint for a full report
         if os.environ.get("AOS_DEBUG"):
             raise

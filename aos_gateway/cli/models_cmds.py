@@ -2,7 +2,10 @@
 
 ``prepare`` converts the packaged CTranslate2 Whisper tiny.en into an openai-whisper checkpoint
 (once; later runs verify its sha256 and reuse it). ``list`` resolves the settings the way each
-encoder does and says whether the files are there, without loading any model.
+encoder does and says whether the files are there and sound (not empty; the sha256 that
+``prepare`` recorded next to a checkpoint), without loading any model. A setting that looks like
+a path (a ``/``, a ``.pt``/``.bin``/``.safetensors`` suffix) and names no file is missing, not a
+hub name: no model hub is asked for it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,52 @@ class ModelEntry:
     location: str
     present: bool | None  # None: fetched from a hub on first use, cannot tell offline
     detail: str
+    corrupt: bool = False  # there, but empty or not matching its recorded checksum (present is False)
+
+
+#: file names that are weights, never a hub name or a pretrained tag
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def _looks_like_path(value: str, slash: bool = True) -> bool:
+    """A value meant as a file: a weights suffix, a leading ``/``, ``./``, ``~`` or (``slash``) any ``/``.
+
+    The text model's hub names are ``org/name``: for it, ``slash`` is False.
+    """
+    if value.lower().endswith(_WEIGHT_SUFFIXES) or value.startswith(("/", "./", "../", "~")):
+        return True
+    return slash and "/" in value
+
+
+def _missing(encoder: str, model: str, value: str, what: str, extra: str = "") -> ModelEntry:
+    """A path-looking setting that names no file: missing (no hub is asked for a path)."""
+    return ModelEntry(encoder, model, value, False, f"missing: no such {what}" + extra)
+
+
+def _file_entry(encoder: str, model: str, path: Path, detail: str) -> ModelEntry:
+    """A weights file: present, unless it is empty or its ``<file>.json`` sidecar (``aos models
+    prepare``) records another sha256."""
+    where = str(path.resolve())
+    size = path.stat().st_size
+    if size == 0:
+        return ModelEntry(encoder, model, where, False, f"CORRUPT: empty file ({detail})", corrupt=True)
+    side = path.with_name(path.name + ".json")
+    want = None
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = None
+        want = meta.get("sha256") if isinstance(meta, dict) else None
+    if isinstance(want, str):
+        from aos_gateway.perception.whisper_convert import sha256_file
+
+        if sha256_file(path) != want:
+            fix = "; run `aos models prepare`" if encoder == "audio" else ""
+            msg = f"CORRUPT: checksum mismatch with {side.name} ({detail}){fix}"
+            return ModelEntry(encoder, model, where, False, msg, corrupt=True)
+        detail += ", checksum verified"
+    return ModelEntry(encoder, model, where, True, detail)
 
 
 def _installed(module: str) -> bool:
@@ -62,8 +111,12 @@ def _text_entry(settings: Settings) -> ModelEntry:
         except AosError as exc:
             return ModelEntry("text", DEFAULT_TEXT_MODEL, "-", False, str(exc))
         return ModelEntry("text", DEFAULT_TEXT_MODEL, str(path), path.is_dir(), "sentence-transformers")
+    if os.path.isfile(ref):
+        return _file_entry("text", Path(ref).name, Path(ref), "sentence-transformers")
     if os.path.exists(ref):
         return ModelEntry("text", Path(ref).name, str(Path(ref).resolve()), True, "sentence-transformers")
+    if _looks_like_path(ref, slash=False):
+        return _missing("text", Path(ref).name, ref, "file or folder")
     return ModelEntry("text", ref, "hub", None, "sentence-transformers name: downloaded on first use")
 
 
@@ -82,7 +135,9 @@ def _vision_entry(settings: Settings) -> ModelEntry:
         d = w.removeprefix("local-dir:")
         return ModelEntry("vision", name, d, os.path.isdir(d), "local directory" + extra)
     if os.path.isfile(w):
-        return ModelEntry("vision", name, str(Path(w).resolve()), True, "weights file" + extra)
+        return _file_entry("vision", name, Path(w), "weights file" + extra)
+    if _looks_like_path(w):
+        return _missing("vision", name, w, "weights file", extra)
     return ModelEntry("vision", f"{name} ({w})", "hub", None, "pretrained tag: downloaded on first use" + extra)
 
 
@@ -107,12 +162,14 @@ def _audio_entry(settings: Settings) -> ModelEntry:
         return ModelEntry("audio", name, str(d), (d / "model.bin").is_file(), f"CTranslate2, {a.compute_type}" + extra)
     if a.model:
         if os.path.isfile(a.model):
-            return ModelEntry("audio", name, str(Path(a.model).resolve()), True, "checkpoint file" + extra)
+            return _file_entry("audio", name, Path(a.model), "checkpoint file" + extra)
+        if _looks_like_path(a.model):
+            return _missing("audio", name, a.model, "checkpoint file", extra)
         return ModelEntry("audio", name, "hub", None, "openai-whisper name: downloaded on first use" + extra)
     ckpt = default_checkpoint_path(a)
-    here = ckpt.is_file()
-    detail = "converted from the packaged CTranslate2 model" if here else "missing: run `aos models prepare`"
-    return ModelEntry("audio", name, str(ckpt.resolve()), here, detail + extra)
+    if ckpt.is_file():
+        return _file_entry("audio", name, ckpt, "converted from the packaged CTranslate2 model" + extra)
+    return ModelEntry("audio", name, str(ckpt.resolve()), False, "missing: run `aos models prepare`" + extra)
 
 
 def list_models(settings: Settings) -> list[ModelEntry]:
@@ -140,7 +197,7 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
         print(json.dumps([asdict(e) for e in entries], indent=2))
         return 0
     for e in entries:
-        state = {True: "present", False: "MISSING", None: "-"}[e.present]
+        state = "CORRUPT" if e.corrupt else {True: "present", False: "MISSING", None: "-"}[e.present]
         print(f"{e.encoder:<7} {state:<8} {e.model:<36} {e.location}")
         print(f"{'':<16} {e.detail}")
     return 0 if all(e.present is not False for e in entries) else 1

@@ -75,12 +75,28 @@ def load_configs(folder: Path) -> list[ConnectorConfig]:
     return out
 
 
+class NotConnectError(ConnectError):
+    """The URL answers, but not as Kafka Connect's REST API does."""
+
+
 class ConnectClient:
     """A small client of one Connect cluster's REST API."""
 
     def __init__(self, url: str, timeout_s: float = 10.0) -> None:
-        self.url = url.rstrip("/")
+        """
+        Raises:
+            ConfigError: ``url`` is not an http(s) URL with a host.
+        """
+        parts = urllib.parse.urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"AOS_CONNECT__URL {url!r} is not an http(s) URL (e.g. http://127.0.0.1:8083)")
+        self.url = url.strip().rstrip("/")
         self.timeout_s = timeout_s
+
+    def _not_connect(self, method: str, path: str, what: str) -> NotConnectError:
+        return NotConnectError(
+            f"{self.url} does not answer as Kafka Connect ({method} {path}: {what}); check AOS_CONNECT__URL"
+        )
 
     def _call(self, method: str, path: str, body: Any = None, deadline: float | None = None) -> tuple[int, Any]:
         """One request, retried on 409 (rebalance) and refused connections until ``deadline``."""
@@ -95,7 +111,11 @@ class ConnectClient:
             try:
                 with _OPENER.open(req, timeout=max(0.5, deadline - time.monotonic())) as resp:
                     raw = resp.read()
-                    return int(resp.status), json.loads(raw) if raw else None
+                    status = int(resp.status)
+                try:
+                    return status, json.loads(raw) if raw else None
+                except ValueError:  # it answered, with something else than JSON: waiting will not help
+                    raise self._not_connect(method, path, f"{status} with a body that is not JSON") from None
             except urllib.error.HTTPError as exc:
                 raw = exc.read()
                 try:
@@ -109,6 +129,7 @@ class ConnectClient:
                 if exc.code == 404:
                     return 404, detail
                 msg = detail.get("message") if isinstance(detail, dict) else detail
+                msg = " ".join(str(msg).split())[:200]  # one line, even when a web server answered a page
                 raise ConnectError(f"Kafka Connect at {self.url}: {method} {path} -> {exc.code}: {msg}") from exc
             except (OSError, ValueError) as exc:
                 if time.monotonic() < deadline:
@@ -134,14 +155,23 @@ class ConnectClient:
             if code == 200 and current == wanted:
                 out[c.name] = "unchanged"
                 continue
-            self._call("PUT", f"/connectors/{q}/config", c.config)
+            put, _ = self._call("PUT", f"/connectors/{q}/config", c.config)
+            if put == 404:
+                raise self._not_connect("PUT", f"/connectors/{q}/config", "404 not found")
             out[c.name] = "created" if code == 404 else "updated"
         return out
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Each connector's status: ``{"connector": {"state": ...}, "tasks": [{"id", "state", "trace"?}]}``."""
-        _, body = self._call("GET", "/connectors?expand=status")
-        return {name: v.get("status", {}) for name, v in (body or {}).items()}
+        path = "/connectors?expand=status"
+        code, body = self._call("GET", path)
+        if code == 404:
+            raise self._not_connect("GET", path, "404 not found")
+        if body is None:
+            return {}
+        if not isinstance(body, dict) or not all(isinstance(v, dict) for v in body.values()):
+            raise self._not_connect("GET", path, f"a {type(body).__name__}, not an object of connectors")
+        return {str(name): v.get("status") or {} for name, v in body.items()}
 
     def wait_running(self, names: list[str], timeout_s: float) -> dict[str, dict[str, Any]]:
         """Wait until each named connector and all its tasks are RUNNING.

@@ -40,7 +40,7 @@ import numpy as np
 from aos_gateway.contracts.records import ExperienceRecord
 from aos_gateway.errors import ValidationError
 from aos_gateway.experience.feedback import is_feedback, join_feedback
-from aos_gateway.experience.learning import Learned, ordered
+from aos_gateway.experience.learning import Learned, iso_ms, ordered
 from aos_gateway.experience.mining import mine
 from aos_gateway.matching.experience import Memory, learn_from_memories, memories
 from aos_gateway.matching.learned import LearnedState
@@ -198,7 +198,7 @@ def advance(
         ckpt.clock_ms = max(ckpt.clock_ms, max(r["occurred_at"] for r in recs))
     mined = join_feedback(ordered(window, ckpt.since))
     if ckpt.records == 0 or not mined:
-        raise ValidationError("no experience to learn from" + (f" since {ckpt.since}" if ckpt.since else ""))
+        raise ValidationError("no experience to learn from" + (f" since {iso_ms(ckpt.since)}" if ckpt.since else ""))
     out = Learned(records=ckpt.records, clock_ms=ckpt.clock_ms, report=mine(mined, x, ckpt.clock_ms))
     out.skipped = dict(ckpt.skipped)
     if ckpt.memories:

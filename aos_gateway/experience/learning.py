@@ -25,6 +25,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aos_gateway.contracts.records import ExperienceRecord, Weights
@@ -124,6 +125,11 @@ class Learned:
         }
 
 
+def iso_ms(ms: int) -> str:
+    """Epoch ms as ISO 8601 UTC to the second, for messages: ``2026-12-06T05:40:49Z``."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def ordered(records: Iterable[ExperienceRecord], since_ms: int | None = None) -> list[ExperienceRecord]:
     """Distinct records (first of each id), from ``since_ms`` on, in (time, id) order."""
     seen: set[str] = set()
@@ -147,7 +153,7 @@ def learn_all(
     """Every learned state from the history (see the module docstring)."""
     recs = join_feedback(ordered(records, since_ms))
     if not recs:
-        raise ValidationError("no experience to learn from" + (f" since {since_ms}" if since_ms else ""))
+        raise ValidationError("no experience to learn from" + (f" since {iso_ms(since_ms)}" if since_ms else ""))
     clock = max(r["occurred_at"] for r in recs)
     x = settings.experience
     report = mine(recs, x, clock)

@@ -117,13 +117,30 @@ def new_signing_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
-def private_pem(key: Ed25519PrivateKey) -> bytes:
-    """The key as unencrypted PKCS#8 PEM (keep the file 0600)."""
+#: the line before a key's PEM block that names whom ``aos security cards keygen`` made it for
+#: (explanatory text before the block is allowed by RFC 7468 and skipped by PEM readers)
+SIGNER_HEADER = "aos.signer: "
+
+
+def private_pem(key: Ed25519PrivateKey, signer: str | None = None) -> bytes:
+    """The key as unencrypted PKCS#8 PEM (keep the file 0600); with ``signer`` (``agent:<id>``,
+    ``tenant:<t>``), preceded by a line that names it (:func:`key_signer` reads it back)."""
     from cryptography.hazmat.primitives import serialization
 
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return pem if signer is None else f"{SIGNER_HEADER}{signer}\n".encode() + pem
+
+
+def key_signer(path: Path) -> str | None:
+    """Whom the key file at ``path`` was made for (``agent:<id>`` or ``tenant:<t>``), when it says so."""
+    try:
+        head = path.read_bytes().split(b"-----BEGIN", 1)[0].decode("utf-8", "replace")
+    except OSError:
+        return None
+    for line in head.splitlines():
+        if line.startswith(SIGNER_HEADER):
+            return line[len(SIGNER_HEADER) :].strip() or None
+    return None
 
 
 def public_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
@@ -212,6 +229,10 @@ class TrustStore:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path} is not JSON (line {exc.lineno}, column {exc.colno})") from None
         return cls.from_json(raw, str(path))
+
+    def signers_of(self, public_key: str) -> list[str]:
+        """The signers that list ``public_key`` (base64, as :func:`public_b64` makes it)."""
+        return sorted(s for s, keys in self.keys.items() if any(public_b64(k) == public_key for k in keys))
 
     def check(self, card: Mapping[str, Any], key: str | None = None) -> str | None:
         """Why a card is not taken (one of the reason constants), or None when it is.

@@ -54,9 +54,21 @@ def is_plain_key(key: str) -> bool:
 class ExperienceSealer:
     """Seals and opens the sensitive fields of experience rows, per tenant."""
 
-    def __init__(self, keyring: Keyring | None = None, redactor: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        keyring: Keyring | None = None,
+        redactor: Callable[[str], str] | None = None,
+        reseal_tenants: frozenset[str] | None = None,
+    ) -> None:
         self.keyring = keyring
         self.redactor = redactor
+        #: :meth:`reseal_table` re-encrypts only these tenants' values (None: every tenant's)
+        self.reseal_tenants = reseal_tenants
+
+    def only_tenants(self, tenants: frozenset[str]) -> ExperienceSealer:
+        """A copy whose :meth:`reseal_table` leaves every other tenant's values as they are
+        (``aos security keys rotate --tenant T``)."""
+        return ExperienceSealer(self.keyring, self.redactor, tenants)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExperienceSealer | None:
@@ -143,9 +155,13 @@ class ExperienceSealer:
 
     def reseal_table(self, table: pa.Table) -> pa.Table:
         """Every sensitive value opened and sealed again with the newest key of its tenant
-        (plain values, written before encryption, are sealed for the first time)."""
+        (plain values, written before encryption, are sealed for the first time); with
+        ``reseal_tenants``, only those tenants' values."""
+        only = self.reseal_tenants
 
         def again(t: str, e: str, f: str, v: str | None) -> str | None:
+            if only is not None and t not in only:
+                return v
             return self.seal(t, e, f, self.open(t, e, f, v))
 
         return self._apply(table, again)

@@ -26,7 +26,7 @@ from typing import Any
 from aos_gateway import topics
 from aos_gateway.contracts.records import EXPERIENCE, WEIGHTS, ExperienceRecord, Weights
 from aos_gateway.contracts.wire import codec_for
-from aos_gateway.errors import AosError
+from aos_gateway.errors import AosError, ValidationError
 from aos_gateway.experience import abtest, incremental, learning
 from aos_gateway.experience.learning import Learned
 from aos_gateway.matching import weights as matching_weights
@@ -75,11 +75,51 @@ def latest_weights(settings: Settings) -> dict[str, Weights]:
     return out
 
 
-def learn_from_history(settings: Settings, since_ms: int | None = None, progress: Progress = _quiet) -> Learned:
-    """Replay the experience topic and learn every state (from the later of ``since_ms`` and the
-    latest reset)."""
+def learn_from_history(
+    settings: Settings, since_ms: int | None = None, progress: Progress = _quiet, flag: str = "--since"
+) -> Learned:
+    """Replay the experience topic and learn every state (from the later of ``since_ms``, given as
+    ``flag``, and the latest reset)."""
     records, bad = replay(settings, progress)
-    return _learn(settings, records, latest_weights(settings), since_ms, progress, bad)
+    return _learn(settings, records, latest_weights(settings), since_ms, progress, bad, flag)
+
+
+def learning_bound(
+    records: Sequence[ExperienceRecord],
+    since_ms: int | None,
+    reset_ms: int | None,
+    progress: Callable[[str], None],
+    flag: str = "--since",
+    undecodable: int = 0,
+) -> int | None:
+    """The time learning starts from: the later of the user's ``since_ms`` (given as ``flag``) and
+    the last reset. Says so when the reset overrides the user's time, and how many of the records
+    read fall from that time on.
+
+    Raises:
+        ValidationError: None of them does: nothing to learn.
+    """
+    since = since_ms
+    if reset_ms is not None and (since_ms is None or since_ms < reset_ms):
+        if since_ms is not None:
+            progress(
+                f"experience: {flag} {learning.iso_ms(since_ms)} is before the last reset "
+                f"({learning.iso_ms(reset_ms)}); using the reset time"
+            )
+        since = reset_ms
+    read = f"{len(records)} records read" + (f" ({undecodable} undecodable)" if undecodable else "")
+    if since is None:
+        progress(f"experience: {read}; learning from all of them")
+        return None
+    after = sum(1 for r in records if r["occurred_at"] >= since)
+    if since == reset_ms:
+        where = f"after the reset of {learning.iso_ms(since)} (`aos experience reset`)"
+    else:
+        where = f"from {learning.iso_ms(since)} on ({flag})"
+    if after == 0:
+        raise ValidationError(f"{read}, none {where}: nothing to learn")
+    progress(f"experience: {read}, {after} {where}: learning from those")
+    return since
 
 
 def _learn(
@@ -89,19 +129,15 @@ def _learn(
     since_ms: int | None,
     progress: Progress = _quiet,
     bad: int = 0,
+    flag: str = "--since",
 ) -> Learned:
-    """:func:`learning.learn_all` over ``records`` from the later of ``since_ms`` and the reset
-    marker among ``latest``, for the agents registered now."""
+    """:func:`learning.learn_all` over ``records`` from :func:`learning_bound` (the later of
+    ``since_ms`` and the reset marker among ``latest``), for the agents registered now."""
     from aos_gateway.cli.registry_cmds import current_cards
 
     reset_rec = latest.get(learning.RESET)
-    bounds = [t for t in (since_ms, None if reset_rec is None else learning.reset_since(reset_rec)) if t]
-    since = max(bounds) if bounds else None
-    progress(
-        f"experience: learning from {len(records)} records"
-        + (f" since {since}" if since else "")
-        + (f" ({bad} undecodable)" if bad else "")
-    )
+    reset_ms = None if reset_rec is None else learning.reset_since(reset_rec)
+    since = learning_bound(records, since_ms, reset_ms, progress, flag, bad)
     t0 = time.perf_counter()
     learned = learning.learn_all(records, sorted(current_cards(settings)), settings, since_ms=since)
     progress(f"experience: learned in {time.perf_counter() - t0:.1f}s")

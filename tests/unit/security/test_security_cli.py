@@ -124,5 +124,5 @@ def test_redact_and_acls_show(env: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["security", "acls", "show", "--agent", "calc", "--no-services"]) == 0
     out = capsys.readouterr().out
     assert "User:agent.calc" in out and "aos.agents.calc.invocations" in out and "aos-worker" not in out
-    assert main(["security", "users", "apply", "--no-services"]) == 1
+    assert main(["security", "users", "apply", "--no-services"]) == 2  # a usage error
     assert "no principals" in capsys.readouterr().err

@@ -81,6 +81,8 @@ def new_file(text: str) -> Path:
 
 def existing_dir(text: str) -> Path:
     path = Path(text)
+    if path.is_file():
+        raise argparse.ArgumentTypeError(f"is a file, not a folder: {text}")
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no such folder: {text}")
     return path

@@ -18,7 +18,7 @@ def add_parser(sub: Any, handler: Callable[[argparse.Namespace], int], parser_cl
     ap = csub.add_parser("apply", help="create or update the connectors of connectors/*.json (idempotent)")
     ap.add_argument(
         "--dir",
-        type=_connectors_folder,
+        type=argtypes.existing_dir,
         default=None,
         help="a folder of connector configs (default: the shipped ones)",
     )
@@ -34,14 +34,6 @@ def add_parser(sub: Any, handler: Callable[[argparse.Namespace], int], parser_cl
     st.add_argument("--json", action="store_true")
     for p in (ap, st):
         p.set_defaults(handler=handler)
-
-
-def _connectors_folder(text: str) -> Path:
-    """``--dir``: a folder; a file is named as one (it is a connector config, not the folder of them)."""
-    path = Path(text)
-    if path.is_file():
-        raise argparse.ArgumentTypeError(f"is a file, not a folder: {text} (give the folder of connector configs)")
-    return argtypes.existing_dir(text)
 
 
 def apply(settings: Settings, folder: Path | None, wait_s: float, progress: Callable[[str], None]) -> dict[str, str]:

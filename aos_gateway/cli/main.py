@@ -520,6 +520,8 @@ def format_result(res: Any) -> str:
     for st in res["steps"]:
         fb = ", on its fallback" if st["fallback_used"] else ""
         out = f": {st['output'][:200]!r}" if st["output"] else (f": {st['error']}" if st["error"] else "")
+        if st["output"] and st["error"]:  # answered on its fallback: the planned agent's error too
+            out += f" ({st['error']})"
         who = f"by {st['agent_id']} (" if st["agent_id"] else "(no agent ran, "
         lines.append(f"  {st['step_id']} {st['status']} {who}{st['attempts']} attempts{fb}){out}")
     if res["output"]:

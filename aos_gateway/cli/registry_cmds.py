@@ -76,6 +76,15 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
     if args.action == "register":
         cards = read_card_file(args.file, one_per_agent=True)
         if args.tenant:
+            from aos_gateway.security.cards import SIG
+
+            signed = [c["agent_id"] for c in cards if SIG in c["metadata"] and c["tenant"] != args.tenant]
+            if signed:  # the tenant is part of what is signed: such cards would be refused later, far from here
+                raise argparse.ArgumentError(
+                    None,
+                    f"--tenant {args.tenant} would break the signatures of {len(signed)} signed cards "
+                    f"(first: {signed[0]}); sign them for that tenant instead (`aos security cards sign`)",
+                )
             for c in cards:
                 c["tenant"] = args.tenant
         existing = current_cards(settings)

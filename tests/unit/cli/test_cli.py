@@ -263,6 +263,12 @@ def test_a_step_no_agent_ran_reads_as_such() -> None:
     assert "s1 FAILED (no agent ran, 0 attempts): no candidate" in out and "None" not in out
     res["steps"] = [{**step, "agent_id": "calc", "attempts": 2, "output": "84", "error": None}]
     assert "s1 FAILED by calc (2 attempts): '84'" in format_result(res)
+    # on its fallback: the planned agent's error beside the answer (a review found it nowhere)
+    fb = {**step, "status": "SUCCEEDED", "agent_id": "b", "attempts": 3, "fallback_used": True}
+    res["steps"] = [{**fb, "output": "42", "error": "answered by the fallback; a: boom"}]
+    assert "s1 SUCCEEDED by b (3 attempts, on its fallback): '42' (answered by the fallback; a: boom)" in format_result(
+        res
+    )
 
 
 @pytest.mark.parametrize(

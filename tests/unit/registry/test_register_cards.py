@@ -61,3 +61,21 @@ def test_legal_modalities_and_topics_are_kept() -> None:
     assert card_from_json({"agent_id": "a", "invocation_topic": "x" * 249})["invocation_topic"] == "x" * 249
     assert card_from_json({"agent_id": "a", "invocation_topic": None})["invocation_topic"] is None
     assert card_from_json({"agent_id": "a", "modalities": []})["modalities"] == []
+
+
+def test_register_tenant_refuses_to_break_signed_cards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A review: `--tenant other` on signed cards was accepted; the tenant is signed, so the cards
+    would be refused later, far from the mistake. A usage error (exit 2) now, before Kafka."""
+    from aos_gateway.cli import registry_cmds
+
+    def no_kafka(_settings: object) -> None:
+        raise AssertionError("the registry topic was read before the file was checked")
+
+    monkeypatch.setattr(registry_cmds, "current_cards", no_kafka)
+    f = tmp_path / "signed.jsonl"
+    f.write_text(json.dumps({"agent_id": "calc", "tenant": "acme", "metadata": {"aos.sig": "x"}}) + "\n")
+    assert main(["agents", "register", str(f), "--tenant", "other"]) == 2
+    err = capsys.readouterr().err
+    assert "would break the signatures of 1 signed cards (first: calc)" in err and len(err.strip().splitlines()) == 1

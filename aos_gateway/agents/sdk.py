@@ -8,36 +8,52 @@
     shout = Agent(agent_id="shout", name="Shouter", description="upper-cases text",
                   capabilities=["text.transform"], handler=handle)
 
-``aos agents run mymodule:shout`` then, for as long as it runs:
+``aos agents run mymodule:shout`` (run from the folder of ``mymodule.py``, or with that folder on
+``PYTHONPATH``) then, for as long as it runs:
 
-- registers the card on ``aos.agents.v1`` (with its invocation topic) — matchers index it;
+- registers the card on ``aos.agents.v1`` (with its invocation topic) — matchers index it. A card
+  ``aos agents register`` would refuse (a negative cost, an unknown modality ...) is refused when the
+  :class:`Agent` is built, with the same message;
 - consumes ``aos.agents.<agent id>.invocations`` (one consumer group per set of agents, so more
-  processes running the same agents share the work), calls the handler in a thread pool, and
-  replies on the invocation's ``reply_to`` topic (``aos.invocations.results.v1``);
+  processes running the same agents share the work) and runs each invocation's handler in its own
+  thread, up to ``agents.concurrency`` (``AOS_AGENTS__CONCURRENCY``) at once for the whole process:
+  a slow handler holds one of these slots, not the other agents' invocations. At the limit the runner
+  stops taking invocations (it pauses its partitions) until a slot frees. It replies on the
+  invocation's ``reply_to`` topic (``aos.invocations.results.v1``);
 - heartbeats every ``agents.heartbeat_interval_s`` on ``aos.agents.heartbeats.v1`` (the dispatcher
   skips agents whose heartbeat is stale);
-- on SIGINT/SIGTERM finishes what it holds, heartbeats INACTIVE and deregisters the card (a
-  tombstone on the compacted registry).
+- on SIGINT/SIGTERM starts no more invocations, waits up to ``STOP_GRACE_S`` seconds for the running
+  ones (abandoning those still running then: their invocations are not committed and the dispatcher
+  times them out), heartbeats INACTIVE and deregisters the card (a tombstone on the compacted
+  registry). Deregistering a running agent (``aos agents deregister``) removes its card until its
+  process restarts.
 
-Delivery is at least once: an invocation redelivered after a crash or rebalance is answered from
-the recent-replies memory instead of being run again (idempotent by invocation id). An invocation
-that arrives after its deadline is not run: the dispatcher has stopped waiting for it.
+Delivery is at least once: an invocation's offset is committed only once its reply was delivered
+(offsets are committed in order per partition, so one slow invocation holds back the commits of
+later ones on its partition, not their replies); an invocation redelivered after a crash or
+rebalance is answered from the recent-replies memory instead of being run again (idempotent by
+invocation id). An invocation whose deadline has passed when it arrives or when a slot frees for it
+is not run and gets no reply: the dispatcher has stopped waiting for it.
 
 A handler returns the output text (or a :class:`Reply` with a cost and metadata). Raising
 :class:`~aos_gateway.errors.AgentError` (or any exception) fails the invocation and the dispatcher
 may retry; :class:`~aos_gateway.errors.PermanentAgentError` says a retry on this agent is pointless.
+So does a reply the runner cannot send: a :class:`Reply` whose output is not a str, whose metadata
+is not str → str, whose cost is negative or not finite, or an output larger than the broker takes
+(``output too large: N bytes > M``): the invocation FAILS with that message and the runner goes on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import queue
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,10 +61,21 @@ from aos_gateway import topics
 from aos_gateway.contracts import records
 from aos_gateway.contracts.records import AgentCard, Heartbeat, Invocation, InvocationResult
 from aos_gateway.contracts.wire import RecordCodec, codec_for
-from aos_gateway.errors import AosError, ConfigError, KafkaError, PermanentAgentError
+from aos_gateway.errors import AosError, ConfigError, KafkaError, PermanentAgentError, ValidationError
+from aos_gateway.matching.cards import card_from_json
 from aos_gateway.settings import Settings
 
 log = logging.getLogger("aos_gateway.agents")
+
+#: librdkafka's default ``message.max.bytes``: the largest record the producer sends
+PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
+#: room left in a reply record for its other fields (ids, error, metadata) next to the output
+REPLY_HEADROOM_BYTES = 64 * 1024
+#: the largest handler output (UTF-8 bytes) :func:`handle_one` accepts by default; the runner derives
+#: its limit from its producer's ``message.max.bytes`` the same way
+MAX_OUTPUT_BYTES = PRODUCER_MAX_MESSAGE_BYTES - REPLY_HEADROOM_BYTES
+#: on stop, how long the runner waits for invocations still running before abandoning them
+STOP_GRACE_S = 10.0
 
 
 def now_ms() -> int:
@@ -91,6 +118,9 @@ class Request:
 
 @dataclass
 class Reply:
+    """What a handler may return instead of a str: the output, the invocation's cost (``None``: the
+    card's cost; else a finite number >= 0) and metadata (str → str)."""
+
     output: str
     cost: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -118,31 +148,81 @@ class Agent:
     setup: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
-        if not self.agent_id.strip():
+        """Raises:
+        ConfigError: No agent_id or name.
+        ValidationError: A card ``aos agents register`` would refuse, with its message.
+        """
+        if not isinstance(self.agent_id, str) or not self.agent_id.strip():
             raise ConfigError("an agent needs a non-empty agent_id")
-        if not self.name.strip():
+        if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError(f"agent {self.agent_id}: a name is required")
+        if self.agent_id != self.agent_id.strip():
+            raise ValidationError(f"agent {self.agent_id!r}: 'agent_id' must not start or end with whitespace")
+        self.card(0)  # the checks of `aos agents register`
 
     def card(self, updated_at: int) -> AgentCard:
-        return AgentCard(
-            agent_id=self.agent_id,
-            name=self.name,
-            description=self.description,
-            capabilities=list(self.capabilities),
-            modalities=list(self.modalities),
-            examples=list(self.examples),
-            tenant=self.tenant,
-            cost=self.cost,
-            p95_latency_ms=self.p95_latency_ms,
-            status="ACTIVE",
-            invocation_topic=topics.invocation_topic(self.agent_id),
-            updated_at=updated_at,
-            metadata=dict(self.metadata),
-        )
+        """The card, checked as ``aos agents register`` checks a card (:func:`card_from_json`).
+
+        Raises:
+            ValidationError: A card the registry would refuse (negative cost, unknown modality ...).
+        """
+        obj = {
+            "agent_id": self.agent_id,
+            "name": self.name,
+            "description": self.description,
+            "capabilities": self.capabilities,
+            "modalities": self.modalities,
+            "examples": self.examples,
+            "tenant": self.tenant,
+            "cost": self.cost,
+            "p95_latency_ms": self.p95_latency_ms,
+            "status": "ACTIVE",
+            "invocation_topic": topics.invocation_topic(self.agent_id),
+            "metadata": self.metadata,
+        }
+        for key in ("cost", "p95_latency_ms"):  # float("3") and int(2.7) would pass card_from_json
+            if isinstance(obj[key], bool) or not isinstance(obj[key], int | float):
+                raise ValidationError(f"agent {self.agent_id!r}: {key!r} must be a number, got {obj[key]!r}")
+        try:
+            return card_from_json(obj, now_ms=updated_at)
+        except ValidationError as exc:
+            raise ValidationError(f"agent {self.agent_id!r}: {exc}") from exc
 
 
-def handle_one(agent: Agent, inv: Invocation) -> InvocationResult:
-    """Run the handler on one invocation and build the reply (never raises)."""
+def _check_reply(out: Reply, default_cost: float) -> tuple[str, dict[str, str], float]:
+    """A handler's Reply as a reply record takes it: (output, metadata, cost).
+
+    Raises:
+        TypeError: The output is not a str, the metadata not str → str.
+        ValueError: The cost is negative or not finite.
+    """
+    if not isinstance(out.output, str):
+        raise TypeError(f"Reply.output must be str, got {type(out.output).__name__}")
+    if not isinstance(out.metadata, dict):
+        raise TypeError(f"Reply.metadata must be a dict of str to str, got {type(out.metadata).__name__}")
+    for k, v in out.metadata.items():
+        if not isinstance(k, str):
+            raise TypeError(f"Reply.metadata must map str to str; key {k!r} is {type(k).__name__}")
+        if not isinstance(v, str):
+            raise TypeError(f"Reply.metadata must map str to str; {k!r} maps to {type(v).__name__}")
+    if out.cost is None:
+        return out.output, dict(out.metadata), default_cost
+    cost = out.cost
+    if isinstance(cost, bool) or not isinstance(cost, int | float):
+        raise TypeError(f"Reply.cost must be a number or None, got {type(cost).__name__}")
+    if not math.isfinite(cost) or cost < 0:
+        raise ValueError(f"Reply.cost must be a finite number >= 0, got {cost}")
+    return out.output, dict(out.metadata), float(cost)
+
+
+def handle_one(agent: Agent, inv: Invocation, max_output_bytes: int = MAX_OUTPUT_BYTES) -> InvocationResult:
+    """Run the handler on one invocation and build the reply.
+
+    Whatever the handler raises (an :class:`Exception`) or returns, this returns a reply: a
+    FAILED one for an exception, a return that is neither str nor :class:`Reply`, a Reply with a
+    non-str output or metadata or a negative/non-finite cost, or an output over
+    ``max_output_bytes`` UTF-8 bytes (``output too large: N bytes > M``).
+    """
     t0 = time.perf_counter()
     status: records.InvocationStatus = "SUCCEEDED"
     output: str | None = None
@@ -152,12 +232,15 @@ def handle_one(agent: Agent, inv: Invocation) -> InvocationResult:
     try:
         out = agent.handler(Request(inv))
         if isinstance(out, Reply):
-            output, meta = out.output, dict(out.metadata)
-            cost = agent.cost if out.cost is None else out.cost
+            text, meta_out, cost_out = _check_reply(out, agent.cost)
         elif isinstance(out, str):
-            output = out
+            text, meta_out, cost_out = out, {}, agent.cost
         else:
             raise TypeError(f"the handler returned {type(out).__name__}, not str or Reply")
+        size = len(text.encode("utf-8"))  # a lone surrogate: UnicodeEncodeError, a failure too
+        if size > max_output_bytes:
+            raise ValueError(f"output too large: {size} bytes > {max_output_bytes}")
+        output, meta, cost = text, meta_out, cost_out
     except Exception as exc:  # a handler's failure is a reply, not a crash
         status, error = "FAILED", f"{type(exc).__name__}: {exc}"[:2000]
         if isinstance(exc, PermanentAgentError):
@@ -201,8 +284,22 @@ class RecentReplies:
                 self._d.popitem(last=False)
 
 
+@dataclass
+class _Entry:
+    """A consumed invocation message: its offset is committable once ``done`` (its reply delivered,
+    or it needed none) and every earlier one of its partition is too."""
+
+    offset: int
+    done: bool = False
+
+
 class AgentRunner:
-    """Serves one or more agents in this process until :meth:`stop`."""
+    """Serves one or more agents in this process until :meth:`stop`.
+
+    One serving thread polls the agents' invocation topics and starts each invocation's handler in a
+    thread of its own, at most ``settings.agents.concurrency`` at once; a handler's thread sends its
+    reply. Offsets are committed per partition up to the first invocation not yet answered.
+    """
 
     def __init__(
         self,
@@ -212,6 +309,8 @@ class AgentRunner:
         deregister_on_exit: bool = True,
         progress: Callable[[str], None] = lambda _m: None,
     ) -> None:
+        from aos_gateway.streams.kafka import producer_config
+
         if not agents:
             raise ConfigError("no agents to run")
         ids = [a.agent_id for a in agents]
@@ -231,12 +330,25 @@ class AgentRunner:
             "card": codec_for(records.AGENT_CARD, topics.AGENTS.name, reg),
             "heartbeat": codec_for(records.HEARTBEAT, topics.HEARTBEATS.name, reg),
         }
+        max_message = int(producer_config(settings.kafka).get("message.max.bytes", PRODUCER_MAX_MESSAGE_BYTES))
+        self.max_output_bytes = max(1, max_message - REPLY_HEADROOM_BYTES)
+        self.concurrency = settings.agents.concurrency
+        self.stop_grace_s = STOP_GRACE_S
         self.replies = RecentReplies()
-        self.pool = ThreadPoolExecutor(max_workers=settings.agents.concurrency, thread_name_prefix="aos-agent")
         self._stop = threading.Event()
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._producer: Any = None
+        self._lock = threading.Lock()
+        # the serving thread's bookkeeping (only it touches these)
+        self._tracks: dict[tuple[str, int], deque[_Entry]] = {}
+        self._waiting: dict[str, list[_Entry]] = {}  # invocation id -> its messages (a redelivery adds one)
+        self._pending: deque[tuple[Agent, Invocation]] = deque()  # consumed, not started
+        self._running: set[str] = set()  # started, reply not delivered yet
+        self._paused = False
+        self._last_commit = 0.0
+        # handler threads and delivery callbacks -> the serving thread: (invocation id, reply to resend or None)
+        self._outcomes: queue.SimpleQueue[tuple[str, tuple[InvocationResult, str] | None]] = queue.SimpleQueue()
         self._in_flight = 0
         self.handled = 0
         self.skipped_late = 0
@@ -245,12 +357,20 @@ class AgentRunner:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        """Set the agents up, register their cards and start serving.
+
+        Raises:
+            ConfigError: An agent's ``setup`` failed (naming the agent).
+        """
         from aos_gateway.streams.kafka import ensure_topics, make_producer
 
         for a in self.agents.values():
             if a.setup is not None:
                 self.progress(f"agents: setting up {a.agent_id}")
-                a.setup()
+                try:
+                    a.setup()
+                except Exception as exc:
+                    raise ConfigError(f"agent {a.agent_id}: setup failed: {type(exc).__name__}: {exc}") from exc
         ensure_topics(
             self.settings.kafka,
             [topics.AGENTS, topics.HEARTBEATS, topics.INVOCATION_RESULTS]
@@ -269,14 +389,14 @@ class AgentRunner:
             self._threads.append(th)
 
     def stop(self) -> None:
-        """Finish in-flight invocations, say INACTIVE, deregister (if asked) and close. Idempotent."""
+        """Start no more invocations, wait up to ``stop_grace_s`` for the running ones, say INACTIVE,
+        deregister (if asked) and close. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._stop.set()
         for th in self._threads:
-            th.join(timeout=30)
-        self.pool.shutdown(wait=True)
+            th.join(timeout=self.stop_grace_s + 30)
         if self._producer is not None:
             self._heartbeat("INACTIVE")
             if self.deregister_on_exit:
@@ -307,10 +427,13 @@ class AgentRunner:
         return run
 
     # -- kafka ---------------------------------------------------------------------------------
-    def _produce(self, topic: str, key: str, value: bytes | None) -> None:
+    def _produce(
+        self, topic: str, key: str, value: bytes | None, on_delivery: Callable[[Any, Any], None] | None = None
+    ) -> None:
+        extra = {} if on_delivery is None else {"on_delivery": on_delivery}
         while True:
             try:
-                self._producer.produce(topic, key=key.encode(), value=value)
+                self._producer.produce(topic, key=key.encode(), value=value, **extra)
                 self._producer.poll(0)
                 return
             except BufferError:
@@ -341,31 +464,176 @@ class AgentRunner:
         while not self._stop.wait(self.settings.agents.heartbeat_interval_s):
             self._heartbeat("ACTIVE")
 
+    # -- replies (any thread) ------------------------------------------------------------------
+    def _send_reply(self, res: InvocationResult, reply_to: str, last_try: bool = False) -> None:
+        """Produce a reply; one the producer refuses (too large, not encodable) or that is not
+        delivered is replaced by a FAILED reply saying why (``last_try``: that replacement). Its
+        invocation counts as answered once the broker has it (or the replacement failed too)."""
+        iid = res["invocation_id"]
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is None:
+                self._outcomes.put((iid, None))
+            elif last_try:
+                log.error("%s: the reply to %s was not delivered: %s", res["agent_id"], iid, err)
+                self._outcomes.put((iid, None))
+            else:
+                self._outcomes.put((iid, (_undeliverable(res, err), reply_to)))
+
+        try:
+            self._produce(reply_to, res["task_id"], self.codecs["result"].encode(res), delivered)
+        except Exception as exc:  # SerializationError, KafkaException MSG_SIZE_TOO_LARGE ...
+            if last_try:
+                log.error("%s: the reply to %s cannot be sent: %s", res["agent_id"], iid, exc)
+                self._outcomes.put((iid, None))
+            else:
+                log.warning("%s: the reply to %s cannot be sent: %s", res["agent_id"], iid, exc)
+                failed = _undeliverable(res, exc)
+                self.replies.put(failed)  # a redelivery gets this one
+                self._send_reply(failed, reply_to, last_try=True)
+
+    def _run(self, agent: Agent, inv: Invocation) -> None:
+        """A handler thread: run the invocation, remember and send its reply."""
+        try:
+            res = handle_one(agent, inv, self.max_output_bytes)
+            self.replies.put(res)
+            with self._lock:
+                self.handled += 1
+            self._send_reply(res, inv["reply_to"])
+        except BaseException:  # handle_one does not raise: a bug here must not leave the slot taken
+            log.exception("%s: invocation %s", agent.agent_id, inv["invocation_id"])
+            self._outcomes.put((inv["invocation_id"], None))
+
+    # -- serving (the serving thread) ----------------------------------------------------------
     def _serve(self) -> None:
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import Consumer
 
         from aos_gateway.streams.kafka import consumer_config, poll_batch
 
         # from the earliest: an invocation sent while the group formed is not missed (old ones are past
         # their deadline and skipped unrun)
         consumer = Consumer(consumer_config(self.settings.kafka, group=self.group))
-        consumer.subscribe(list(self.by_topic))
+        consumer.subscribe(list(self.by_topic), on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
-                msgs = [m for m in poll_batch(consumer, 64, 0.5) if m.error() is None]
-                if not msgs:
-                    continue
-                replies = self._handle_batch(msgs)
-                for res, reply_to in replies:
-                    self._produce(reply_to, res["task_id"], self.codecs["result"].encode(res))
-                self._flush()
-                offsets: dict[tuple[str, int], int] = {}
+                self._settle(consumer)
+                room = self.concurrency - len(self._running)
+                if room <= 0 or self._pending:
+                    # no more invocations until a slot frees (each time: a rebalance may have assigned more)
+                    consumer.pause(consumer.assignment())
+                    self._paused = True
+                    msgs = [m for m in [consumer.poll(0.05)] if m is not None]  # rebalances, liveness
+                else:
+                    if self._paused:
+                        consumer.resume(consumer.assignment())
+                        self._paused = False
+                    msgs = poll_batch(consumer, room, 0.1)
                 for m in msgs:
-                    k = (m.topic(), m.partition())
-                    offsets[k] = max(offsets.get(k, -1), m.offset() + 1)
-                self._commit(consumer, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
+                    if m.error() is None:
+                        self._accept(m)
+            self._pending.clear()  # not started: not committed, so redelivered to the next runner
+            deadline = time.monotonic() + self.stop_grace_s
+            while self._running and time.monotonic() < deadline:
+                self._settle(consumer, wait=0.05)
+            if self._running:
+                log.warning("agents: abandoning %d invocations still running", len(self._running))
+            self._commit_done(consumer, force=True)
         finally:
             consumer.close()
+
+    def _accept(self, m: Any) -> None:
+        """One consumed message: track its offset, and queue, answer or skip its invocation."""
+        entry = _Entry(m.offset())
+        self._tracks.setdefault((m.topic(), m.partition()), deque()).append(entry)
+        agent = self.by_topic.get(m.topic())
+        try:
+            inv: Invocation = self.codecs["invocation"].decode(m.value())  # type: ignore[assignment]
+        except AosError as exc:  # nothing to reply to: say so and go on
+            log.warning("%s[%d]@%d: undecodable invocation dropped: %s", m.topic(), m.partition(), m.offset(), exc)
+            entry.done = True
+            return
+        if agent is None:
+            entry.done = True
+            return
+        iid = inv["invocation_id"]
+        if iid in self._waiting:  # redelivered while queued or running: answered with it
+            self.redelivered += 1
+            self._waiting[iid].append(entry)
+            return
+        done = self.replies.get(iid)
+        if done is not None:
+            self.redelivered += 1
+            self._waiting[iid] = [entry]
+            self._send_reply(done, inv["reply_to"])
+        elif inv["deadline_at"] < now_ms():
+            self.skipped_late += 1
+            log.info("%s: invocation %s arrived after its deadline; not run", agent.agent_id, iid)
+            entry.done = True
+        else:
+            self._waiting[iid] = [entry]
+            self._pending.append((agent, inv))
+
+    def _settle(self, consumer: Any, wait: float = 0.0) -> None:
+        """Take in finished invocations, start queued ones while there is room, commit."""
+        self._producer.poll(0)  # delivery callbacks
+        try:
+            outcomes = [self._outcomes.get(timeout=wait)] if wait > 0 else []
+        except queue.Empty:
+            outcomes = []
+        while True:
+            try:
+                outcomes.append(self._outcomes.get_nowait())
+            except queue.Empty:
+                break
+        for iid, resend in outcomes:
+            if resend is not None:
+                self.replies.put(resend[0])
+                self._send_reply(*resend, last_try=True)
+                continue
+            self._running.discard(iid)
+            for entry in self._waiting.pop(iid, []):
+                entry.done = True
+        while self._pending and len(self._running) < self.concurrency and not self._stop.is_set():
+            agent, inv = self._pending.popleft()
+            iid = inv["invocation_id"]
+            if inv["deadline_at"] < now_ms():  # waited for a slot past its deadline: nobody waits for it
+                self.skipped_late += 1
+                log.info("%s: invocation %s reached its deadline while queued; not run", agent.agent_id, iid)
+                for entry in self._waiting.pop(iid, []):
+                    entry.done = True
+                continue
+            self._running.add(iid)
+            threading.Thread(
+                target=self._run, args=(agent, inv), name=f"aos-agent-{agent.agent_id}", daemon=True
+            ).start()
+        self._in_flight = len(self._running)
+        self._commit_done(consumer)
+
+    def _commit_done(self, consumer: Any, force: bool = False, keys: Sequence[tuple[str, int]] | None = None) -> None:
+        """Commit each partition up to its first invocation not yet answered (at most every 0.2 s)."""
+        from confluent_kafka import TopicPartition
+
+        if not force and time.monotonic() - self._last_commit < 0.2:
+            return
+        offsets = []
+        for key in list(self._tracks) if keys is None else keys:
+            track = self._tracks.get(key)
+            last = None
+            while track and track[0].done:
+                last = track.popleft().offset
+            if last is not None:
+                offsets.append(TopicPartition(key[0], key[1], last + 1))
+        if offsets:
+            self._commit(consumer, offsets)
+        self._last_commit = time.monotonic()
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        """A rebalance takes partitions away: commit what is answered, forget the rest (their
+        invocations still running still reply; the next owner gets the unanswered ones again)."""
+        keys = [(p.topic, p.partition) for p in partitions]
+        self._commit_done(consumer, force=True, keys=keys)
+        for key in keys:
+            self._tracks.pop(key, None)
 
     @staticmethod
     def _commit(consumer: Any, offsets: list[Any]) -> None:
@@ -383,36 +651,41 @@ class AgentRunner:
             denied = (RdKafkaError.GROUP_AUTHORIZATION_FAILED, RdKafkaError.TOPIC_AUTHORIZATION_FAILED)
             if not isinstance(err, RdKafkaError) or err.fatal() or err.code() in denied:
                 raise
-            log.warning("agents: offsets not committed (%s); they go with a later batch", err)
+            log.warning("agents: offsets not committed (%s); they go with a later commit", err)
 
-    def _handle_batch(self, msgs: list[Any]) -> list[tuple[InvocationResult, str]]:
-        todo: list[tuple[Agent, Invocation]] = []
-        out: list[tuple[InvocationResult, str]] = []
-        for m in msgs:
-            agent = self.by_topic.get(m.topic())
-            try:
-                inv: Invocation = self.codecs["invocation"].decode(m.value())  # type: ignore[assignment]
-            except AosError as exc:  # nothing to reply to: say so and go on
-                log.warning("%s[%d]@%d: undecodable invocation dropped: %s", m.topic(), m.partition(), m.offset(), exc)
-                continue
-            if agent is None:
-                continue
-            done = self.replies.get(inv["invocation_id"])
-            if done is not None:
-                self.redelivered += 1
-                out.append((done, inv["reply_to"]))
-            elif inv["deadline_at"] < now_ms():
-                self.skipped_late += 1
-                log.info("%s: invocation %s arrived after its deadline; not run", agent.agent_id, inv["invocation_id"])
-            else:
-                todo.append((agent, inv))
-        self._in_flight = len(todo)
-        for (_agent, inv), res in zip(todo, self.pool.map(lambda ai: handle_one(*ai), todo), strict=True):
-            self.replies.put(res)
-            self.handled += 1
-            out.append((res, inv["reply_to"]))
-        self._in_flight = 0
-        return out
+
+def _undeliverable(res: InvocationResult, why: object) -> InvocationResult:
+    """The FAILED reply that replaces one the broker did not take."""
+    return InvocationResult(
+        invocation_id=res["invocation_id"],
+        task_id=res["task_id"],
+        plan_id=res["plan_id"],
+        step_id=res["step_id"],
+        agent_id=res["agent_id"],
+        status="FAILED",
+        output=None,
+        error=f"the agent's reply could not be sent: {why}"[:2000],
+        latency_ms=res["latency_ms"],
+        cost=res["cost"] if math.isfinite(res["cost"]) and res["cost"] >= 0 else 0.0,
+        finished_at=res["finished_at"],
+        source="agent",
+        metadata={},
+        trace_id=res["trace_id"],
+    )
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    """``module:attribute`` → (module, attribute).
+
+    Raises:
+        ConfigError: Not of that form (a usage error for the command line).
+    """
+    mod_name, sep, attr = target.partition(":")
+    if not sep or not attr or not mod_name or not all(p.isidentifier() for p in mod_name.split(".")):
+        raise ConfigError(f"{target!r}: expected MODULE:ATTRIBUTE, e.g. aos_gateway.agents.reference:calculator")
+    if not attr.isidentifier():
+        raise ConfigError(f"{target!r}: {attr!r} is not a Python name (expected MODULE:ATTRIBUTE)")
+    return mod_name, attr
 
 
 def resolve(target: str, settings: Settings) -> list[Agent]:
@@ -421,13 +694,14 @@ def resolve(target: str, settings: Settings) -> list[Agent]:
     import importlib
     import inspect
 
-    mod_name, _, attr = target.partition(":")
-    if not mod_name or not attr:
-        raise ConfigError(f"{target!r}: expected MODULE:ATTRIBUTE, e.g. aos_gateway.agents.reference:calculator")
+    mod_name, attr = parse_target(target)
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise ConfigError(f"cannot import {mod_name}: {exc}") from exc
+        missing = isinstance(exc, ModuleNotFoundError) and (mod_name + ".").startswith(f"{exc.name}.")
+        top = mod_name.split(".")[0]
+        hint = f" (run from the folder holding {top}, or add that folder to PYTHONPATH)" if missing else ""
+        raise ConfigError(f"cannot import {mod_name}: {exc}{hint}") from exc
     obj = getattr(mod, attr, None)
     if obj is None:
         raise ConfigError(f"{mod_name} has no attribute {attr!r}")

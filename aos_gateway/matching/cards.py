@@ -19,6 +19,8 @@ MODALITIES = ("text", "image", "audio")
 #: a legal Kafka topic name: 1 to 249 of these characters, and not "." or ".."
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _MAX_INT = 2**31 - 1  # p95_latency_ms is an Avro int
+#: the fields of a card (AgentCard): a card's JSON may have these, and no others (a typo would be lost)
+CARD_FIELDS = tuple(AgentCard.__annotations__)
 
 
 def _str_list(obj: Mapping[str, Any], key: str, default: list[str]) -> list[str]:
@@ -28,10 +30,21 @@ def _str_list(obj: Mapping[str, Any], key: str, default: list[str]) -> list[str]
     return list(val)
 
 
-def card_from_json(obj: Mapping[str, Any], now_ms: int | None = None) -> AgentCard:
-    """A card from a JSON object (the MetaTool agents.jsonl form, plus optional fields)."""
+def card_from_json(obj: Mapping[str, Any], now_ms: int | None = None, strict: bool = True) -> AgentCard:
+    """A card from a JSON object (the MetaTool agents.jsonl form, plus optional fields).
+
+    Raises:
+        ValidationError: Not a card: a bad value, or (``strict``) a field a card does not have (named,
+            with the known ones); without ``strict`` such fields are ignored (a dataset's extra columns).
+    """
     if not isinstance(obj, Mapping):
         raise ValidationError("an agent card must be a JSON object")
+    unknown_fields = [k for k in obj if k not in CARD_FIELDS] if strict else []
+    if unknown_fields:
+        raise ValidationError(
+            f"unknown card field{'s' if len(unknown_fields) > 1 else ''} "
+            f"{', '.join(repr(k) for k in unknown_fields)} (known: {', '.join(CARD_FIELDS)})"
+        )
     agent_id = obj.get("agent_id")
     if not isinstance(agent_id, str) or not agent_id.strip():
         raise ValidationError("'agent_id' must be a non-empty string")
@@ -115,23 +128,25 @@ def check_card(card: AgentCard) -> None:
             raise ValidationError(f"{field!r} is not valid Unicode (a lone surrogate)") from None
 
 
-def read_cards(path: Path) -> Iterator[AgentCard]:
-    """Cards from a JSON-lines file; a bad line raises with its line number."""
-    for _, card in _numbered_cards(path):
+def read_cards(path: Path, strict: bool = True) -> Iterator[AgentCard]:
+    """Cards from a JSON-lines file; a bad line raises with its line number (``strict``: see
+    :func:`card_from_json`)."""
+    for _, card in _numbered_cards(path, strict):
         yield card
 
 
-def read_card_file(path: Path, one_per_agent: bool = False) -> list[AgentCard]:
+def read_card_file(path: Path, one_per_agent: bool = False, strict: bool = True) -> list[AgentCard]:
     """Every card of a JSON-lines file (:func:`read_cards`); a file without any is an error, and with
     ``one_per_agent`` so is a second card of one agent (registered, it would replace the first on the
-    compacted registry topic).
+    compacted registry topic). Without ``strict``, fields a card does not have are ignored (for
+    evaluation files; registering refuses them, as a typo would be lost).
 
     Raises:
         ValidationError: A bad line, no card, or (``one_per_agent``) an agent id twice, naming both lines.
     """
     cards: list[AgentCard] = []
     first: dict[str, int] = {}
-    for lineno, card in _numbered_cards(path):
+    for lineno, card in _numbered_cards(path, strict):
         seen = first.setdefault(card["agent_id"], lineno)
         if one_per_agent and seen != lineno:
             raise ValidationError(
@@ -143,7 +158,7 @@ def read_card_file(path: Path, one_per_agent: bool = False) -> list[AgentCard]:
     return cards
 
 
-def _numbered_cards(path: Path) -> Iterator[tuple[int, AgentCard]]:
+def _numbered_cards(path: Path, strict: bool = True) -> Iterator[tuple[int, AgentCard]]:
     """(line number, card) for each non-blank line; a bad line raises with its number."""
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -154,7 +169,7 @@ def _numbered_cards(path: Path) -> Iterator[tuple[int, AgentCard]]:
             if not line.strip():
                 continue
             try:
-                yield lineno, card_from_json(json.loads(line))
+                yield lineno, card_from_json(json.loads(line), strict=strict)
             except json.JSONDecodeError as exc:
                 raise ValidationError(f"{path}:{lineno}: not JSON: {exc.msg}") from exc
             except RecursionError:

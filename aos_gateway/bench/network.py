@@ -174,7 +174,7 @@ def two_agent_tasks(
     from aos_gateway.settings import Settings
 
     cfg = Settings()
-    cards = list(read_cards(data / "agents.jsonl"))
+    cards = list(read_cards(data / "agents.jsonl", strict=False))
     train = read_examples(data / "train.jsonl")
     multi = read_examples(data / "multi_dev.jsonl")
     dev = read_examples(data / "dev.jsonl", limit=dev_limit) if dev_limit else []

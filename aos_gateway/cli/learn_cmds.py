@@ -43,7 +43,7 @@ def learn_from_file(
     from aos_gateway.perception.text import TextEncoder
 
     p = settings.perception
-    cards = read_card_file(agents)
+    cards = read_card_file(agents, strict=False)
     examples = read_examples(train, labelled=feedback != "none")
     encoder = TextEncoder(p.text_model, p.device, 0, p.torch_threads)
     progress(f"learn: encoding {len(cards)} cards and {len(examples)} tasks with {encoder.name}")

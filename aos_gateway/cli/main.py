@@ -729,7 +729,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
     s = _settings()
     p = s.perception
-    cards = read_card_file(args.agents)
+    cards = read_card_file(args.agents, strict=False)  # a dataset's extra columns are not an error
     report = evaluate(
         cards,
         read_examples(args.train, args.limit),

@@ -16,8 +16,6 @@ import pytest
 
 from aos_gateway.cli import main as cli
 from aos_gateway.errors import ValidationError
-from aos_gateway.experience.cold import ColdStore
-from aos_gateway.security.crypto import is_token
 from aos_gateway.settings import get_settings
 
 T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
@@ -243,43 +241,6 @@ def test_connect_status_of_something_that_is_not_kafka_connect(
 
 
 # -- M11: options that were ignored or misleading ------------------------------------------------
-
-
-def _rec(i: int, tenant: str) -> Any:
-    return {
-        "experience_id": f"{tenant}-{i}",
-        "task_id": f"t{i}",
-        "tenant": tenant,
-        "kind": "EXECUTION",
-        "plan_id": None,
-        "agent_id": None,
-        "agent_ids": [],
-        "outcome": "FAILED",
-        "latency_ms": 1,
-        "cost": 0.0,
-        "task_vector": None,
-        "error": f"secret of {tenant}",
-        "feedback_score": None,
-        "occurred_at": T0 + i,
-        "trace_id": None,
-        "metadata": {},
-    }
-
-
-def test_keys_rotate_tenant_rotates_only_that_tenant(
-    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    ring = env / "keyring.json"
-    assert main(["security", "keys", "new", "--file", str(ring)]) == 0
-    ColdStore(env / "cold", None).write([_rec(0, "acme"), _rec(1, "globex")])  # plain: written before the keyring
-    _setenv(monkeypatch, AOS_SECURITY__KEYRING=str(ring))
-    assert main(["security", "keys", "rotate", "--tenant", "acme"]) == 0
-    rows = ColdStore(env / "cold", None).read(opened=False).to_pylist()
-    errors = {r["tenant"]: r["error"] for r in rows}
-    assert is_token(errors["acme"]) and errors["globex"] == "secret of globex"
-    capsys.readouterr()
-    assert main(["security", "keys", "status", "--tenant", "acme"]) == 2  # not silently ignored
-    assert "--tenant applies to" in _one_line(capsys.readouterr().err)
 
 
 def test_revoke_without_principals_does_not_mention_an_option_not_given(

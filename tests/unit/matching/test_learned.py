@@ -25,6 +25,16 @@ def _clusters(n: int = 20, seed: int = 0) -> tuple[np.ndarray, list[str], np.nda
     return l2_normalize(x), [a for a in AGENTS for _ in range(n)], centers
 
 
+def _at(cos: float, n: int) -> np.ndarray:
+    """n unit vectors at this cosine to e0 (8 dims), each its own."""
+    rng = np.random.default_rng(n)
+    out = np.zeros((n, 8), dtype=np.float32)
+    out[:, 0] = cos
+    rest = rng.normal(size=(n, 7)).astype(np.float32)
+    out[:, 1:] = np.sqrt(1 - cos * cos) * rest / np.linalg.norm(rest, axis=1, keepdims=True)
+    return out
+
+
 def test_learned_ranking_beats_a_misleading_card_score() -> None:
     x, y, centers = _clusters()
     ranker = Ranker(learn_gold(AGENTS, x, y))
@@ -188,21 +198,13 @@ def test_a_far_past_task_does_not_outvote_the_cards() -> None:
     "What is in this photo?"); close ones (cos 0.9) still decide."""
     from aos_gateway.matching.learned import BlendWeights
 
-    def at(cos: float, n: int) -> np.ndarray:  # n vectors at this cosine to e0, each its own
-        rng = np.random.default_rng(n)
-        out = np.zeros((n, 8), dtype=np.float32)
-        out[:, 0] = cos
-        rest = rng.normal(size=(n, 7)).astype(np.float32)
-        out[:, 1:] = np.sqrt(1 - cos * cos) * rest / np.linalg.norm(rest, axis=1, keepdims=True)
-        return out
-
     q = np.eye(8, dtype=np.float32)[0]
     card_sims = np.array([0.3, 0.2, 0.1], dtype=np.float32)  # the cards: "a", weakly
-    far = learn_gold(AGENTS, at(0.35, 3), ["c"] * 3)
+    far = learn_gold(AGENTS, _at(0.35, 3), ["c"] * 3)
     assert int(np.argmax(Ranker(far).score(q, AGENTS, card_sims)[0])) == 0
     # without the floor the far tasks outvote the cards (exp((0.35 - 1) / T) > exp((0.3 - 1) / T))
     assert int(np.argmax(Ranker(far, BlendWeights(floor=None)).score(q, AGENTS, card_sims)[0])) == 2
-    close = learn_gold(AGENTS, at(0.9, 3), ["c"] * 3)
+    close = learn_gold(AGENTS, _at(0.9, 3), ["c"] * 3)
     assert int(np.argmax(Ranker(close).score(q, AGENTS, card_sims)[0])) == 2
 
 
@@ -212,20 +214,12 @@ def test_an_agent_registered_after_learning_wins_where_its_card_fits_and_the_pas
     new card at 0.82): the floor backed off to the state's agents only. An agent the state never saw
     now votes with its card like an agent without memories."""
 
-    def at(cos: float, n: int) -> np.ndarray:
-        rng = np.random.default_rng(n)
-        out = np.zeros((n, 8), dtype=np.float32)
-        out[:, 0] = cos
-        rest = rng.normal(size=(n, 7)).astype(np.float32)
-        out[:, 1:] = np.sqrt(1 - cos * cos) * rest / np.linalg.norm(rest, axis=1, keepdims=True)
-        return out
-
     q = np.eye(8, dtype=np.float32)[0]
-    state = learn_gold(["quote", "fx"], at(0.1, 12), ["quote"] * 8 + ["fx"] * 4)
+    state = learn_gold(["quote", "fx"], _at(0.1, 12), ["quote"] * 8 + ["fx"] * 4)
     ranker = Ranker(state)
     ids = ["quote", "fx", "weather"]
     scores, learned = ranker.score(q, ids, np.array([0.10, 0.05, 0.82], dtype=np.float32))
     assert learned is not None and int(np.argmax(scores)) == 2 and int(np.argmax(learned)) == 2
     # close past tasks still decide against a new card
-    close = Ranker(learn_gold(["quote", "fx"], at(0.95, 12), ["quote"] * 8 + ["fx"] * 4))
+    close = Ranker(learn_gold(["quote", "fx"], _at(0.95, 12), ["quote"] * 8 + ["fx"] * 4))
     assert int(np.argmax(close.score(q, ids, np.array([0.10, 0.05, 0.5], dtype=np.float32))[0])) == 0

@@ -126,3 +126,24 @@ def test_redact_and_acls_show(env: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "User:agent.calc" in out and "aos.agents.calc.invocations" in out and "aos-worker" not in out
     assert main(["security", "users", "apply", "--no-services"]) == 2  # a usage error
     assert "no principals" in capsys.readouterr().err
+
+
+def test_keys_rotate_tenant_rotates_only_that_tenant(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A review: `keys rotate --tenant acme` rotated every tenant; `--tenant` with status was ignored."""
+    from aos_gateway.security.crypto import is_token
+
+    ring = env / "keyring.json"
+    assert main(["security", "keys", "new", "--file", str(ring)]) == 0
+    ColdStore(env / "cold", None).write([_rec(0, "acme"), _rec(1, "globex")])  # plain: written before the keyring
+    monkeypatch.setenv("AOS_SECURITY__KEYRING", str(ring))
+    get_settings.cache_clear()
+    assert main(["security", "keys", "rotate", "--tenant", "acme"]) == 0
+    rows = ColdStore(env / "cold", None).read(opened=False).to_pylist()
+    errors = {r["tenant"]: r["error"] for r in rows}
+    assert is_token(errors["acme"]) and errors["globex"] == "secret of globex"
+    capsys.readouterr()
+    assert main(["security", "keys", "status", "--tenant", "acme"]) == 2  # not silently ignored
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tenant applies to" in err[0]

@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,18 +17,6 @@ from aos_gateway.errors import ValidationError
 from aos_gateway.settings import get_settings
 
 T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for k in list(os.environ):
-        if k.startswith("AOS_"):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("AOS_EXPERIENCE__COLD_DIR", str(tmp_path / "cold"))
-    monkeypatch.setenv("AOS_STACK__HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
 
 
 def _setenv(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,6 @@ from aos_gateway.security.crypto import Keyring
 from aos_gateway.settings import get_settings
 
 T0 = 1_714_521_600_000
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for k in list(__import__("os").environ):
-        if k.startswith("AOS_"):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("AOS_EXPERIENCE__COLD_DIR", str(tmp_path / "cold"))
-    monkeypatch.setenv("AOS_STACK__HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
 
 
 def _rec(i: int, tenant: str) -> Any:

@@ -55,27 +55,43 @@ port_or_zero = int_between(0, 65535, "port")
 port = int_between(1, 65535, "port")
 
 
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` is no file to read, or None (commands that check a path after parsing use it too)."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    if not path.is_file():
+        return "no such file"
+    return None
+
+
+def new_file_problem(path: Path) -> str | None:
+    """Why ``path`` is no file to write (a folder, or in a folder that is missing or not writable), or None."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"no such folder {parent}"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write in folder {parent}"
+    return None
+
+
 def existing_file(text: str) -> Path:
     path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"is a folder, not a file: {text}")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    problem = file_problem(path)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text}: {problem}")
     return path
 
 
 def new_file(text: str) -> Path:
     """A file to write: its folder must exist and it must not be a folder (checked before any work)."""
-    path = Path(text)
     if not text:
         raise argparse.ArgumentTypeError("an empty path")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"is a folder, not a file: {text}")
-    parent = path.parent
-    if not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"no such folder: {parent} (of {text})")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"cannot write in folder {parent} (of {text})")
+    path = Path(text)
+    problem = new_file_problem(path)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text}: {problem}")
     return path
 
 

@@ -177,10 +177,16 @@ def _kafka(cmd: str, args: argparse.Namespace, s: Settings, progress: Progress) 
 
 def _file_to_write(flag: str, path: Path) -> None:
     """A file a command writes: a folder or a missing folder is a bad argument (exit 2), found before any work."""
-    if path.is_dir():
-        raise _usage(f"{flag} {path}: is a folder, not a file")
-    if not path.parent.is_dir():
-        raise _usage(f"{flag} {path}: no such folder {path.parent}")
+    problem = argtypes.new_file_problem(path)
+    if problem:
+        raise _usage(f"{flag} {path}: {problem}")
+
+
+def _file_to_read(flag: str, path: Path | None) -> None:
+    """A file a command reads (when given): a folder or a missing file is a bad argument (exit 2)."""
+    problem = None if path is None else argtypes.file_problem(path)
+    if problem:
+        raise _usage(f"{flag} {path}: {problem}")
 
 
 def _keyring_path(args: argparse.Namespace, s: Settings) -> Path:
@@ -282,23 +288,10 @@ def _read_trust(path: Path) -> dict[str, Any]:
 
     if not path.exists():
         return {}
-    raw = _json_file(path, "card trust file")
+    raw = cards.TrustStore.read_json(path)
     cards.TrustStore.from_json(raw, str(path))
     assert isinstance(raw, dict)  # from_json refuses anything else
     return raw
-
-
-def _json_file(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a {what}: not UTF-8 text") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not JSON (line {exc.lineno}, column {exc.colno}): not a {what}") from None
 
 
 def _keygen(args: argparse.Namespace, progress: Progress) -> int:
@@ -348,10 +341,8 @@ def _sign(args: argparse.Namespace, s: Settings, progress: Progress) -> int:
 
     if args.file is None:
         raise _usage("sign needs a file of agent cards (JSON lines)")
-    if args.key is not None and not args.key.is_file():
-        raise _usage(f"--key {args.key}: " + ("is a folder, not a file" if args.key.is_dir() else "no such file"))
-    if args.trust is not None and not args.trust.is_file():
-        raise _usage(f"--trust {args.trust}: " + ("is a folder, not a file" if args.trust.is_dir() else "no such file"))
+    _file_to_read("--key", args.key)
+    _file_to_read("--trust", args.trust)
     key_path = args.key or s.security.card_signing_key_file
     if key_path is None:
         raise _usage("sign needs --key FILE (or AOS_SECURITY__CARD_SIGNING_KEY_FILE)")
@@ -362,9 +353,7 @@ def _sign(args: argparse.Namespace, s: Settings, progress: Progress) -> int:
     trust_path = args.trust or s.security.card_trust_file
     trusted: list[str] | None = None
     if trust_path is not None and Path(trust_path).is_file():
-        trusted = cards.TrustStore.from_json(
-            _json_file(Path(trust_path), "card trust file"), str(trust_path)
-        ).signers_of(cards.public_b64(key))
+        trusted = cards.TrustStore.load(Path(trust_path)).signers_of(cards.public_b64(key))
     out = []
     for card in todo:
         signer = cards.signer_for_tenant(card["tenant"]) if args.as_tenant else cards.signer_for_agent(card["agent_id"])

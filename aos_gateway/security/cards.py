@@ -220,15 +220,25 @@ class TrustStore:
         Raises:
             ConfigError: Missing, not JSON, or another shape.
         """
+        return cls.from_json(cls.read_json(path), str(path))
+
+    @staticmethod
+    def read_json(path: Path) -> Any:
+        """A trust file's JSON, unchecked (``aos security cards keygen`` adds a key to it).
+
+        Raises:
+            ConfigError: Missing, unreadable, not UTF-8 or not JSON (naming the file).
+        """
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read the card trust file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a card trust file: not UTF-8 text") from None
         try:
-            raw = json.loads(text)
+            return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path} is not JSON (line {exc.lineno}, column {exc.colno})") from None
-        return cls.from_json(raw, str(path))
 
     def signers_of(self, public_key: str) -> list[str]:
         """The signers that list ``public_key`` (base64, as :func:`public_b64` makes it)."""

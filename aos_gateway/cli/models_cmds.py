@@ -75,20 +75,13 @@ def _file_entry(encoder: str, model: str, path: Path, detail: str) -> ModelEntry
     size = path.stat().st_size
     if size == 0:
         return ModelEntry(encoder, model, where, False, f"CORRUPT: empty file ({detail})", corrupt=True)
-    side = path.with_name(path.name + ".json")
-    want = None
-    if side.is_file():
-        try:
-            meta = json.loads(side.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = None
-        want = meta.get("sha256") if isinstance(meta, dict) else None
-    if isinstance(want, str):
-        from aos_gateway.perception.whisper_convert import sha256_file
+    from aos_gateway.perception.whisper_convert import read_sidecar, sha256_file
 
+    want = read_sidecar(path).get("sha256")
+    if isinstance(want, str):
         if sha256_file(path) != want:
             fix = "; run `aos models prepare`" if encoder == "audio" else ""
-            msg = f"CORRUPT: checksum mismatch with {side.name} ({detail}){fix}"
+            msg = f"CORRUPT: checksum mismatch with {path.name}.json ({detail}){fix}"
             return ModelEntry(encoder, model, where, False, msg, corrupt=True)
         detail += ", checksum verified"
     return ModelEntry(encoder, model, where, True, detail)

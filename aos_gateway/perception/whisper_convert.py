@@ -308,6 +308,16 @@ def _sidecar(out: Path) -> Path:
     return out.with_name(out.name + ".json")
 
 
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """What the ``<file>.json`` next to a checkpoint records (``sha256`` among it); {} without one
+    or when it cannot be read (``aos models list`` checks files by it too)."""
+    try:
+        meta = json.loads(_sidecar(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 @dataclass(frozen=True)
 class PreparedModel:
     """A converted checkpoint and its provenance."""
@@ -331,10 +341,7 @@ def prepare_whisper_info(settings: AudioSettings, progress: Progress | None = No
     src_sha = sha256_file(src)
     side = _sidecar(out)
     if out.is_file() and side.is_file():
-        try:
-            meta = json.loads(side.read_text())
-        except (OSError, ValueError):
-            meta = {}
+        meta = read_sidecar(out)
         if meta.get("source_sha256") == src_sha and meta.get("converter") == CONVERTER_VERSION:
             sha = sha256_file(out)
             if sha == meta.get("sha256"):

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import queue
 import threading
 import time
@@ -210,7 +209,7 @@ def _check_reply(out: Reply, default_cost: float) -> tuple[str, dict[str, str], 
     cost = out.cost
     if isinstance(cost, bool) or not isinstance(cost, int | float):
         raise TypeError(f"Reply.cost must be a number or None, got {type(cost).__name__}")
-    if not math.isfinite(cost) or cost < 0:
+    if not records.is_cost(cost):
         raise ValueError(f"Reply.cost must be a finite number >= 0, got {cost}")
     return out.output, dict(out.metadata), float(cost)
 
@@ -666,7 +665,7 @@ def _undeliverable(res: InvocationResult, why: object) -> InvocationResult:
         output=None,
         error=f"the agent's reply could not be sent: {why}"[:2000],
         latency_ms=res["latency_ms"],
-        cost=res["cost"] if math.isfinite(res["cost"]) and res["cost"] >= 0 else 0.0,
+        cost=res["cost"] if records.is_cost(res["cost"]) else 0.0,
         finished_at=res["finished_at"],
         source="agent",
         metadata={},

@@ -6,6 +6,7 @@ them types. Timestamps are epoch milliseconds (UTC). Record names are the schema
 
 from __future__ import annotations
 
+import math
 from typing import Literal, NotRequired, TypedDict
 
 TASK_REQUEST = "aos.tasks.TaskRequest"
@@ -21,6 +22,13 @@ INVOCATION = "aos.invocations.Invocation"
 INVOCATION_RESULT = "aos.invocations.InvocationResult"
 EXECUTION_RESULT = "aos.results.ExecutionResult"
 HEARTBEAT = "aos.agents.Heartbeat"
+
+
+def is_cost(value: float) -> bool:
+    """A cost a card or a reply may carry: finite and >= 0 (JSON and the stores hold no NaN, and a
+    negative cost would lower a task's)."""
+    return math.isfinite(value) and value >= 0
+
 
 VectorDType = Literal["FLOAT32", "FLOAT16", "INT8"]
 PlanStatus = Literal["PLANNED", "NO_MATCH", "REJECTED"]

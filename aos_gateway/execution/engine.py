@@ -25,7 +25,6 @@ Faust table as JSON (:meth:`Execution.to_json`) and sends what these functions r
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ from aos_gateway.contracts.records import (
     Outcome,
     Plan,
     StepOutcome,
+    is_cost,
 )
 
 StepState = Literal["WAITING", "RUNNING", "BACKOFF", "SUCCEEDED", "FAILED", "TIMED_OUT", "SKIPPED"]
@@ -194,7 +194,7 @@ def on_result(ex: Execution, res: InvocationResult, now: int, policy: Policy, li
     now = reply_time(step, res, now)
     agent = res["agent_id"]
     cost = res["cost"]
-    if not math.isfinite(cost) or cost < 0:
+    if not is_cost(cost):
         # a contract breach (cards refuse such costs too): a NaN cost stopped the dashboards' sink
         # (JSON has no NaN) and a negative one would lower the task's cost; the reply fails its attempt
         error = f"invalid reply: cost must be a finite number >= 0, got {cost!r}"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from aos_gateway.contracts.records import AgentCard
+from aos_gateway.contracts.records import AgentCard, is_cost
 from aos_gateway.errors import ValidationError
 
 _STATUSES = ("ACTIVE", "DEGRADED", "INACTIVE")
@@ -103,7 +102,7 @@ def check_card(card: AgentCard) -> None:
     Avro int), text without NUL characters (PostgreSQL refuses them) or lone surrogates (not UTF-8).
     """
     cost, p95 = card["cost"], card["p95_latency_ms"]
-    if not math.isfinite(cost) or cost < 0:
+    if not is_cost(cost):
         raise ValidationError(f"'cost' must be a finite number >= 0, got {cost}")
     if not 0 <= p95 <= _MAX_INT:
         raise ValidationError(f"'p95_latency_ms' must be between 0 and {_MAX_INT}, got {p95}")

@@ -6,8 +6,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -44,8 +43,9 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
             )
         argv = [sys.executable, "-m", "aos_gateway.cli.main", "agents", "run", args.target]
         argv += ["--keep-registered"] if args.keep_registered else []
-        with _pythonpath_with(os.getcwd()):  # the child imports the target from this folder too
-            worker_proc.start_detached(settings, "", progress, name="agents", argv=argv)
+        # the child imports the target from this folder too
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+        worker_proc.start_detached(settings, "", progress, name="agents", argv=argv, env=env)
         return 0
     runner = AgentRunner(agents, settings, deregister_on_exit=not args.keep_registered, progress=progress)
 
@@ -73,20 +73,6 @@ def cwd_on_path() -> None:
     cwd = os.getcwd()
     if not any(p in ("", cwd) for p in sys.path):
         sys.path.insert(0, cwd)
-
-
-@contextmanager
-def _pythonpath_with(folder: str) -> Iterator[None]:
-    """``PYTHONPATH`` with ``folder`` first, for a child started meanwhile."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = folder + (os.pathsep + old if old else "")
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = old
 
 
 def _target_of(pid: int) -> str:

@@ -96,8 +96,10 @@ def start_detached(
     argv: list[str] | None = None,
     settle_s: float = SETTLE_S,
     check_kafka: bool = True,
+    env: dict[str, str] | None = None,
 ) -> int:
-    """Start ``argv`` (default: the worker) in the background unless ``name`` already runs.
+    """Start ``argv`` (default: the worker) in the background unless ``name`` already runs
+    (``env``: its environment, default this process's).
 
     Both need Kafka: an unreachable broker fails here, before anything starts. A process that exits
     within ``settle_s`` seconds (a bad setting, the broker gone meanwhile) fails too, with its log's
@@ -127,6 +129,7 @@ def start_detached(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
     _pidfile(settings, name).write_text(str(proc.pid))
     _STARTED[name] = proc

@@ -52,7 +52,7 @@ def test_a_module_in_the_current_folder_is_found_and_the_background_child_finds_
     started: list[dict[str, Any]] = []
 
     def start_detached(_settings: Settings, _level: str, _progress: Any, **kw: Any) -> int:
-        started.append({**kw, "PYTHONPATH": os.environ.get("PYTHONPATH"), "cwd": os.getcwd()})
+        started.append({**kw, "PYTHONPATH": (kw.get("env") or os.environ).get("PYTHONPATH"), "cwd": os.getcwd()})
         return 4242
 
     monkeypatch.setattr(worker_proc, "running_pid", lambda *_a, **_k: None)

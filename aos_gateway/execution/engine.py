@@ -318,6 +318,15 @@ def _must_switch(s: StepRun, live: Liveness) -> bool:
     return s.tries_on_agent > s.retries or live(s.agent_id) is False
 
 
+def _no_fallback(s: StepRun) -> str:
+    """Why a step whose agent is down has nowhere else to go."""
+    if s.on_fallback:
+        return "it was already the step's fallback"
+    if not s.fallback_agent_id:
+        return "the plan has no fallback for this step"
+    return f"its fallback {s.fallback_agent_id} is not running either"
+
+
 def _dispatch(ex: Execution, s: StepRun, now: int, policy: Policy, live: Liveness) -> Invocation | None:
     """Invoke the step on its agent, its fallback, or give it up (state FAILED/TIMED_OUT)."""
     primary_done = s.tries_on_agent > s.retries or live(s.agent_id) is False
@@ -329,7 +338,7 @@ def _dispatch(ex: Execution, s: StepRun, now: int, policy: Policy, live: Livenes
     if primary_done:
         if s.tries_on_agent == 0 and live(s.agent_id) is False:
             s.history.append(Attempt(s.agent_id, "FAILED", 0, DOWN, now))
-            s.error = f"{s.agent_id}: {DOWN}, and no live fallback"
+            s.error = f"{s.agent_id}: {DOWN}, and {_no_fallback(s)}"
         last = s.history[-1].outcome if s.history else "FAILED"
         s.state = "TIMED_OUT" if last == "TIMED_OUT" else "FAILED"
         return None

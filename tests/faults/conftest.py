@@ -40,7 +40,7 @@ from aos_gateway.settings import (
     WorkerSettings,
 )
 from tests.faults.agents import BACKUP_ID
-from tests.faults.harness import Proc, Row, Scenario, say
+from tests.faults.harness import TASK_TEXT, Proc, Row, Scenario, say
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ class Faults:
         with GatewayClient(self.settings) as client:
             client.listen(executions=True)
             while True:
-                tid = client.submit("What is 6 * 7?", tenant=f"faults-probe-{SUFFIX}")
+                tid = client.submit(TASK_TEXT.format(a=6, b=7), tenant=f"faults-probe-{SUFFIX}")
                 try:
                     plan = client.wait(tid, 30)
                     res = client.wait_execution(tid, 30)

@@ -201,7 +201,14 @@ def test_a_down_agent_s_record_says_it_was_never_invoked() -> None:
 def test_dead_agent_without_fallback_fails_at_once() -> None:
     _, acts = engine.start(plan(step("s1", "dead")), 0, POLICY, lambda a: False)
     assert acts.invocations == [] and acts.result is not None
-    assert acts.result["status"] == "FAILED" and "no live fallback" in (acts.result["reason"] or "")
+    assert acts.result["status"] == "FAILED" and "the plan has no fallback" in (acts.result["reason"] or "")
+
+
+def test_dead_agent_with_dead_fallback_names_both() -> None:
+    _, acts = engine.start(plan(step("s1", "dead", fallback="gone")), 0, POLICY, lambda a: False)
+    assert acts.invocations == [] and acts.result is not None
+    assert "dead: agent is not running" in (acts.result["reason"] or "")
+    assert "its fallback gone is not running either" in (acts.result["reason"] or "")
 
 
 def test_state_survives_json_round_trip() -> None:

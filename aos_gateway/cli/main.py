@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     from aos_gateway.cli import security_cmds
 
     security_cmds.add_parser(sub, _Parser)
+    from aos_gateway.cli import settings_cmds
+
+    settings_cmds.add_parser(sub)
     _record_progs(parser)
     return parser
 
@@ -808,6 +811,14 @@ def settings_error_lines(exc: BaseException) -> list[str]:
     return lines
 
 
+def _warn_unknown_settings() -> None:
+    """A misspelt ``AOS_SECTION__KEY`` is ignored by the settings: say so, once per command."""
+    from aos_gateway.settings_doc import unknown_variables
+
+    for name in unknown_variables(os.environ):
+        print(f"aos: warning: {name} names no setting and is ignored (`aos settings` lists them)", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("AOS_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
@@ -819,6 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog = getattr(args, "_prog", parser.prog)
         parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see `{prog} --help`)\n")
     handler: Handler = args.handler
+    _warn_unknown_settings()
     try:
         return handler(args)
     except argparse.ArgumentError as exc:  # a bad argument found by the command itself: as argparse's, exit 2

@@ -8,15 +8,13 @@ import sys
 import tomllib
 import types
 import typing
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
-from aos_gateway.settings import Settings
+from aos_gateway.settings_doc import unknown_variables
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -43,38 +41,9 @@ def project_version() -> str:
         return str(tomllib.load(f)["project"]["version"])
 
 
-def _models(annotation: Any) -> list[type[BaseModel]]:
-    """The pydantic models an annotation admits (``Model``, ``Model | None``)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return [m for arg in typing.get_args(annotation) for m in _models(arg)]
-    return []
-
-
-def _names(model: type[BaseModel], prefix: str, delimiter: str) -> Iterator[str]:
-    for field, info in model.model_fields.items():
-        name = f"{prefix}{field}".upper()
-        yield name  # a nested model can also be given whole, as JSON
-        for sub in _models(info.annotation):
-            yield from _names(sub, name + delimiter, delimiter)
-
-
-@cache
-def settings_env_names() -> frozenset[str]:
-    """Every environment variable the gateway reads, derived from the pydantic Settings model."""
-    conf = Settings.model_config
-    prefix = str(conf.get("env_prefix") or "")
-    delimiter = conf.get("env_nested_delimiter")
-    assert delimiter, "Settings must have a nested delimiter"
-    return frozenset(_names(Settings, prefix, str(delimiter)))
-
-
 def unknown_settings(names: typing.Iterable[str]) -> list[str]:
     """The ``AOS_`` names among ``names`` that no setting reads (case-insensitive, as pydantic-settings)."""
-    prefix = str(Settings.model_config.get("env_prefix") or "").upper()
-    valid = settings_env_names()
-    return sorted(n for n in names if n.upper().startswith(prefix) and n.upper() not in valid)
+    return unknown_variables(names, nested_only=False)
 
 
 def load_yaml(path: Path) -> Any:

@@ -9,20 +9,43 @@ import faust
 from aos_gateway.settings import Settings, get_settings
 from aos_gateway.streams.recovery import AosTableManager
 from aos_gateway.streams.stages import Pipeline, build
+from aos_gateway.topics import TopicSpec
 
 
 class AosApp(faust.App):
-    """Creates the catalog's topics before the worker subscribes to them."""
+    """Creates the catalog's topics and the tables' changelogs before the worker subscribes to them."""
 
     aos_settings: Settings
+
+    def changelog_specs(self) -> list[TopicSpec]:
+        """The tables' changelog topics as Faust declares them (compacted, the table's partitions).
+
+        Faust creates them itself, but its consumer then subscribes before its metadata has them: a
+        fresh worker logged a dozen "Topic ...-changelog not found in cluster metadata" ERROR lines.
+        """
+        default = self.aos_settings.worker.topic_partitions
+        return [
+            TopicSpec(
+                table.changelog_topic.get_topic_name(),
+                record="",  # Faust's own encoding, no contract
+                partitions=table.partitions or default,
+                compacted=True,
+                retention_ms=None,
+                doc=f"changelog of the worker's table {table.name}",
+            )
+            for table in self.tables.values()
+        ]
 
     async def on_first_start(self) -> None:
         import asyncio
 
         from aos_gateway.streams.kafka import ensure_topics
+        from aos_gateway.topics import ALL
 
+        s = self.aos_settings
+        specs = [*ALL, *self.changelog_specs()]
         await asyncio.get_running_loop().run_in_executor(
-            None, lambda: ensure_topics(self.aos_settings.kafka, partitions=self.aos_settings.worker.topic_partitions)
+            None, lambda: ensure_topics(s.kafka, specs, partitions=s.worker.topic_partitions)
         )
         await super().on_first_start()
 

@@ -115,6 +115,9 @@ def run_aos(
     return out
 
 
+STARTUP_LOG = "worker-startup.log"
+
+
 @pytest.fixture(scope="session")
 def worker(
     settings: Settings, stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
@@ -144,6 +147,8 @@ def worker(
                 except Exception:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"worker not ready; log:\n{log_path.read_text()[-4000:]}") from None
+        log.flush()
+        (tmp_path_factory.getbasetemp() / STARTUP_LOG).write_bytes(log_path.read_bytes())
         yield proc
     finally:
         proc.terminate()
@@ -152,6 +157,12 @@ def worker(
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def worker_startup_log(worker: subprocess.Popen[bytes], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session worker's log from its start until it planned its first task."""
+    return (tmp_path_factory.getbasetemp() / STARTUP_LOG).read_text(encoding="utf-8", errors="replace")
 
 
 def write_cards(path: Path, cards: list[dict[str, Any]]) -> Path:

@@ -52,6 +52,13 @@ def _produce_raw(settings: Settings, items: list[tuple[bytes, bytes]]) -> list[t
     return where
 
 
+def test_the_worker_starts_without_error_lines(worker_startup_log: str) -> None:
+    """Regression: a fresh worker logged a dozen "Topic aos-gateway-aos-plan-dedupe-changelog not found
+    in cluster metadata" ERROR lines (its tables' changelogs were created by Faust after it subscribed)."""
+    errors = [line for line in worker_startup_log.splitlines() if "[ERROR]" in line or "Traceback" in line]
+    assert errors == [], "\n".join(errors[:20])
+
+
 def test_submit_wait_json_names_the_right_agent(stack_env: dict[str, str], agents: dict[str, str]) -> None:
     t0 = time.monotonic()
     out = run_aos(stack_env, "submit", "--text", "What's the weather in Paris tomorrow?", "--wait", "--json")

@@ -187,7 +187,8 @@ def start(plan: Plan, now: int, policy: Policy, live: Liveness) -> tuple[Executi
 
 
 def on_result(ex: Execution, res: InvocationResult, now: int, policy: Policy, live: Liveness) -> Actions:
-    """Apply an agent's reply; a reply to an unknown or settled invocation changes nothing."""
+    """Apply an agent's reply; a reply to an unknown or settled invocation changes nothing, and neither
+    does a failure of an attempt superseded by a retry (a late success still counts)."""
     step = ex.steps.get(res["step_id"])
     if ex.finished or step is None or step.state not in OPEN or res["invocation_id"] not in step.invocation_ids:
         return Actions()
@@ -210,6 +211,10 @@ def on_result(ex: Execution, res: InvocationResult, now: int, policy: Policy, li
         step.latency_ms = res["latency_ms"]
         step.history.append(Attempt(agent, "SUCCEEDED", res["latency_ms"], None, now))
         return _advance(ex, now, policy, live)
+    if res["invocation_id"] != step.current_invocation:
+        # the failure of an attempt already given up on (timed out and retried, or moved to the
+        # fallback): its end was counted then; failing the running attempt for it would send another
+        return Actions()
     retryable = res["metadata"].get("retryable", "true").lower() != "false"
     outcome: Outcome = "TIMED_OUT" if res["status"] == "TIMED_OUT" else "FAILED"
     error = res["error"] or res["status"].lower()

@@ -158,6 +158,23 @@ def test_late_reply_of_a_timed_out_attempt_still_counts() -> None:
     assert engine.on_result(ex, reply(retry), 160, POLICY, alive).result is None
 
 
+def test_late_failure_of_a_timed_out_attempt_changes_nothing() -> None:
+    """Regression: the failure reply of an attempt already timed out (and retried) failed the retry's
+    attempt too: the step went to back-off and sent a third invocation while the second ran."""
+    ex, acts = engine.start(plan(step("s1", "a", retries=2, timeout_ms=100)), 0, POLICY, alive)
+    first = acts.invocations[0]
+    (retry,) = engine.on_tick(ex, 100, POLICY, alive).invocations
+    for status in ("FAILED", "TIMED_OUT"):
+        late = engine.on_result(ex, reply(first, status=status, output=None), 150, POLICY, alive)
+        assert late.invocations == [] and late.result is None
+        assert engine.on_tick(ex, 199, POLICY, alive).invocations == []  # no back-off retry either
+    s1 = ex.steps["s1"]
+    assert s1.state == "RUNNING" and s1.current_invocation == retry["invocation_id"]
+    assert [a.outcome for a in s1.history] == ["TIMED_OUT"]
+    done = engine.on_result(ex, reply(retry), 160, POLICY, alive)
+    assert done.result is not None and done.result["status"] == "SUCCEEDED"
+
+
 def test_deadline_ends_everything_partial() -> None:
     p = plan(step("a", "fast"), step("b", "hang", timeout_ms=100_000), est=1_000)
     ex, acts = engine.start(p, 0, POLICY, alive)

@@ -35,6 +35,12 @@ rebalance is answered from the recent-replies memory instead of being run again 
 invocation id). An invocation whose deadline has passed when it arrives or when a slot frees for it
 is not run and gets no reply: the dispatcher has stopped waiting for it.
 
+A handler still running ``ABANDON_AFTER_S`` past its invocation's deadline is abandoned: the
+invocation gets a TIMED_OUT reply (so its offset commits) and its slot is freed for the next one.
+Python cannot stop a thread, so the handler runs on; what it returns then is dropped (logged). If
+the abandoned handlers still running reach ``max(8, 4 x agents.concurrency)`` the runner stops
+(a handler that never returns would otherwise pile up threads): only a restart frees them.
+
 A handler returns the output text (or a :class:`Reply` with a cost and metadata). Raising
 :class:`~aos_gateway.errors.AgentError` (or any exception) fails the invocation and the dispatcher
 may retry; :class:`~aos_gateway.errors.PermanentAgentError` says a retry on this agent is pointless.
@@ -60,7 +66,7 @@ from aos_gateway import topics
 from aos_gateway.contracts import records
 from aos_gateway.contracts.records import AgentCard, Heartbeat, Invocation, InvocationResult
 from aos_gateway.contracts.wire import RecordCodec, codec_for
-from aos_gateway.errors import AosError, ConfigError, KafkaError, PermanentAgentError, ValidationError
+from aos_gateway.errors import AgentError, AosError, ConfigError, KafkaError, PermanentAgentError, ValidationError
 from aos_gateway.matching.cards import card_from_json
 from aos_gateway.settings import Settings
 
@@ -70,6 +76,8 @@ log = logging.getLogger("aos_gateway.agents")
 PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
 #: room left in a reply record for its other fields (ids, error, metadata) next to the output
 REPLY_HEADROOM_BYTES = 64 * 1024
+#: a handler still running this long past its invocation's deadline is abandoned (see the module doc)
+ABANDON_AFTER_S = 1.0
 #: the largest handler output (UTF-8 bytes) :func:`handle_one` accepts by default; the runner derives
 #: its limit from its producer's ``message.max.bytes`` the same way
 MAX_OUTPUT_BYTES = PRODUCER_MAX_MESSAGE_BYTES - REPLY_HEADROOM_BYTES
@@ -341,7 +349,13 @@ class AgentRunner:
         self._tracks: dict[tuple[str, int], deque[_Entry]] = {}
         self._waiting: dict[str, list[_Entry]] = {}  # invocation id -> its messages (a redelivery adds one)
         self._pending: deque[tuple[Agent, Invocation]] = deque()  # consumed, not started
-        self._running: set[str] = set()  # started, reply not delivered yet
+        # started, reply not delivered yet: invocation id -> (agent, invocation, start on the monotonic clock)
+        self._running: dict[str, tuple[Agent, Invocation, float]] = {}
+        # handler threads and the serving thread (under _lock): who answers an overdue invocation
+        self._abandoned: set[str] = set()  # given a TIMED_OUT reply; their handlers still run
+        self._answering: set[str] = set()  # their handlers returned and are replying
+        self.max_abandoned = max(8, 4 * self.concurrency)
+        self.abandoned = 0
         self._paused = False
         self._last_commit = 0.0
         # handler threads and delivery callbacks -> the serving thread: (invocation id, reply to resend or None)
@@ -490,16 +504,32 @@ class AgentRunner:
                 self._send_reply(failed, reply_to, last_try=True)
 
     def _run(self, agent: Agent, inv: Invocation) -> None:
-        """A handler thread: run the invocation, remember and send its reply."""
+        """A handler thread: run the invocation, remember and send its reply (unless it was abandoned)."""
+        iid = inv["invocation_id"]
         try:
             res = handle_one(agent, inv, self.max_output_bytes)
+            with self._lock:
+                late = iid in self._abandoned
+                if late:
+                    self._abandoned.discard(iid)
+                else:
+                    self._answering.add(iid)
+            if late:
+                log.warning(
+                    "%s: the abandoned invocation %s finished after %d ms (%s); its result is dropped",
+                    agent.agent_id,
+                    iid,
+                    res["latency_ms"],
+                    res["status"],
+                )
+                return
             self.replies.put(res)
             with self._lock:
                 self.handled += 1
             self._send_reply(res, inv["reply_to"])
         except BaseException:  # handle_one does not raise: a bug here must not leave the slot taken
-            log.exception("%s: invocation %s", agent.agent_id, inv["invocation_id"])
-            self._outcomes.put((inv["invocation_id"], None))
+            log.exception("%s: invocation %s", agent.agent_id, iid)
+            self._outcomes.put((iid, None))
 
     # -- serving (the serving thread) ----------------------------------------------------------
     def _serve(self) -> None:
@@ -534,6 +564,8 @@ class AgentRunner:
                 self._settle(consumer, wait=0.05)
             if self._running:
                 log.warning("agents: abandoning %d invocations still running", len(self._running))
+            if self._abandoned:
+                log.warning("agents: %d abandoned handlers are still running", len(self._abandoned))
             self._commit_done(consumer, force=True)
         finally:
             consumer.close()
@@ -587,7 +619,9 @@ class AgentRunner:
                 self.replies.put(resend[0])
                 self._send_reply(*resend, last_try=True)
                 continue
-            self._running.discard(iid)
+            self._running.pop(iid, None)
+            with self._lock:
+                self._answering.discard(iid)
             for entry in self._waiting.pop(iid, []):
                 entry.done = True
         while self._pending and len(self._running) < self.concurrency and not self._stop.is_set():
@@ -599,12 +633,63 @@ class AgentRunner:
                 for entry in self._waiting.pop(iid, []):
                     entry.done = True
                 continue
-            self._running.add(iid)
+            self._running[iid] = (agent, inv, time.monotonic())
             threading.Thread(
                 target=self._run, args=(agent, inv), name=f"aos-agent-{agent.agent_id}", daemon=True
             ).start()
+        self._abandon_overdue()
         self._in_flight = len(self._running)
         self._commit_done(consumer)
+
+    def _abandon_overdue(self) -> None:
+        """Reply TIMED_OUT for handlers running ``ABANDON_AFTER_S`` past their deadline, freeing their
+        slots once the reply is delivered; stop the runner when too many such handlers pile up."""
+        now = now_ms()
+        for iid, (agent, inv, started) in list(self._running.items()):
+            if inv["deadline_at"] + ABANDON_AFTER_S * 1000 > now:
+                continue
+            with self._lock:
+                if iid in self._answering or iid in self._abandoned:
+                    continue
+                self._abandoned.add(iid)
+                stuck = len(self._abandoned)
+            self.abandoned += 1
+            ran_ms = int((time.monotonic() - started) * 1000)
+            res = InvocationResult(
+                invocation_id=iid,
+                task_id=inv["task_id"],
+                plan_id=inv["plan_id"],
+                step_id=inv["step_id"],
+                agent_id=agent.agent_id,
+                status="TIMED_OUT",
+                output=None,
+                error=f"the handler was still running {ran_ms} ms after it started, past the invocation's "
+                f"deadline: abandoned (its result will be dropped)",
+                latency_ms=ran_ms,
+                cost=agent.cost,
+                finished_at=now,
+                source="agent",
+                metadata={},
+                trace_id=inv.get("trace_id"),
+            )
+            log.warning(
+                "%s: invocation %s still running %d ms past its deadline: replied TIMED_OUT and freed its slot "
+                "(%d abandoned handlers still running; the runner stops at %d)",
+                agent.agent_id,
+                iid,
+                now - inv["deadline_at"],
+                stuck,
+                self.max_abandoned,
+            )
+            self.replies.put(res)  # a redelivery gets this one
+            self._send_reply(res, inv["reply_to"])
+            if stuck >= self.max_abandoned:
+                self.error = AgentError(
+                    f"{stuck} abandoned handlers are still running (a handler that does not return?); "
+                    "stopping, as only a restart frees their threads"
+                )
+                log.error("agents: %s", self.error)
+                self._stop.set()
 
     def _commit_done(self, consumer: Any, force: bool = False, keys: Sequence[tuple[str, int]] | None = None) -> None:
         """Commit each partition up to its first invocation not yet answered (at most every 0.2 s)."""

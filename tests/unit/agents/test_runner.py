@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from aos_gateway import topics
 from aos_gateway.agents.sdk import Agent, AgentRunner, Reply, Request
 from aos_gateway.contracts.records import Invocation, InvocationResult
-from aos_gateway.errors import ConfigError
+from aos_gateway.errors import AgentError, ConfigError
 from aos_gateway.settings import AgentSdkSettings, Settings
 
 
@@ -154,6 +154,14 @@ class Broker:
                 res: InvocationResult = codec.decode(value)  # type: ignore[assignment]
                 out[res["invocation_id"]] = res
         return out
+
+    def replies_to(self, runner: AgentRunner, iid: str) -> list[InvocationResult]:
+        """Every reply sent for one invocation, in order."""
+        codec = runner.codecs["result"]
+        with self.producer.lock:
+            sent = [v for t, v in self.producer.sent if t == topics.INVOCATION_RESULTS.name and v is not None]
+        decoded: list[InvocationResult] = [codec.decode(v) for v in sent]  # type: ignore[misc]
+        return [r for r in decoded if r["invocation_id"] == iid]
 
     def send(self, runner: AgentRunner, agent_id: str, iid: str, deadline_in_s: float = 60.0) -> None:
         inv = Invocation(
@@ -312,6 +320,55 @@ def test_an_invocation_whose_deadline_passes_while_queued_is_not_started(broker:
         runner.stop()
     assert handler.started == ["s0"] and runner.skipped_late == 1
     assert set(broker.results(runner)) == {"s0"}  # no reply: the dispatcher stopped waiting
+
+
+def test_a_handler_stuck_past_its_deadline_is_answered_timed_out_and_frees_its_slot(
+    broker: Broker, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a handler that never returned kept its slot for good; with one slot the agent
+    answered nothing more while it went on heartbeating."""
+    monkeypatch.setattr("aos_gateway.agents.sdk.ABANDON_AFTER_S", 0.2)
+
+    def handler(req: Request) -> str:
+        if req.text == "stuck":
+            gate.wait(10)
+        return "done " + req.text
+
+    runner = AgentRunner([Agent(agent_id="a", name="A", handler=handler)], settings(concurrency=1))
+    broker.send(runner, "a", "stuck", deadline_in_s=0.3)
+    broker.send(runner, "a", "next")
+    runner.start()
+    try:
+        assert wait_until(lambda: "next" in broker.results(runner)), "the stuck handler kept the only slot"
+        (timed_out,) = broker.replies_to(runner, "stuck")
+        assert timed_out["status"] == "TIMED_OUT" and "abandoned" in (timed_out["error"] or "")
+        assert broker.results(runner)["next"]["output"] == "done next"
+        assert wait_until(lambda: broker.consumer.committed_to(topics.invocation_topic("a")) == 2)
+        gate.set()  # the abandoned handler returns now: its result is dropped
+        assert wait_until(lambda: not runner._abandoned)
+        assert [r["status"] for r in broker.replies_to(runner, "stuck")] == ["TIMED_OUT"]
+    finally:
+        gate.set()
+        runner.stop()
+    assert runner.error is None and runner.abandoned == 1 and runner.handled == 1
+
+
+def test_too_many_abandoned_handlers_stop_the_runner(
+    broker: Broker, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("aos_gateway.agents.sdk.ABANDON_AFTER_S", 0.1)
+    runner = AgentRunner([Agent(agent_id="a", name="A", handler=Slow(gate))], settings(concurrency=1))
+    runner.max_abandoned = 2
+    runner.start()
+    try:
+        for i in range(2):  # one at a time: each runs (in the only slot) before its deadline
+            broker.send(runner, "a", f"s{i}", deadline_in_s=0.2)
+            assert wait_until(lambda: runner.abandoned == i + 1)  # noqa: B023
+        assert runner.wait(5), "the runner kept piling up stuck handlers"
+        assert isinstance(runner.error, AgentError) and "2 abandoned handlers are still running" in str(runner.error)
+    finally:
+        gate.set()
+        runner.stop()
 
 
 def test_stop_starts_no_queued_invocation_and_does_not_wait_for_a_stuck_one(

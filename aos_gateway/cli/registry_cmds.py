@@ -15,6 +15,7 @@ from aos_gateway.errors import AosError, KafkaError, StoreError
 from aos_gateway.matching.cards import read_card_file
 from aos_gateway.settings import Settings
 from aos_gateway.streams.kafka import ensure_topics, make_producer, read_to_end
+from aos_gateway.streams.liveness import Liveness
 
 
 def current_cards(settings: Settings) -> dict[str, AgentCard]:
@@ -33,6 +34,25 @@ def current_cards(settings: Settings) -> dict[str, AgentCard]:
         except AosError:
             continue
     return {k: v for k, v in cards.items() if v is not None}
+
+
+def liveness(settings: Settings) -> Liveness:
+    """The agents' heartbeats as they are now (none when no agent ever ran with the SDK)."""
+    from aos_gateway.contracts.records import HEARTBEAT
+    from aos_gateway.streams.kafka import existing_topics
+
+    live = Liveness(settings.execution.liveness_timeout_s)
+    if topics.HEARTBEATS.name not in existing_topics(settings.kafka):
+        return live
+    codec = codec_for(HEARTBEAT, topics.HEARTBEATS.name, settings.schema_registry)
+    for m in read_to_end(settings.kafka, topics.HEARTBEATS.name):
+        if m.value() is None:
+            continue
+        try:
+            live.record(codec.decode(m.value()))  # type: ignore[arg-type]
+        except AosError:
+            continue
+    return live
 
 
 def _produce(settings: Settings, items: list[tuple[str, bytes | None]]) -> None:
@@ -99,9 +119,18 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
         if args.json:
             print(json.dumps(cards_now, indent=2))
         else:
+            live = liveness(settings)
+            now = int(time.time() * 1000)
+            states = {c["agent_id"]: live.describe(c["agent_id"], now) for c in cards_now}
             for c in cards_now:
-                print(f"{c['agent_id']:<28} {c['status']:<8} {c['tenant']:<10} {c['description'][:70]}")
-            print(f"{len(cards_now)} agents")
+                print(
+                    f"{c['agent_id']:<28} {c['status']:<8} {c['tenant']:<10} {states[c['agent_id']]:<36} "
+                    f"{c['description'][:60]}"
+                )
+            running = sum(s.startswith("running") for s in states.values())
+            down = sum(s.startswith("down") for s in states.values())
+            silent = len(cards_now) - running - down
+            print(f"{len(cards_now)} agents: {running} running, {down} down, {silent} without heartbeats")
         return 0
     if args.action == "deregister":
         known = current_cards(settings)

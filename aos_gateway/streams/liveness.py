@@ -42,10 +42,38 @@ class Liveness:
             procs = self._beats.get(agent_id)
             if not procs:
                 return None
-            return any(
-                hb["status"] != "INACTIVE" and now - hb["sent_at"] <= max(self.timeout_ms, 3 * hb["interval_ms"])
-                for hb in procs.values()
-            )
+            return any(self._fresh(hb, now) for hb in procs.values())
+
+    def _fresh(self, hb: Heartbeat, now: int) -> bool:
+        return hb["status"] != "INACTIVE" and now - hb["sent_at"] <= max(self.timeout_ms, 3 * hb["interval_ms"])
+
+    def describe(self, agent_id: str, now_ms: int | None = None) -> str:
+        """For people: ``running (2 processes, last beat 3 s ago)``, ``down (stopped 5 min ago)``,
+        ``down (last beat 2 h ago)``, or ``no heartbeat`` (not run with the SDK: invoked anyway)."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        alive = self.alive(agent_id, now)
+        with self._lock:
+            beats = list(self._beats.get(agent_id, {}).values())
+        if alive is None or not beats:
+            return "no heartbeat"
+        latest = max(beats, key=lambda hb: hb["sent_at"])
+        age = _age(now - latest["sent_at"])
+        if alive:
+            live = [hb for hb in beats if self._fresh(hb, now)]
+            procs = f"{len(live)} process{'es' if len(live) != 1 else ''}"
+            return f"running ({procs}, last beat {age} ago)"
+        if latest["status"] == "INACTIVE":
+            return f"down (stopped {age} ago)"
+        return f"down (last beat {age} ago)"
+
+
+def _age(ms: int) -> str:
+    s = max(0, ms) // 1000
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    return f"{s // 3600} h"
 
 
 class HeartbeatView(CompactedView):

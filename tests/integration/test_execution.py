@@ -26,6 +26,7 @@ from aos_gateway.contracts.records import EXECUTION_RESULT, EXPERIENCE, PLAN, Pl
 from aos_gateway.contracts.wire import codec_for
 from aos_gateway.settings import Settings
 from aos_gateway.streams.kafka import make_producer, read_range, read_to_end
+from tests.integration.conftest import run_aos
 
 pytestmark = pytest.mark.integration
 
@@ -277,6 +278,13 @@ def test_a_submitted_task_is_planned_and_executed(
             time.sleep(1)
         res = client.wait_execution(tid, 60)
     assert res["status"] == "SUCCEEDED" and res["output"] == "1500 / 12 = 125"
+
+
+def test_agents_list_says_which_agents_are_running(stack_env: dict[str, str], agents: AgentRunner) -> None:
+    out = run_aos(stack_env, "agents", "list").stdout
+    line = next(row for row in out.splitlines() if row.startswith(CALC))
+    assert "running (1 process, last beat" in line, out
+    assert " running, " in out.splitlines()[-1], out
 
 
 def test_experience_reaches_the_cold_store_and_feedback_joins_it(

@@ -28,3 +28,13 @@ def test_app_declares_the_stages_on_the_catalog_topics() -> None:
     assert "aos-plan-dedupe" in app.tables and "aos-executions" in app.tables
     assert [str(u) for u in app.conf.broker] == ["kafka://127.0.0.1:1", "kafka://127.0.0.2:2"]
     assert set(pipe.codecs) == {t.name for t in topics.CATALOG}
+
+
+def test_the_tables_changelogs_are_created_with_the_catalog_as_faust_names_them() -> None:
+    app, _ = create_app(Settings())
+    specs = {s.name: s for s in app.changelog_specs()}
+    assert set(specs) == {t.changelog_topic.get_topic_name() for t in app.tables.values()}
+    assert set(specs) == {"aos-gateway-aos-plan-dedupe-changelog", "aos-gateway-aos-executions-changelog"}
+    for spec in specs.values():
+        assert spec.compacted and spec.configs()["cleanup.policy"] == "compact"
+        assert spec.partitions == Settings().worker.topic_partitions

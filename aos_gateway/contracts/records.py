@@ -30,6 +30,11 @@ def is_cost(value: float) -> bool:
     return math.isfinite(value) and value >= 0
 
 
+def task_text(text: str | None, transcript: str | None) -> str:
+    """What a task says: its typed text, then what was heard in its audio (one line each)."""
+    return "\n".join(t for t in (text, transcript) if t)
+
+
 VectorDType = Literal["FLOAT32", "FLOAT16", "INT8"]
 PlanStatus = Literal["PLANNED", "NO_MATCH", "REJECTED"]
 AgentStatus = Literal["ACTIVE", "DEGRADED", "INACTIVE"]

@@ -42,6 +42,7 @@ from aos_gateway.contracts.records import (
     Plan,
     StepOutcome,
     is_cost,
+    task_text,
 )
 
 StepState = Literal["WAITING", "RUNNING", "BACKOFF", "SUCCEEDED", "FAILED", "TIMED_OUT", "SKIPPED"]
@@ -173,7 +174,7 @@ def start(plan: Plan, now: int, policy: Policy, live: Liveness) -> tuple[Executi
         task_id=plan["task_id"],
         plan_id=plan["plan_id"],
         tenant=plan["tenant"],
-        text=plan.get("text") or plan["transcript"],
+        text=task_text(plan.get("text"), plan["transcript"]),  # what matching saw: typed, then heard
         trace_id=plan["trace_id"],
         started_at=now,
         deadline_at=now + policy.deadline_ms(plan),

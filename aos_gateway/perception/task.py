@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aos_gateway.contracts.records import Clause as ClauseRecord
-from aos_gateway.contracts.records import NamedVector, PerceivedTask, TaskRequest, TextWindow
+from aos_gateway.contracts.records import NamedVector, PerceivedTask, TaskRequest, TextWindow, task_text
 from aos_gateway.errors import AosError, MediaError, MissingExtraError, ValidationError
 from aos_gateway.network.complexity import Clause, split_clauses
 from aos_gateway.perception.text import WindowSpec
@@ -247,7 +247,7 @@ class Perceiver:
         if not todo:
             return
         p = self.settings.perception
-        inputs = ["\n".join(t for t in (it.text, it.transcript) if t) for it in todo]
+        inputs = [task_text(it.text, it.transcript) for it in todo]
         # complexity analysis: the clauses of a text that splits (see aos_gateway.network.complexity)
         # and short token windows of every text; their vectors come from the same model pass (mean
         # of their token vectors), so an encoder without token vectors gives none

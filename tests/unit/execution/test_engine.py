@@ -228,6 +228,18 @@ def test_dead_agent_with_dead_fallback_names_both() -> None:
     assert "its fallback gone is not running either" in (acts.result["reason"] or "")
 
 
+def test_the_agent_gets_the_typed_text_and_what_was_heard() -> None:
+    """Regression: with text and audio, the invocation carried only the typed text ("please compute")
+    and the calculator failed; matching had seen both (perception joins them the same way)."""
+    p = plan(step("s1", "calc"))
+    p["text"], p["transcript"] = "please compute", "What is 12 times 7?"
+    _, acts = engine.start(p, 0, POLICY, alive)
+    assert acts.invocations[0]["text"] == "please compute\nWhat is 12 times 7?"
+    p["text"] = None
+    _, acts = engine.start(p, 0, POLICY, alive)
+    assert acts.invocations[0]["text"] == "What is 12 times 7?"
+
+
 def test_state_survives_json_round_trip() -> None:
     p = plan(step("s1", "calc"), step("s2", "sum", ["s1"]))
     p["task_vector"] = {"name": "fused", "model": "m", "dim": 2, "dtype": "FLOAT32", "scale": 1.0, "data": b"\x00" * 8}

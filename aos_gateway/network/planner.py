@@ -18,7 +18,7 @@ import networkx as nx
 from aos_gateway.contracts.records import Candidate, MatchedTask, Plan, PlanStep
 from aos_gateway.errors import AosError
 from aos_gateway.network.genetic import GaSettings, optimise
-from aos_gateway.network.problem import Objective, Option, Problem, Role, exhaustive
+from aos_gateway.network.problem import CapabilitiesOf, Objective, Option, Problem, Role, can_stand_in, exhaustive
 from aos_gateway.network.quality import QualityModel
 from aos_gateway.network.sequential import base_plan, no_match
 from aos_gateway.perception.vectors import unpack
@@ -163,14 +163,16 @@ def plan_network(
     settings: PlannerSettings | None = None,
     quality: QualityModel | None = None,
     seed: int = 0,
+    capabilities: CapabilitiesOf | None = None,
 ) -> Plan:
-    """A plan for a matched task: PLANNED, NO_MATCH (the matcher abstained) or REJECTED (quality)."""
+    """A plan for a matched task: PLANNED, NO_MATCH (the matcher abstained) or REJECTED (quality).
+    ``capabilities`` (the registry's) keeps a fallback that shares none of its agent's out."""
     s = settings or PlannerSettings()
     plan = base_plan(task, now_ms, "network")
     if no_match(plan, task):
         return plan
     problem = problem_for(task, s, quality)
-    net, steps, duration = realise(problem, s, seed)
+    net, steps, duration = realise(problem, s, seed, capabilities)
     plan["planner"] = f"network-{net.method}"
     plan["predicted_quality"] = round(net.quality, 6)
     plan["estimated_duration_ms"] = round(duration)
@@ -189,15 +191,20 @@ def plan_network(
     return plan
 
 
-def realise(problem: Problem, settings: PlannerSettings, seed: int = 0) -> tuple[Network, list[PlanStep], float]:
+def realise(
+    problem: Problem, settings: PlannerSettings, seed: int = 0, capabilities: CapabilitiesOf | None = None
+) -> tuple[Network, list[PlanStep], float]:
     """Solve a problem and lay the network out as plan steps; with the critical path in ms."""
     net = solve(problem, settings, seed=seed)
     g = graph_of(net)
     _, duration = critical_path(g)
-    return net, _steps(net, g, settings), duration
+    return net, _steps(net, g, settings, capabilities), duration
 
 
-def _steps(net: Network, g: nx.DiGraph[int], s: PlannerSettings) -> list[PlanStep]:
+def _steps(
+    net: Network, g: nx.DiGraph[int], s: PlannerSettings, capabilities: CapabilitiesOf | None = None
+) -> list[PlanStep]:
+    caps = capabilities or (lambda _agent: ())
     stage_of = {v: k for k, layer in enumerate(nx.topological_generations(g)) for v in layer}
     order = sorted(g.nodes, key=lambda v: (stage_of[v], v))
     step_id = {v: f"s{k + 1}" for k, v in enumerate(order)}
@@ -211,7 +218,10 @@ def _steps(net: Network, g: nx.DiGraph[int], s: PlannerSettings) -> list[PlanSte
         spare = [
             o
             for o in role.options
-            if o.agent_id != opt.agent_id and o.agent_id not in chosen and o.similarity >= s.fallback_min_similarity
+            if o.agent_id != opt.agent_id
+            and o.agent_id not in chosen
+            and o.similarity >= s.fallback_min_similarity
+            and can_stand_in(caps(opt.agent_id), caps(o.agent_id))
         ]
         fallback = max(spare, key=lambda o: o.quality).agent_id if spare else None
         timeout = int(min(max(s.timeout_factor * opt.latency_ms, s.min_step_timeout_ms), s.step_timeout_ms))

@@ -23,7 +23,7 @@ reference the genetic optimiser is measured against.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +51,17 @@ class Option:
     @property
     def quality(self) -> float:
         return self.fit * self.reliability
+
+
+#: an agent's capabilities by id (from the registry); empty when unknown
+CapabilitiesOf = Callable[[str], Collection[str]]
+
+
+def can_stand_in(agent_caps: Collection[str], fallback_caps: Collection[str]) -> bool:
+    """Whether a fallback can stand in for an agent: when both cards list capabilities, they share
+    one. (A review: a transcriber's permanent error went to a summarizer as its fallback, which
+    "summarised" the request and ended SUCCEEDED; card similarity alone let it in.)"""
+    return not agent_caps or not fallback_caps or bool(set(agent_caps) & set(fallback_caps))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 from aos_gateway.contracts.records import MatchedTask, Plan, PlanStep
+from aos_gateway.network.problem import CapabilitiesOf, can_stand_in
 
 
 def base_plan(task: MatchedTask, now_ms: int, planner: str) -> Plan:
@@ -54,19 +55,25 @@ def plan_sequential(
     step_timeout_ms: int = 30_000,
     retries: int = 1,
     fallback_min_similarity: float = 0.2,
+    capabilities: CapabilitiesOf | None = None,
 ) -> Plan:
     """A plan for a matched task (NO_MATCH with the reason when the matcher abstained); a fallback
-    needs a card at least ``fallback_min_similarity`` similar to the task."""
+    needs a card at least ``fallback_min_similarity`` similar to the task and, with the registry's
+    ``capabilities``, a capability in common with its step's agent."""
     base = base_plan(task, now_ms, "sequential")
     if no_match(base, task):
         return base
     cands = task["candidates"]
     best = cands[0]["score"]
     chosen = [c for c in cands[:max_steps] if c["score"] >= best - margin]
+    caps = capabilities or (lambda _agent: ())
     spare = [c for c in cands if c not in chosen and c["similarity"] >= fallback_min_similarity]
     steps: list[PlanStep] = []
     for i, c in enumerate(chosen):
-        fallback = spare[i]["agent_id"] if i < len(spare) else None
+        fits = [f for f in spare if can_stand_in(caps(c["agent_id"]), caps(f["agent_id"]))]
+        fallback = fits[0]["agent_id"] if fits else None
+        if fits:
+            spare.remove(fits[0])
         steps.append(
             PlanStep(
                 step_id=f"s{i + 1}",

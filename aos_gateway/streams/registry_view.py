@@ -58,6 +58,8 @@ class RegistryView(CompactedView):
         # more vector spaces kept equal to the registry (e.g. the CLIP text space for image tasks)
         self._spaces = [(index, embed), *(extra or [])]
         self.skipped = 0
+        # each indexed agent's capabilities, local whatever the index backend (the planner's fallbacks)
+        self.capabilities: dict[str, tuple[str, ...]] = {}
 
     def caught_up_message(self, seconds: float) -> str:
         return f"registry: {len(self.index)} agents indexed in {seconds:.1f}s"
@@ -86,6 +88,11 @@ class RegistryView(CompactedView):
                     continue
             latest[card["agent_id"]] = card
         upserts = [(aid, c) for aid, c in latest.items() if c is not None]
+        for aid, c in latest.items():
+            if c is None:
+                self.capabilities.pop(aid, None)
+            else:
+                self.capabilities[aid] = tuple(c["capabilities"])
         for index, embed in self._spaces:
             if upserts:
                 vecs = embed([card_text(c) for _, c in upserts])

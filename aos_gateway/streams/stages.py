@@ -151,6 +151,10 @@ class Pipeline:
     async def in_model_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.model_pool, fn, *args)
 
+    def capabilities(self, agent_id: str) -> tuple[str, ...]:
+        """A registered agent's capabilities (none when it is not indexed)."""
+        return self.view.capabilities.get(agent_id, ()) if self.view is not None else ()
+
     async def start_registry_view(self) -> RegistryView:
         """Load the encoder and index every registered card before matching starts."""
         if self.view is None:
@@ -400,9 +404,11 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                     continue
                 if planning.planner == "network" and len(task.get("roles") or []) > 1:
                     # several roles: enumeration or the GA, up to tens of ms of CPU, off the event loop
-                    plan = await asyncio.to_thread(plan_network, task, now_ms(), planner_settings, pipe.quality)
+                    plan = await asyncio.to_thread(
+                        plan_network, task, now_ms(), planner_settings, pipe.quality, 0, pipe.capabilities
+                    )
                 elif planning.planner == "network":  # one role: a pick among a few options, inline
-                    plan = plan_network(task, now_ms(), planner_settings, pipe.quality)
+                    plan = plan_network(task, now_ms(), planner_settings, pipe.quality, capabilities=pipe.capabilities)
                 else:
                     plan = plan_sequential(
                         task,
@@ -411,6 +417,7 @@ def build(app: faust.App, settings: Settings) -> Pipeline:
                         step_timeout_ms=planning.step_timeout_ms,
                         retries=planning.step_retries,
                         fallback_min_similarity=planning.fallback_min_similarity,
+                        capabilities=pipe.capabilities,
                     )
                 target = task["reply_to"] or topics.PLANS.name
                 if target not in pipe.codecs:

@@ -137,3 +137,21 @@ def test_a_fallback_needs_a_card_that_fits_the_role() -> None:
     assert plan["steps"][0]["agent_id"] == "poet" and plan["steps"][0]["fallback_agent_id"] is None
     loose = plan_network(_task([poet, reverser]), now_ms=5, settings=PlannerSettings(fallback_min_similarity=0.0))
     assert loose["steps"][0]["fallback_agent_id"] == "reverser"
+
+
+def test_a_fallback_shares_a_capability_with_its_agent() -> None:
+    """A review: "Transcribe the speech in /x/nope.wav" failed on the transcriber (file not found); its
+    fallback, a summarizer, "summarised" the request and the task ended SUCCEEDED with it as output."""
+    caps = {"transcriber": ["speech-to-text"], "summarizer": ["summarization"], "asr2": ["speech-to-text"]}
+    transcriber, summarizer = _c("transcriber", 0.9), _c("summarizer", 0.5)
+    blind = plan_network(_task([transcriber, summarizer]), now_ms=5)
+    assert blind["steps"][0]["fallback_agent_id"] == "summarizer"  # without the registry's capabilities
+    plan = plan_network(_task([transcriber, summarizer]), now_ms=5, capabilities=lambda a: caps.get(a, []))
+    assert plan["steps"][0]["agent_id"] == "transcriber" and plan["steps"][0]["fallback_agent_id"] is None
+    other = plan_network(
+        _task([transcriber, summarizer, _c("asr2", 0.4)]), now_ms=5, capabilities=lambda a: caps.get(a, [])
+    )
+    assert other["steps"][0]["fallback_agent_id"] == "asr2"
+    # a card without capabilities says nothing either way: it may stand in, as before
+    loose = plan_network(_task([transcriber, _c("plain", 0.5)]), now_ms=5, capabilities=lambda a: caps.get(a, []))
+    assert loose["steps"][0]["fallback_agent_id"] == "plain"

@@ -61,3 +61,11 @@ def test_a_fallback_needs_a_card_similar_enough_to_the_task() -> None:
     assert [s["fallback_agent_id"] for s in plan["steps"]] == ["a1"]
     plan = plan_sequential(_matched([0.9, 0.15, 0.1]), now_ms=7, max_steps=1, margin=0.1)
     assert [s["fallback_agent_id"] for s in plan["steps"]] == [None]  # below the 0.2 default
+
+
+def test_a_fallback_shares_a_capability_with_its_step_agent() -> None:
+    caps = {"a0": ["asr"], "a1": ["summarization"], "a2": ["asr"]}
+    plan = plan_sequential(_matched([0.9, 0.5, 0.4]), now_ms=7, max_steps=1, capabilities=lambda a: caps[a])
+    assert [s["fallback_agent_id"] for s in plan["steps"]] == ["a2"]  # a1 is closer but cannot stand in
+    plan = plan_sequential(_matched([0.9, 0.5]), now_ms=7, max_steps=1, capabilities=lambda a: caps[a])
+    assert [s["fallback_agent_id"] for s in plan["steps"]] == [None]

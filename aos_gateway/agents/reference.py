@@ -61,6 +61,45 @@ _WORDS = [
 ]
 _EXPR = re.compile(r"[\d.()+\-*/%\s]*\d[\d.()+\-*/%\s]*")
 
+_UNITS = {
+    w: i
+    for i, w in enumerate(
+        [
+            *("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"),
+            *("eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"),
+        ]
+    )
+}
+_TENS = {
+    w: 10 * (i + 2)
+    for i, w in enumerate(("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"))
+}
+_SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000}
+_NUM_WORD = "|".join(sorted([*_UNITS, *_TENS, *_SCALES], key=len, reverse=True))
+# a run of number words: "twelve", "twenty-one", "one hundred and five", "three thousand two hundred"
+_SPELT = re.compile(rf"\b(?:{_NUM_WORD})(?:(?:\s+|-)(?:and\s+)?(?:{_NUM_WORD}))*\b")
+
+
+def _spelt_value(run: str) -> int:
+    total = current = 0
+    for w in re.split(r"[\s-]+", run):
+        if w in _UNITS:
+            current += _UNITS[w]
+        elif w in _TENS:
+            current += _TENS[w]
+        elif w == "hundred":
+            current = (current or 1) * 100
+        elif w in _SCALES:
+            total += (current or 1) * _SCALES[w]
+            current = 0
+    return total + current
+
+
+def spelt_numbers_to_digits(text: str) -> str:
+    """English number words as digits: "twelve times seven" -> "12 times 7" (speech transcripts
+    spell numbers either way: Whisper heard the same clip as "12 times seven" and "12 times 7")."""
+    return _SPELT.sub(lambda m: str(_spelt_value(m.group(0))), text)
+
 
 def _eval(node: ast.AST) -> float | int:
     if isinstance(node, ast.Expression):
@@ -80,7 +119,7 @@ def _eval(node: ast.AST) -> float | int:
 
 def calculate(text: str) -> str:
     """The value of the longest arithmetic expression in ``text``."""
-    s = text.lower().replace(",", "")
+    s = spelt_numbers_to_digits(text.lower().replace(",", ""))
     for pat, rep in _VERBS:
         s = re.sub(pat, rep, s)
     for pat, rep in _WORDS:
@@ -224,9 +263,18 @@ def _transcriber(req: Request) -> str:
 calculator = Agent(
     agent_id="ref-calculator",
     name="Calculator",
-    description="Evaluates arithmetic: sums, products, quotients, powers and percentages of numbers in the text.",
+    # card worded for zero-shot matching (measured on "What is {a} * {b}?" / "... times ..." for a, b in
+    # 2..99, 2026-12-06): the texts below min_similarity 0.2 fell from 16 / 438 of 9,604 to 3 / 75
+    description="Calculator for math questions: what is a number times, plus, minus or divided by another; "
+    "sums, products, quotients, powers and percentages.",
     capabilities=["math.arithmetic"],
-    examples=["what is 12 * (3 + 4)?", "compute 1500 divided by 12", "add 17 and 25"],
+    examples=[
+        "what is 9 * 11?",
+        "what is 7 times 8?",
+        "what is 12 * (3 + 4)?",
+        "compute 1500 divided by 12",
+        "add 17 and 25",
+    ],
     p95_latency_ms=50,
     handler=_calculator,
 )

@@ -22,6 +22,12 @@ from aos_gateway.errors import PermanentAgentError
         ("what is 7 / 2", "3.5"),
         ("Compute 12 * (3 + 4). Then list the key terms of the result.", "84"),
         ("it costs 3.5 + 1.25.", "4.75"),
+        # numbers as speech transcripts spell them (Whisper heard one clip as "12 times seven")
+        ("What is 12 times seven?", "84"),
+        ("twelve times seven", "84"),
+        ("one hundred and five plus twenty-one", "126"),
+        ("three thousand two hundred minus one", "3199"),
+        ("Someone asked: what is nine times eleven?", "99"),
     ],
 )
 def test_calculator(text: str, value: str) -> None:
@@ -49,3 +55,18 @@ def test_keywords_rank_repeated_phrases_first() -> None:
 def test_keywords_need_content() -> None:
     with pytest.raises(PermanentAgentError):
         keywords("the and of to")
+
+
+def test_the_calculator_card_matches_plain_arithmetic_questions() -> None:
+    """Regression: "What is 9 * 11?" got NO_MATCH (similarity 0.173 to the calculator's card, below
+    min_similarity 0.2) while "What is 8 * 11?" was planned; the card now names such questions."""
+    from aos_gateway.agents.reference import calculator
+    from aos_gateway.matching.cards import card_text
+    from aos_gateway.perception.text import TextEncoder
+    from aos_gateway.settings import MatchingSettings
+
+    enc = TextEncoder()
+    card = enc.encode([card_text(calculator.card(0))])[0]
+    texts = ["What is 9 * 11?", "What is 9*11?", "What is 9 times 11?", "what's 7 plus 5", "What is 58 * 58?"]
+    sims = enc.encode(texts) @ card
+    assert (sims >= MatchingSettings().min_similarity).all(), dict(zip(texts, sims.round(3).tolist(), strict=True))

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 INSTALL_HINT = "matplotlib is not installed: run `pip install 'aos-gateway[load]'` (or pass --no-plot)"
 
@@ -28,6 +29,9 @@ _TEMPLATES = (
 )
 
 
+PENDING = "pending"  # sent, not answered yet when the run was interrupted
+
+
 @dataclass
 class Sample:
     """One task: when it was sent (seconds from the start), and how it ended."""
@@ -37,22 +41,69 @@ class Sample:
     outcome: str  # e.g. PLANNED, NO_MATCH, SUCCEEDED, FAILED, dead_letter, missing, "POST 503"
 
 
+def bad_argument(prog: str, message: str) -> NoReturn:
+    """A bad argument: one line on stderr and exit status 2, before any load is sent."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_out(prog: str, out: Path, option: str = "--out") -> None:
+    """``out`` must be a folder that exists or can be created, and one a file can be written to:
+    checked before the load, so a long run never ends unable to write its report."""
+    try:
+        if out.exists() and not out.is_dir():
+            bad_argument(prog, f"{option} {out}: not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        bad_argument(prog, f"{option} {out}: cannot write there ({exc.strerror or exc})")
+
+
+def read_texts(path: Path) -> list[str]:
+    """The texts of a file (one per line, or JSON lines with "text"); ValueError, one line, when it
+    cannot be read or holds none."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    base: list[str] = []
+    for no, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{no}: not a JSON object ({exc.msg})") from None
+            line = str(obj.get("text", "") if isinstance(obj, dict) else "").strip()
+        if line:
+            base.append(line)
+    if not base:
+        raise ValueError(f"{path}: no texts")
+    return base
+
+
+def check_texts(prog: str, path: Path | None, option: str = "--texts") -> None:
+    """``--texts``: a readable file holding at least one text; checked before the load."""
+    if path is None:
+        return
+    try:
+        read_texts(path)
+    except ValueError as exc:
+        bad_argument(prog, f"{option} {exc}")
+
+
 def texts(path: Path | None, n: int) -> list[str]:
     """``n`` task texts: from a file (one per line, or JSON lines with "text"), cycled, each made unique
     by a suffix (the perceive stage caches encodings by text); or unique synthetic ones."""
     if path is None:
         return [_TEMPLATES[i % len(_TEMPLATES)].format(i=i) for i in range(n)]
-    base: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith("{"):
-            line = str(json.loads(line).get("text", "")).strip()
-        if line:
-            base.append(line)
-    if not base:
-        raise SystemExit(f"{path}: no texts")
+    try:
+        base = read_texts(path)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     return [base[i % len(base)] + ("" if i < len(base) else f" (#{i // len(base)})") for i in range(n)]
 
 
@@ -81,15 +132,21 @@ def summarize(
     duration: float,
     send_span_s: float,
     ok: set[str],
+    success: set[str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report: counts by outcome, achieved rates, latency of the answered tasks."""
+    """The report: counts by outcome, achieved rates, latency of the answered tasks.
+
+    ``ok``: the outcomes that answer a task (a plan's or a result's status); ``success``: those of
+    them that count as ``ok`` in the report (PLANNED, SUCCEEDED; default: every answer). A task sent
+    but still unanswered when the run was interrupted is ``pending``: neither missing nor an error."""
+    success = ok if success is None else success & ok
     outcomes: dict[str, int] = {}
     for s in samples:
         outcomes[s.outcome] = outcomes.get(s.outcome, 0) + 1
-    answered = [s for s in samples if s.latency_ms is not None]
+    answered = [s for s in samples if s.outcome in ok and s.latency_ms is not None]
     last = max((s.sent_s + (s.latency_ms or 0) / 1000 for s in answered), default=0.0)
-    good = sum(n for o, n in outcomes.items() if o in ok)
+    missing, pending = outcomes.get("missing", 0), outcomes.get(PENDING, 0)
     return {
         "scenario": scenario,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -98,9 +155,12 @@ def summarize(
         "sent": len(samples),
         "send_rate_per_s": round(len(samples) / send_span_s, 2) if send_span_s > 0 else None,
         "answered": len(answered),
-        "ok": good,
-        "missing": outcomes.get("missing", 0),
-        "errors": len(samples) - good - outcomes.get("missing", 0),
+        "answered_by_status": {o: n for o, n in sorted(outcomes.items()) if o in ok},
+        "ok": sum(n for o, n in outcomes.items() if o in success),
+        "ok_means": sorted(success),
+        "missing": missing,
+        "pending": pending,
+        "errors": len(samples) - len(answered) - missing - pending,
         "outcomes": dict(sorted(outcomes.items())),
         "throughput_per_s": round(len(answered) / last, 2) if last > 0 else None,
         "latency_ms": percentiles(s.latency_ms for s in answered if s.latency_ms is not None),
@@ -128,6 +188,18 @@ def write(report: dict[str, Any], out: Path, stem: str, plot: bool) -> list[Path
     if plot:
         written.append(draw(report, out / f"{stem}.png"))
     return written
+
+
+def save(prog: str, report: dict[str, Any], out: Path, stem: str, plot: bool) -> tuple[list[Path], bool]:
+    """:func:`write`, and when ``out`` has become unwritable since it was checked (removed, disk
+    full), the same into the temporary folder rather than losing the measurements: (paths, saved
+    where asked)."""
+    try:
+        return write(report, out, stem, plot), True
+    except OSError as exc:
+        tmp = Path(tempfile.gettempdir())
+        print(f"{prog}: error: cannot write to {out} ({exc.strerror or exc}); writing to {tmp}", file=sys.stderr)
+        return write(report, tmp, stem, plot), False
 
 
 def draw(report: dict[str, Any], path: Path) -> Path:
@@ -164,7 +236,7 @@ def draw(report: dict[str, Any], path: Path) -> Path:
     lat = report["latency_ms"]
     top.set_title(
         f"{report['scenario']}: {report['sent']} sent at {report['target_rate_per_s']:g}/s, "
-        f"{report['ok']} ok, {report['missing']} missing, {report['errors']} errors; "
+        f"{answered_text(report)}, {report['missing']} missing, {report['errors']} errors; "
         f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms",
         fontsize=9,
     )
@@ -179,11 +251,18 @@ def draw(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def answered_text(report: dict[str, Any]) -> str:
+    """ "answered 40 (SUCCEEDED 11, FAILED 29)": the answers by status, never one "ok" that hides failures."""
+    by = report.get("answered_by_status") or {}
+    return f"answered {report['answered']}" + (f" ({', '.join(f'{o} {n}' for o, n in by.items())})" if by else "")
+
+
 def print_summary(report: dict[str, Any], paths: Sequence[Path]) -> None:
     lat = report["latency_ms"]
+    pending = f", pending {report['pending']} (interrupted)" if report.get("pending") else ""
     print(
-        f"{report['scenario']}: sent {report['sent']} ({report['send_rate_per_s']}/s), answered {report['answered']}, "
-        f"ok {report['ok']}, missing {report['missing']}, errors {report['errors']}; "
+        f"{report['scenario']}: sent {report['sent']} ({report['send_rate_per_s']}/s), {answered_text(report)}, "
+        f"missing {report['missing']}{pending}, errors {report['errors']}; "
         f"throughput {report['throughput_per_s']}/s; latency ms p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} "
         f"max {lat['max']}"
     )

@@ -7,7 +7,10 @@ do; each one then long-polls ``GET /v1/tasks/{id}?wait=...`` until its plan (or,
 ``--until result``, the execution's final result) is there. Latency is POST sent -> answer
 received, as a client sees it; ``post_ms`` is the 202 alone (the ingress answers once Kafka has
 the task). No answer within ``--timeout`` seconds: *missing*; a refused POST or GET (4xx/5xx,
-a connection error) or a dead-lettered task: an *error*, by kind in ``outcomes``.
+a connection error) or a dead-lettered task: an *error*, by kind in ``outcomes``. ``ok`` in the
+report counts the tasks that got what they asked for (PLANNED; with ``--until result``, SUCCEEDED);
+every answer is listed by status. The ingress is probed (``GET /healthz``) before the load: an
+unreachable URL is one error line and exit status 1.
 
 One process drives a few hundred requests per second; for more, run several side by side
 (their reports add up). Writes ``<out>/http_load-<time>.json`` and a ``.png`` (latency over
@@ -23,11 +26,20 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import _report
 from _report import Sample
 
 ANSWERS = {"plan": {"PLANNED", "NO_MATCH", "REJECTED"}, "result": {"SUCCEEDED", "PARTIAL", "FAILED"}}
+SUCCESS = {"plan": {"PLANNED"}, "result": {"SUCCEEDED"}}
+
+
+class Unreachable(Exception):
+    """The ingress does not answer at all (refused, unknown host, timed out): no load can be measured."""
+
+    def __init__(self, url: str, cause: BaseException) -> None:
+        super().__init__(f"cannot reach {url} ({type(cause).__name__}: {cause}): is `aos serve` running?")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,6 +62,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.timeout <= 0 or args.max_connections <= 0 or args.warmup < 0:
         p.error("--rate, --duration, --timeout and --max-connections must be > 0 (and --warmup >= 0)")
+    url = urlsplit(args.url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        _report.bad_argument(p.prog, f"--url {args.url}: not an http:// or https:// URL")
+    _report.check_texts(p.prog, args.texts)
+    _report.check_out(p.prog, args.out)
     return args
 
 
@@ -116,11 +133,18 @@ async def run(
                     samples[i] = Sample(sent_s, None, "missing")
                     return
 
+        try:  # any answer (even 404 or 503) is a server there; none at all stops here, before the load
+            await client.get("/healthz", timeout=10.0)
+        except httpx.TransportError as exc:
+            raise Unreachable(url, exc) from None
         if warmup:  # connections, and the worker's first batches, before the clock starts
             for i in range(warmup):
-                r = await client.post("/v1/tasks", json={"text": f"warm-up {i}: what is {i} + 1?"})
-                if r.status_code == 202:
-                    await client.get(f"/v1/tasks/{r.json()['task_id']}", params={"wait": timeout, "until": until})
+                try:
+                    r = await client.post("/v1/tasks", json={"text": f"warm-up {i}: what is {i} + 1?"})
+                    if r.status_code == 202:
+                        await client.get(f"/v1/tasks/{r.json()['task_id']}", params={"wait": timeout, "until": until})
+                except httpx.TransportError as exc:
+                    raise Unreachable(url, exc) from None
         t0 = time.perf_counter()
         last_report = t0
         pending: list[asyncio.Task[None]] = []
@@ -143,6 +167,7 @@ async def run(
         duration=duration,
         send_span_s=send_span,
         ok=ANSWERS[until],
+        success=SUCCESS[until],
         extra={
             "url": url,
             "post_ms": _report.percentiles(post_ms),
@@ -156,26 +181,40 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plot:
         _report.require_matplotlib()
     try:
-        import httpx  # noqa: F401
+        import httpx
     except ImportError:
         raise SystemExit("httpx is not installed: run `pip install httpx` (it comes with aos-gateway)") from None
     texts = _report.texts(args.texts, max(1, round(args.rate * args.duration)))
     print(f"http_load: {len(texts)} tasks at {args.rate:g}/s to {args.url}", file=sys.stderr)
-    report = asyncio.run(
-        run(
-            args.url,
-            args.api_key,
-            args.rate,
-            args.duration,
-            args.until,
-            args.timeout,
-            texts,
-            args.max_connections,
-            warmup=args.warmup,
+    try:
+        report = asyncio.run(
+            run(
+                args.url,
+                args.api_key,
+                args.rate,
+                args.duration,
+                args.until,
+                args.timeout,
+                texts,
+                args.max_connections,
+                warmup=args.warmup,
+            )
         )
+    except Unreachable as exc:
+        print(f"http_load: error: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:  # whatever the per-task handling did not expect: one line, no traceback
+        print(f"http_load: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("http_load: interrupted; no report", file=sys.stderr)
+        return 130
+    paths, where_asked = _report.save(
+        "http_load", report, args.out, time.strftime("http_load-%Y%m%d-%H%M%S"), not args.no_plot
     )
-    paths = _report.write(report, args.out, time.strftime("http_load-%Y%m%d-%H%M%S"), not args.no_plot)
     _report.print_summary(report, paths)
+    if not where_asked:
+        return 1
     return 0 if report["missing"] == 0 and report["errors"] == 0 else 3
 
 

@@ -8,7 +8,10 @@ cannot slow the load down and hide its own latency. Every task is a TaskRequest 
 :class:`aos_gateway.ingress.kafka.KafkaRecordFeed`) reads aos.plans.v1, aos.results.v1 and
 aos.deadletter.v1 from their end, so latency is produce -> the plan (or, with ``--until result``,
 the execution's final result) seen by this process. A task with no answer within ``--drain``
-seconds of the last one is *missing*; a refused produce or a dead letter is an *error*.
+seconds of the last one is *missing*; a refused produce or a dead letter is an *error*. ``ok`` in
+the report counts the tasks that got what they asked for (PLANNED; with ``--until result``,
+SUCCEEDED); every answer is listed by status. Ctrl-C stops the load and still writes the report of
+the tasks sent so far, marked ``"interrupted": true`` (the ones not answered yet are *pending*).
 
 Settings come from the environment as for every ``aos`` command (``AOS_KAFKA__BOOTSTRAP_SERVERS``
 or ``--bootstrap``). Writes ``<out>/kafka_load-<time>.json`` (summary and every task) and a
@@ -43,7 +46,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.drain <= 0 or args.warmup < 0:
         p.error("--rate, --duration and --drain must be > 0 (and --warmup >= 0)")
+    _report.check_texts(p.prog, args.texts)
+    _report.check_out(p.prog, args.out)
     return args
+
+
+ANSWERS = {"plan": {"PLANNED", "NO_MATCH", "REJECTED"}, "result": {"SUCCEEDED", "PARTIAL", "FAILED"}}
+SUCCESS = {"plan": {"PLANNED"}, "result": {"SUCCEEDED"}}
 
 
 def run(
@@ -83,29 +92,35 @@ def run(
 
     feed = KafkaRecordFeed(settings)  # from the topics' current end: before the first task is sent
     feed.start(deliver)  # type: ignore[arg-type]
-    producer = make_producer(settings.kafka)
-    codec = codec_for(TASK_REQUEST, topics.TASKS.name, settings.schema_registry)
+    try:  # the feed is closed on the way out whatever stops the start-up (a Ctrl-C in the warm-up too)
+        producer = make_producer(settings.kafka)
+        codec = codec_for(TASK_REQUEST, topics.TASKS.name, settings.schema_registry)
 
-    def on_delivery(err: Any, msg: Any) -> None:
-        if err is not None:
-            errors[msg.key().decode()] = f"produce: {err}"
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors[msg.key().decode()] = f"produce: {err}"
 
-    if warmup:  # the producer's start-up and the worker's first batches, answered before the clock starts
-        warm = [new_task(f"warm-up {i}: what is {i} + 1?", tenant=tenant) for i in range(warmup)]
-        with lock:
-            sent.update({w["task_id"]: (-1, time.perf_counter()) for w in warm})
-        for w in warm:
-            producer.produce(topics.TASKS.name, key=w["task_id"].encode(), value=codec.encode(w))
-        producer.flush(30)
-        deadline = time.monotonic() + drain
-        while time.monotonic() < deadline and any(w["task_id"] not in answers for w in warm):
-            time.sleep(0.05)
-        with lock:
+        if warmup:  # the producer's start-up and the worker's first batches, answered before the clock starts
+            warm = [new_task(f"warm-up {i}: what is {i} + 1?", tenant=tenant) for i in range(warmup)]
+            with lock:
+                sent.update({w["task_id"]: (-1, time.perf_counter()) for w in warm})
             for w in warm:
-                sent.pop(w["task_id"], None)
-                answers.pop(w["task_id"], None)
+                producer.produce(topics.TASKS.name, key=w["task_id"].encode(), value=codec.encode(w))
+            producer.flush(30)
+            deadline = time.monotonic() + drain
+            while time.monotonic() < deadline and any(w["task_id"] not in answers for w in warm):
+                time.sleep(0.05)
+            with lock:
+                for w in warm:
+                    sent.pop(w["task_id"], None)
+                    answers.pop(w["task_id"], None)
+    except BaseException:
+        feed.close()
+        raise
     t0 = time.perf_counter()
     last_report = t0
+    send_span = 0.0
+    interrupted = False
     try:
         for i, text in enumerate(texts):
             delay = t0 + i / rate - time.perf_counter()
@@ -134,27 +149,55 @@ def run(
             if done != last_count:
                 last_count, last_change = done, time.perf_counter()
             time.sleep(0.2)
+    except KeyboardInterrupt:  # Ctrl-C (or a soak's TERM): the report of what was sent so far
+        interrupted = True
+        send_span = send_span or time.perf_counter() - t0
+        print(f"  interrupted after {time.perf_counter() - t0:.1f}s: reporting the tasks sent so far", file=sys.stderr)
     finally:
         feed.close()
+    with lock:
+        rows = sorted(sent.items(), key=lambda kv: kv[1][0])
+        got_answers = dict(answers)
+    return report(rows, got_answers, errors, t0, until, rate, duration, send_span, interrupted, settings, feed.errors)
+
+
+def report(
+    rows: list[tuple[str, tuple[int, float]]],
+    answers: dict[str, tuple[float, str]],
+    errors: dict[str, str],
+    t0: float,
+    until: str,
+    rate: float,
+    duration: float,
+    send_span: float,
+    interrupted: bool,
+    settings: Any,
+    undecodable: int,
+) -> dict[str, Any]:
+    """The summary of the tasks sent: answered (latency, status), refused, missing or, when the run was
+    interrupted, pending."""
     samples: list[Sample] = []
-    for tid, (_i, at) in sorted(sent.items(), key=lambda kv: kv[1][0]):
+    for tid, (_i, at) in rows:
         if tid in answers:
             got, outcome = answers[tid]
             samples.append(Sample(at - t0, (got - at) * 1000, outcome))
+        elif tid in errors:
+            samples.append(Sample(at - t0, None, "produce_error"))
         else:
-            samples.append(Sample(at - t0, None, "produce_error" if tid in errors else "missing"))
-    ok = {"PLANNED", "NO_MATCH", "REJECTED"} if until == "plan" else {"SUCCEEDED", "PARTIAL", "FAILED"}
+            samples.append(Sample(at - t0, None, _report.PENDING if interrupted else "missing"))
     return _report.summarize(
         f"kafka_load (until {until})",
         samples,
         rate=rate,
         duration=duration,
         send_span_s=send_span,
-        ok=ok,
+        ok=ANSWERS[until],
+        success=SUCCESS[until],
         extra={
+            "interrupted": interrupted,
             "bootstrap": settings.kafka.bootstrap_servers,
             "first_error": next(iter(errors.values()), None),
-            "undecodable_records": feed.errors,
+            "undecodable_records": undecodable,
         },
     )
 
@@ -174,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = _report.texts(args.texts, max(1, round(args.rate * args.duration)))
     print(f"kafka_load: {len(texts)} tasks at {args.rate:g}/s to {settings.kafka.bootstrap_servers}", file=sys.stderr)
     try:
-        report = run(
+        result = run(
             settings,
             args.rate,
             args.duration,
@@ -187,9 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     except AosError as exc:
         print(f"kafka_load: error: {exc}", file=sys.stderr)
         return 1
-    paths = _report.write(report, args.out, time.strftime("kafka_load-%Y%m%d-%H%M%S"), not args.no_plot)
-    _report.print_summary(report, paths)
-    return 0 if report["missing"] == 0 and report["errors"] == 0 else 3
+    except KeyboardInterrupt:  # before the clock started (the warm-up): nothing measured
+        print("kafka_load: interrupted before the load started; no report", file=sys.stderr)
+        return 130
+    stem = time.strftime("kafka_load-%Y%m%d-%H%M%S")
+    paths, where_asked = _report.save("kafka_load", result, args.out, stem, not args.no_plot)
+    _report.print_summary(result, paths)
+    if result["interrupted"]:
+        print("kafka_load: interrupted: the report covers the tasks sent until then", file=sys.stderr)
+        return 130
+    if not where_asked:
+        return 1
+    return 0 if result["missing"] == 0 and result["errors"] == 0 else 3
 
 
 if __name__ == "__main__":

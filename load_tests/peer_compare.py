@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "metatool"
@@ -207,6 +207,35 @@ def run_child(cmd: list[str], env: Mapping[str, str], cwd: Path = ROOT) -> Run:
     return run
 
 
+def bad_argument(message: str) -> NoReturn:
+    """A bad argument: one line on stderr and exit status 2, before either side runs."""
+    print(f"peer_compare: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """The data files, ``--aos`` and ``--json-out``, checked before the first (minutes long) run."""
+    for opt in ("agents", "train", "test"):
+        path: Path = getattr(args, opt)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            bad_argument(f"--{opt} {path}: no such readable file")
+    if args.limit is not None and args.limit <= 0:
+        bad_argument("--limit must be > 0")
+    # with --ours-ref, the python next to --aos runs the exported code
+    exe = Path(args.aos) if args.ours_ref is None else Path(args.aos).parent / "python"
+    if not (exe.is_file() and os.access(exe, os.X_OK)):
+        bad_argument(f"--aos {args.aos}: no such executable {exe}")
+    out: Path | None = args.json_out
+    if out is not None:
+        folder = out.parent
+        if out.is_dir():
+            bad_argument(f"--json-out {out}: a folder, not a file")
+        if not folder.is_dir():
+            bad_argument(f"--json-out {out}: no folder {folder}")
+        if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+            bad_argument(f"--json-out {out}: cannot write there")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--agents", type=Path, default=DATA / "agents.jsonl")
@@ -220,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print both reports and the ratios as one JSON object")
     ap.add_argument("--json-out", type=Path, default=None, help="also write that JSON object to this file")
     args = ap.parse_args(argv)
+    check_args(args)
     if not Path(args.peer_python).exists():
         raise SystemExit(f"peer_compare: {args.peer_python} is missing: run scripts/peer-venv")
 
@@ -240,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(src, ignore_errors=True)
     peer = run_child([args.peer_python, str(PEER_SCRIPT), *data, *args.peer_arg], env)
 
-    out = {
+    out: dict[str, Any] = {
         "ours": {**ours.report, "wall_s": ours.wall_s, "peak_rss_mb": ours.peak_rss_mb},
         "peer": {**peer.report, "wall_s": peer.wall_s, "peak_rss_mb_process": peer.peak_rss_mb},
         "learned_vs_peer": ratios(ours.report.get("learned", {}), peer.report),
@@ -254,11 +284,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "commands": [ours.cmd, peer.cmd],
     }
+    unwritten = False
     if args.json_out is not None:
-        args.json_out.write_text(json.dumps(jsonable(out), allow_nan=False) + "\n", encoding="utf-8")
-    if args.json:
+        try:
+            args.json_out.write_text(json.dumps(jsonable(out), allow_nan=False) + "\n", encoding="utf-8")
+        except OSError as exc:  # checked before the runs, unwritable since: the report goes to stdout instead
+            print(f"peer_compare: error: cannot write {args.json_out} ({exc.strerror or exc})", file=sys.stderr)
+            unwritten = True
+    if args.json or unwritten:
         print(json.dumps(jsonable(out), allow_nan=False))
-        return 0
+        return 1 if unwritten else 0
     rep = peer.report
     cfg = rep.get("config", {})
     print(f"{rep.get('agents')} agents, {rep.get('train')} training tasks, {rep.get('test')} test tasks, batch 1")

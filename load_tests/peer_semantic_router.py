@@ -199,6 +199,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1, help="default: one per core, as ours")
     ap.add_argument("--blas-threads", type=int, default=1, help="while routing (ours: 1); 0: default")
     args = ap.parse_args(argv)
+    for opt in ("agents", "train", "test"):  # before the model loads: one line and exit 2, no traceback
+        path: Path = getattr(args, opt)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            print(f"peer_semantic_router: error: --{opt} {path}: no such readable file", file=sys.stderr)
+            return 2
+    if args.limit is not None and args.limit <= 0:
+        print("peer_semantic_router: error: --limit must be > 0", file=sys.stderr)
+        return 2
 
     import torch
     from threadpoolctl import threadpool_limits

@@ -18,18 +18,22 @@ Meanwhile, every ``--sample-every`` seconds, a sampler thread reads
   from Kafka's admin API against the partitions' high watermarks (not the worker's own gauge, which
   a stalled worker would stop updating), summed over the partitions it reads.
 
-Verdicts, each printed with its figures (the exit status is 3 when one fails):
+Verdicts, each printed with its figures: PASS, FAIL, or *not measured* when the run was too short
+to tell (the exit status is 3 when one fails; a verdict not measured is no failure, and no pass):
 
 - *throughput held*: every task answered, and every whole minute after the first answers
-  ≥ 95% of the rate;
-- *p95 steady*: the median of the last five minutes' p95 ≤ 1.5 × the median of minutes 2–6;
+  ≥ 95% of the rate (a task lost fails it at any length; the minutes need a run of 2 minutes);
+- *p95 steady*: the median of the last five minutes' p95 ≤ 1.5 × the median of minutes 2–6
+  (needs 6 whole minutes after the first, a run of 7 minutes; below 11 the two groups overlap);
 - *memory flat*: each process's RSS grows ≤ ``--rss-slope`` MB per 10 min over the second half
-  (a least-squares slope; the first half includes warm-up and caches filling);
+  (a least-squares slope; the first half includes warm-up and caches filling; needs 3 samples in it);
 - *lag bounded*: the summed lag never exceeds ``--max-lag`` records and ends below it.
 
 Writes ``<out>/soak-<time>.json`` (summary, per-minute windows, every sample; the tasks are in
 kafka_load's own report next to it) and a ``.png`` (p50/p95 per minute, RSS, lag) unless
-``--no-plot``.
+``--no-plot``. ``--out`` is checked before anything starts. Ctrl-C (or a TERM) stops the load and
+still writes what was measured until then, as ``soak-partial-<time>.json`` marked ``"partial": true``
+(exit status 128 + the signal's number).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -68,6 +73,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     missing = [f for f in ("agents.jsonl", "train.jsonl", "dev.jsonl") if not (args.data / f).is_file()]
     if missing:
         p.error(f"{args.data}: missing {', '.join(missing)} (pass --data)")
+    _report.check_out(p.prog, args.out)
     return args
 
 
@@ -232,6 +238,14 @@ def _median(xs: list[float]) -> float | None:
     return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
 
 
+THROUGHPUT_MINUTES = 2  # a whole minute after the first
+P95_FULL_MINUTES = 6  # whole minutes after the first: the first five and the last five then differ
+
+
+def _not_measured(why: str) -> str:
+    return f"not measured ({why})"
+
+
 def verdicts(
     load: dict[str, Any],
     wins: list[dict[str, Any]],
@@ -240,6 +254,8 @@ def verdicts(
     rss_limit: float,
     max_lag: int,
 ) -> dict[str, dict[str, Any]]:
+    """The four verdicts; each ``ok`` is True (PASS), False (FAIL) or None: not measured, the run too
+    short (or a figure never sampled) to tell, with a ``note`` saying what it needs."""
     full = [w for w in wins[1:] if w["sent"] >= 0.9 * rate * 60]  # whole minutes after the first
     slow = [w for w in full if w["answered"] < 0.95 * rate * 60]
     p95s = [w["p95_ms"] for w in full if w["p95_ms"] is not None]
@@ -249,33 +265,65 @@ def verdicts(
     for key in [k for k in (samples[0] if samples else {}) if k.startswith("rss_")]:
         slopes[key] = slope_per_10min([(s["t_s"], s[key]) for s in half if s.get(key) is not None])
     lags = [s["lag"] for s in samples if s.get("lag") is not None]
-    return {
-        "throughput_held": {
-            "ok": load["missing"] == 0 and load["errors"] == 0 and not slow and bool(full),
-            "answered": load["answered"],
-            "sent": load["sent"],
-            "minutes_below_95pct": [w["minute"] for w in slow],
-            "min_per_s": min((w["per_s"] for w in full), default=None),
-        },
-        "p95_steady": {
-            "ok": early is not None and late is not None and late <= 1.5 * early,
-            "p95_first_minutes_ms": early,
-            "p95_last_minutes_ms": late,
-            "ratio": round(late / early, 2) if early and late else None,
-        },
-        "memory_flat": {
-            "ok": bool(slopes) and all(v is not None and v <= rss_limit for v in slopes.values()),
-            "slope_mb_per_10min_second_half": slopes,
-            "limit_mb_per_10min": rss_limit,
-        },
-        "lag_bounded": {
-            "ok": bool(lags) and max(lags) <= max_lag and lags[-1] <= max_lag,
-            "max": max(lags, default=None),
-            "last": lags[-1] if lags else None,
-            "p95": _report.percentiles(lags)["p95"],
-            "limit": max_lag,
-        },
+
+    lost = load["missing"] + load["errors"]
+    throughput: dict[str, Any] = {
+        "ok": False if lost or slow else (True if full else None),
+        "answered": load["answered"],
+        "sent": load["sent"],
+        "minutes_below_95pct": [w["minute"] for w in slow],
+        "min_per_s": min((w["per_s"] for w in full), default=None),
     }
+    if throughput["ok"] is None:
+        throughput["note"] = _not_measured(f"needs a run of at least {THROUGHPUT_MINUTES} minutes")
+
+    steady: dict[str, Any] = {
+        "ok": None,
+        "p95_first_minutes_ms": early,
+        "p95_last_minutes_ms": late,
+        "ratio": round(late / early, 2) if early and late else None,
+    }
+    if len(p95s) < P95_FULL_MINUTES or early is None or late is None:
+        steady["note"] = _not_measured(f"needs a run of at least {P95_FULL_MINUTES + 1} minutes")
+    else:
+        steady["ok"] = late <= 1.5 * early
+
+    measured = {k: v for k, v in slopes.items() if v is not None}
+    memory: dict[str, Any] = {
+        "ok": None,
+        "slope_mb_per_10min_second_half": slopes,
+        "limit_mb_per_10min": rss_limit,
+    }
+    if any(v > rss_limit for v in measured.values()):
+        memory["ok"] = False
+    elif measured and len(measured) == len(slopes):
+        memory["ok"] = True
+    unmeasured = [k for k, v in slopes.items() if v is None]
+    if not slopes or unmeasured:
+        what = f" of {', '.join(unmeasured)}" if unmeasured else ""
+        memory["note"] = _not_measured(
+            f"RSS{what}: needs 3 samples over the second half of the run; a longer run or a smaller --sample-every"
+        )
+
+    lag: dict[str, Any] = {
+        "ok": None if not lags else max(lags) <= max_lag and lags[-1] <= max_lag,
+        "max": max(lags, default=None),
+        "last": lags[-1] if lags else None,
+        "p95": _report.percentiles(lags)["p95"],
+        "limit": max_lag,
+    }
+    if not lags:
+        lag["note"] = _not_measured("no lag sample could be read")
+    return {"throughput_held": throughput, "p95_steady": steady, "memory_flat": memory, "lag_bounded": lag}
+
+
+def label(ok: bool | None) -> str:
+    return "PASS" if ok is True else "FAIL" if ok is False else "NOT MEASURED"
+
+
+def exit_status(report: dict[str, Any]) -> int:
+    """3 when a verdict fails; 0 otherwise (a verdict not measured is no failure, and is said so)."""
+    return 3 if any(v["ok"] is False for v in report["verdicts"].values()) else 0
 
 
 def _pids(settings: Any) -> dict[str, int | None]:
@@ -320,10 +368,20 @@ def main(argv: list[str] | None = None) -> int:
     from aos_gateway.matching.dataset import read_examples
     from aos_gateway.settings import Settings
 
+    def say(msg: str) -> None:
+        print(f"soak: {msg}", file=sys.stderr)
+
     # a TERM (or an INT, which a shell's background job ignores) stops the soak through the same
-    # clean-up as its end: the simulator agents do not outlive it
+    # clean-up as its end: the simulator agents do not outlive it, and what was measured is written
+    stopped: list[int] = []
+    finishing: list[bool] = []  # the load is over: a signal no longer interrupts the clean-up and the report
+
     def _stop(signum: int, _frame: Any) -> None:
-        raise SystemExit(f"soak: stopped by signal {signum}; no report")
+        if stopped or finishing:  # let the clean-up (the agents stopped) and the report finish
+            say("stopping: the simulator agents are being stopped and the report written")
+            return
+        stopped.append(signum)
+        raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -342,60 +400,126 @@ def main(argv: list[str] | None = None) -> int:
     dev_gold = [e.gold[0] for e in read_examples(args.data / "dev.jsonl")]
     spec["labels"].update({t: dev_gold[i % len(dev_gold)] for i, t in enumerate(texts)})
 
-    def say(msg: str) -> None:
-        print(f"soak: {msg}", file=sys.stderr)
-
+    load: dict[str, Any] | None = None
+    passes: Any = None
+    sampler: Sampler | None = None
     try:
         with simulator_agents(settings, spec, "soak-agents.log", 32, False, 60.0, say) as sim:
             pids["agents"] = sim.pid
             lag = GroupLag(settings.kafka, settings.worker.app_id)
             sampler = Sampler(args.sample_every, pids, lag)
             sampler.start()
-            passes_before = learning_passes(settings.metrics.host, settings.metrics.port)
+            passes_before = None
             try:
+                passes_before = learning_passes(settings.metrics.host, settings.metrics.port)
                 say(f"{len(texts)} tasks at {args.rate:g}/s ({args.duration:g} s), until result")
+                # a signal in the load ends it there: the report of the tasks sent so far comes back
                 load = kafka_load.run(settings, args.rate, args.duration, args.drain, "result", texts, args.tenant)
+                if load.get("interrupted") and not stopped:
+                    stopped.append(signal.SIGINT)
             finally:
+                finishing.append(True)
                 sampler.stop()
                 lag.close()
-                passes = passes_between(passes_before, learning_passes(settings.metrics.host, settings.metrics.port))
+                tries = 1 if stopped else 3  # stopping: one quick read, not 30 s of retries
+                after = learning_passes(settings.metrics.host, settings.metrics.port, tries=tries)
+                passes = passes_between(passes_before, after)
     except AosError as exc:
         say(f"error: {exc}")
         return 1
-    stem = time.strftime("soak-%Y%m%d-%H%M%S")
-    load_paths = _report.write(load, args.out, stem.replace("soak", "soak-tasks"), False)
-    samples = [Sample(*row) for row in load["samples"]]
-    wins = windows(samples)
-    report = {
+    except KeyboardInterrupt:
+        if not stopped:
+            stopped.append(signal.SIGINT)
+    if load is None or sampler is None:
+        say(f"stopped by signal {stopped[0] if stopped else '?'} before the load started; no report")
+        return 128 + (stopped[0] if stopped else signal.SIGINT)
+    report = build_report(args, load, sampler.samples, sampler.errors, passes, max_lag, stopped[0] if stopped else None)
+    stem = time.strftime("soak-partial-%Y%m%d-%H%M%S" if stopped else "soak-%Y%m%d-%H%M%S")
+    paths, where_asked = write_reports(report, load, args.out, stem, not args.no_plot)
+    print_summary(report, paths)
+    if stopped:
+        return 128 + stopped[0]
+    return exit_status(report) if where_asked else 1
+
+
+def build_report(
+    args: argparse.Namespace,
+    load: dict[str, Any],
+    samples: list[dict[str, Any]],
+    sample_errors: int,
+    passes: Any,
+    max_lag: int,
+    stopped_by: int | None,
+) -> dict[str, Any]:
+    """The soak's report; ``stopped_by`` (a signal's number): a partial one, of what was measured until then."""
+    wins = windows([Sample(*row) for row in load["samples"]])
+    report: dict[str, Any] = {
+        "partial": stopped_by is not None,
         "rate": args.rate,
         "duration_s": args.duration,
-        "load": {k: v for k, v in load.items() if k != "samples"},
-        "verdicts": verdicts(load, wins, sampler.samples, args.rate, args.rss_slope, max_lag),
-        "windows": wins,
-        "samples": sampler.samples,
-        "sample_errors": sampler.errors,
-        "learning_passes": passes,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{stem}.json"
+    if stopped_by is not None:
+        sent = load["samples"]
+        report["stopped_by_signal"] = stopped_by
+        report["stopped_after_s"] = round(sent[-1][0], 1) if sent else 0.0
+    report.update(
+        {
+            "load": {k: v for k, v in load.items() if k != "samples"},
+            "verdicts": verdicts(load, wins, samples, args.rate, args.rss_slope, max_lag),
+            "windows": wins,
+            "samples": samples,
+            "sample_errors": sample_errors,
+            "learning_passes": passes,
+        }
+    )
+    return report
+
+
+def write_reports(
+    report: dict[str, Any], load: dict[str, Any], out: Path, stem: str, plot: bool
+) -> tuple[list[Path], bool]:
+    """The tasks' report, the soak's and its plot into ``out`` (checked before the soak); if it cannot
+    be written to any more, into the temporary folder: (paths, written where asked)."""
+    tasks_stem = stem.replace("soak", "soak-tasks", 1)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _write_all(report, load, out, stem, tasks_stem, plot), True
+    except OSError as exc:
+        tmp = Path(tempfile.gettempdir())
+        print(f"soak: error: cannot write to {out} ({exc.strerror or exc}); writing to {tmp}", file=sys.stderr)
+        return _write_all(report, load, tmp, stem, tasks_stem, plot), False
+
+
+def _write_all(
+    report: dict[str, Any], load: dict[str, Any], out: Path, stem: str, tasks_stem: str, plot: bool
+) -> list[Path]:
+    paths = _report.write(load, out, tasks_stem, False)
+    path = out / f"{stem}.json"
     path.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    paths = [*load_paths, path]
-    if not args.no_plot:
-        paths.append(draw(report, args.out / f"{stem}.png"))
-    print_summary(report, paths)
-    return 0 if all(v["ok"] for v in report["verdicts"].values()) else 3
+    paths.append(path)
+    if plot:
+        paths.append(draw(report, out / f"{stem}.png"))
+    return paths
 
 
 def print_summary(report: dict[str, Any], paths: list[Path]) -> None:
     load, v = report["load"], report["verdicts"]
     lat = load["latency_ms"]
+    if report.get("partial"):
+        print(
+            f"soak: PARTIAL: stopped by signal {report['stopped_by_signal']} after {report['stopped_after_s']} s of "
+            f"{report['duration_s']:g}; everything below covers only what was measured until then"
+        )
+    pending = f", {load['pending']} pending (interrupted)" if load.get("pending") else ""
     print(
-        f"soak: {load['sent']} sent, {load['answered']} answered, {load['missing']} missing, {load['errors']} errors; "
-        f"throughput {load['throughput_per_s']}/s; latency ms p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']}"
+        f"soak: {load['sent']} sent, {_report.answered_text(load)}, {load['missing']} missing{pending}, "
+        f"{load['errors']} errors; throughput {load['throughput_per_s']}/s; "
+        f"latency ms p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']}"
     )
     for name, d in v.items():
-        figures = ", ".join(f"{k} {val}" for k, val in d.items() if k != "ok")
-        print(f"  {'PASS' if d['ok'] else 'FAIL'} {name}: {figures}")
+        figures = ", ".join(f"{k} {val}" for k, val in d.items() if k not in ("ok", "note"))
+        note = f"{d['note']}; " if d.get("note") else ""
+        print(f"  {label(d['ok'])} {name}: {note}{figures}")
     passes = report.get("learning_passes")
     if passes is None:
         print("  learning passes: unknown (the worker's /metrics could not be read)")

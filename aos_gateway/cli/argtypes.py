@@ -102,3 +102,20 @@ def existing_dir(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no such folder: {text}")
     return path
+
+
+def ascending_counts(text: str) -> list[int]:
+    """Whole numbers >= 0 separated by commas, strictly ascending (so no repeats), e.g. ``0,1000,5000``."""
+    parts = [p.strip() for p in text.split(",")]
+    vals: list[int] = []
+    for p in parts:
+        try:
+            val = int(p)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {p!r} in {text!r} (e.g. 0,1000,5000)") from None
+        if val < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {val} in {text!r}")
+        if vals and val <= vals[-1]:
+            raise argparse.ArgumentTypeError(f"must be ascending without repeats, got {text!r}")
+        vals.append(val)
+    return vals

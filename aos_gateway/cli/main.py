@@ -209,7 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     bw.set_defaults(handler=_cmd_bench_network)
 
     bl = bsub.add_parser(
-        "learning", help="the live gateway's learning curve: dev top-1 after 0, 1k, 5k, 10k experiences (simulators)"
+        "learning",
+        help="the live gateway's learning curve: dev top-1 after 0, 1k, 5k, 10k experiences (simulators); "
+        "resets the learned state: needs --yes",
+        description="Registers ~200 simulator agents and replaces the live gateway's learned state while it runs; "
+        "at the end (or on an error, or Ctrl-C) it deregisters them, deletes the topics it created and resets "
+        "the learned state again: what was learned before the run is not restored. Needs --yes.",
     )
     bl.add_argument(
         "--data",
@@ -217,13 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="MetaTool-form folder (default: ../shared/datasets/metatool)",
     )
-    bl.add_argument("--checkpoints", default="0,1000,5000,10000", help="experiences at which to measure")
+    bl.add_argument(
+        "--checkpoints",
+        type=argtypes.ascending_counts,
+        default=[0, 1000, 5000, 10000],
+        help="experiences at which to measure, ascending (default: 0,1000,5000,10000)",
+    )
     bl.add_argument("--dev-limit", type=argtypes.positive_int, default=500, help="dev tasks per measurement")
     bl.add_argument("--rate", type=argtypes.positive_float, default=30.0, help="training tasks per second")
     bl.add_argument("--skill", type=float, default=0.95, help="a simulator's success rate on its own tasks")
     bl.add_argument("--noise", type=float, default=0.05, help="its success rate on other tasks")
     bl.add_argument("--seed", type=int, default=0)
     bl.add_argument("--json", action="store_true")
+    bl.add_argument(
+        "--yes",
+        action="store_true",
+        help="required: the run replaces the learned state (reset, not restored, at the end) "
+        "and registers simulator agents while it runs",
+    )
     bl.set_defaults(handler=_cmd_bench_learning)
 
     bg = bsub.add_parser("ingest", help="experience records/s into each store, through the running worker")
@@ -678,6 +694,12 @@ def _cmd_bench_learning(args: argparse.Namespace) -> int:
     from aos_gateway.bench import learning as bench
     from aos_gateway.cli.demo import default_agents_file
 
+    if not args.yes:  # a usage error (exit 2), before anything is started
+        raise argparse.ArgumentError(
+            None,
+            "the bench replaces the gateway's learned state (reset again at the end, not restored) and registers "
+            "~200 simulator agents while it runs: add --yes to do it",
+        )
     data = args.data
     if data is None:
         found = default_agents_file()
@@ -687,17 +709,13 @@ def _cmd_bench_learning(args: argparse.Namespace) -> int:
     missing = [f for f in ("agents.jsonl", "train.jsonl", "dev.jsonl") if not (data / f).is_file()]
     if missing:
         raise AosError(f"{data} lacks {', '.join(missing)}")
-    try:
-        checkpoints = sorted({int(c) for c in args.checkpoints.split(",")})
-    except ValueError:
-        raise AosError(f"--checkpoints: expected numbers separated by commas, got {args.checkpoints!r}") from None
     if not (0 <= args.noise <= 1 and 0 <= args.skill <= 1):
-        raise AosError("--skill and --noise are probabilities (0..1)")
+        raise argparse.ArgumentError(None, "--skill and --noise are probabilities (0..1)")
     report = bench.run(
-        _settings(), data, checkpoints, args.dev_limit, args.rate, args.skill, args.noise, args.seed, _progress
+        _settings(), data, args.checkpoints, args.dev_limit, args.rate, args.skill, args.noise, args.seed, _progress
     )
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
-    return 0
+    return 0 if not report["cleanup"]["left"] else 1
 
 
 def _cmd_bench_ingest(args: argparse.Namespace) -> int:

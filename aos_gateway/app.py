@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import faust
 
@@ -35,6 +36,12 @@ class AosApp(faust.App):
             )
             for table in self.tables.values()
         ]
+
+    def _create_directories(self) -> None:
+        # Faust creates the last folder only: a data dir under a stack home elsewhere failed the start
+        # ("No such file or directory: '.aos/worker'")
+        Path(self.conf.datadir).mkdir(parents=True, exist_ok=True)
+        super()._create_directories()
 
     async def on_first_start(self) -> None:
         import asyncio

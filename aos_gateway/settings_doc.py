@@ -241,7 +241,50 @@ def unknown_variables(names: typing.Iterable[str], nested_only: bool = True) -> 
         upper = name.upper()
         if not upper.startswith(PREFIX) or upper in known:
             continue
-        if nested_only and "__" not in upper[len(PREFIX) :]:
+        if nested_only and "__" not in upper[len(PREFIX) :] and _single_underscore(upper) is None:
             continue
         odd.append(name)
     return sorted(odd)
+
+
+def _single_underscore(upper: str) -> str | None:
+    """``AOS_TRACING_EXPORTER`` -> ``AOS_TRACING__EXPORTER``: a section's name with one underscore
+    after it (no tool switch starts so: AOS_DEBUG, AOS_LOG_LEVEL, AOS_FAULTS_*, AOS_SINK_JDBC_*)."""
+    rest = upper[len(PREFIX) :]
+    for section in sorted({r.section.upper() for r in rows() if r.section}, key=len, reverse=True):
+        if rest.startswith(section + "_") and not rest.startswith(section + "__"):
+            return f"{PREFIX}{section}__{rest[len(section) + 1 :]}"
+    return None
+
+
+def suggestion(name: str) -> str | None:
+    """The setting a misspelt variable most likely meant, if one is close: a section's one
+    underscore for two, or a key a small edit away (``AOS_MATCHING__TOPK`` -> ``AOS_MATCHING__TOP_K``)."""
+    import difflib
+
+    upper = name.upper()
+    known = sorted(r.env for r in rows())
+    fixed = _single_underscore(upper)
+    if fixed is not None and fixed in known:
+        return fixed
+    close = difflib.get_close_matches(fixed or upper, known, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def json_problems(environ: typing.Mapping[str, str]) -> list[str]:
+    """One line per list or map setting in ``environ`` whose value is not JSON, naming the variable
+    (pydantic-settings only names the section: 'error parsing value for field "media"')."""
+    given = {name.upper(): value for name, value in environ.items()}
+    lines = []
+    for r in rows():
+        value = given.get(r.env)
+        if value is None or not r.type.startswith(("list[", "dict[")):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            example = '["a", "b"]' if r.type.startswith("list[") else '{"key": ...}'
+            lines.append(
+                f"bad setting {r.env}: a {r.type.split('[')[0]} is written as JSON, e.g. {example} (got {value!r})"
+            )
+    return lines

@@ -817,7 +817,12 @@ def settings_error_lines(exc: BaseException) -> list[str]:
     """A pydantic error raised while reading the settings from the environment, one line per bad
     field (``bad setting AOS_MATCHING__TOP_K: ...``); empty for any other exception."""
     from pydantic import ValidationError as PydanticError
+    from pydantic_settings import SettingsError
 
+    if isinstance(exc, SettingsError):  # a value that is not JSON where JSON is expected
+        from aos_gateway.settings_doc import json_problems
+
+        return json_problems(os.environ) or [f"bad setting: {exc}"]
     if not isinstance(exc, PydanticError) or exc.title != "Settings":
         return []
     lines = []
@@ -831,10 +836,12 @@ def settings_error_lines(exc: BaseException) -> list[str]:
 
 def _warn_unknown_settings() -> None:
     """A misspelt ``AOS_SECTION__KEY`` is ignored by the settings: say so, once per command."""
-    from aos_gateway.settings_doc import unknown_variables
+    from aos_gateway.settings_doc import suggestion, unknown_variables
 
     for name in unknown_variables(os.environ):
-        print(f"aos: warning: {name} names no setting and is ignored (`aos settings` lists them)", file=sys.stderr)
+        close = suggestion(name)
+        hint = f"did you mean {close}?" if close else "`aos settings` lists them"
+        print(f"aos: warning: {name} names no setting and is ignored ({hint})", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

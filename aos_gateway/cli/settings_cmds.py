@@ -34,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     picked = settings_doc.select(settings_doc.rows(get_settings()), args.pattern, args.changed)
     if not picked and args.pattern:
+        if args.changed and settings_doc.select(settings_doc.rows(), args.pattern):
+            print(f"no setting matching {args.pattern!r} is set away from its default", file=sys.stderr)
+            return 0
         raise argparse.ArgumentError(None, f"no setting matches {args.pattern!r} (`aos settings` lists them all)")
     if args.json:
         print(settings_doc.as_json(picked))

@@ -94,3 +94,18 @@ def test_markdown_escapes_what_markdown_would_eat() -> None:
 def test_docs_settings_md_is_current() -> None:
     """docs/settings.md is generated: after changing a setting run `aos settings --markdown > docs/settings.md`."""
     assert (ROOT / "docs" / "settings.md").read_text(encoding="utf-8") == settings_doc.markdown()
+
+
+def test_a_single_underscore_after_a_section_is_a_typo_with_a_suggestion() -> None:
+    env = {"AOS_TRACING_EXPORTER": "console", "AOS_MATCHING_TOPK": "3", "AOS_FAULTS_RATE": "4", "AOS_LOG_LEVEL": "x"}
+    assert settings_doc.unknown_variables(env) == ["AOS_MATCHING_TOPK", "AOS_TRACING_EXPORTER"]
+    assert settings_doc.suggestion("AOS_TRACING_EXPORTER") == "AOS_TRACING__EXPORTER"
+    assert settings_doc.suggestion("AOS_MATCHING_TOPK") == "AOS_MATCHING__TOP_K"
+    assert settings_doc.suggestion("AOS_MATCHING__TOPK") == "AOS_MATCHING__TOP_K"
+    assert settings_doc.suggestion("AOS_NOPE__NOTHING_LIKE_IT") is None
+
+
+def test_a_list_setting_that_is_not_json_is_named() -> None:
+    lines = settings_doc.json_problems({"AOS_MEDIA__FILE_ROOTS": "/tmp", "AOS_MATCHING__TOP_K": "3"})
+    assert lines == ['bad setting AOS_MEDIA__FILE_ROOTS: a list is written as JSON, e.g. ["a", "b"] (got \'/tmp\')']
+    assert settings_doc.json_problems({"AOS_MEDIA__FILE_ROOTS": '["/tmp"]'}) == []

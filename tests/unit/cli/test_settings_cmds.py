@@ -60,3 +60,22 @@ def test_any_command_warns_of_a_misspelt_setting(
     assert main(["settings", "top_k"]) == 0
     err = capsys.readouterr().err
     assert "aos: warning: AOS_MATCHING__TOPK names no setting and is ignored" in err
+
+
+def test_a_list_setting_that_is_not_json_is_named_in_one_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: 'aos: unexpected error: SettingsError: error parsing value for field "media" ...'."""
+    monkeypatch.setenv("AOS_MEDIA__FILE_ROOTS", "/tmp")
+    assert main(["settings", "file_roots"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        'aos: error: bad setting AOS_MEDIA__FILE_ROOTS: a list is written as JSON, e.g. ["a", "b"] (got \'/tmp\')'
+    )
+
+
+def test_changed_with_a_pattern_of_unchanged_settings_is_no_error(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["settings", "top_k", "--changed"]) == 0
+    assert "no setting matching 'top_k' is set away from its default" in capsys.readouterr().err

@@ -502,8 +502,8 @@ class WorkerSettings(BaseModel):
         default=4,
         ge=1,
         le=10_000,
-        description="partitions of the topics the gateway creates (compacted ones keep their own; existing "
-        "topics are not changed) and of the worker's tables",
+        description="partitions of the topics the gateway creates (compacted and single-partition ones, such as "
+        "the dead letters, keep their own; existing topics are not changed) and of the worker's tables",
     )
     producer_linger_ms: int = Field(default=2, ge=0, description="batch produced records for this long")
     stats_interval_s: float = Field(default=60.0, gt=0, description="how often the perceive stage logs its batch stats")

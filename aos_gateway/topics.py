@@ -21,6 +21,13 @@ class TopicSpec:
     doc: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
+    def partitions_for(self, worker_partitions: int | None) -> int:
+        """Partitions to create it with: ``worker.topic_partitions`` when given, except for a compacted
+        topic and a single-partition one (one ordered stream on purpose, e.g. the dead letters)."""
+        if self.compacted or self.partitions == 1 or not worker_partitions:
+            return self.partitions
+        return worker_partitions
+
     def configs(self) -> dict[str, str]:
         """Broker-side topic configs."""
         conf = dict(self.extra)

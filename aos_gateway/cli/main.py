@@ -404,7 +404,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
-    from aos_gateway.streams.kafka import ensure_topics, existing_topics
+    from aos_gateway.streams.kafka import ensure_topics, partition_counts
     from aos_gateway.topics import ALL
 
     s = _settings()
@@ -412,11 +412,17 @@ def _cmd_topics(args: argparse.Namespace) -> int:
         created = ensure_topics(s.kafka, partitions=s.worker.topic_partitions)
         print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else " (all existed)"))
         return 0
-    have = existing_topics(s.kafka)
+    have = partition_counts(s.kafka)
     for t in ALL:
-        mark = "exists " if t.name in have else "missing"
+        want = t.partitions_for(s.worker.topic_partitions)
+        if t.name not in have:
+            mark = f"missing ({want} p)"
+        elif have[t.name] == want:
+            mark = f"exists ({have[t.name]} p)"
+        else:  # made before, or by hand: `aos topics create` does not change an existing topic
+            mark = f"exists ({have[t.name]} p, catalog {want})"
         kind = "compacted" if t.compacted else f"retention {t.retention_ms // 86_400_000 if t.retention_ms else '-'}d"
-        print(f"{t.name:<26} {mark} {t.record:<34} {kind:<14} {t.doc}")
+        print(f"{t.name:<26} {mark:<22} {t.record:<34} {kind:<14} {t.doc}")
     return 0
 
 

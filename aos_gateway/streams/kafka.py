@@ -172,6 +172,17 @@ def existing_topics(kafka: KafkaSettings, timeout: float | None = None) -> set[s
     return set(md.topics)
 
 
+def partition_counts(kafka: KafkaSettings, timeout: float | None = None) -> dict[str, int]:
+    """Each existing topic's number of partitions."""
+    try:
+        md = admin(kafka).list_topics(timeout=timeout or kafka.request_timeout_s)
+    except KafkaException as exc:
+        raise KafkaError(
+            f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc.args[0]}; is the stack up? run `aos dev up`"
+        ) from exc
+    return {name: len(t.partitions) for name, t in md.topics.items()}
+
+
 def ensure_topics(kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL, partitions: int | None = None) -> list[str]:
     """Create the topics that do not exist yet (idempotent); returns the names created."""
     specs = list(specs)
@@ -182,7 +193,7 @@ def ensure_topics(kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL, partit
     new = [
         NewTopic(
             s.name,
-            num_partitions=partitions if partitions and not s.compacted else s.partitions,
+            num_partitions=s.partitions_for(partitions),
             replication_factor=1,
             config=s.configs(),
         )

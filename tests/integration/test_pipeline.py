@@ -59,6 +59,13 @@ def test_the_worker_starts_without_error_lines(worker_startup_log: str) -> None:
     assert errors == [], "\n".join(errors[:20])
 
 
+def test_topics_list_shows_partitions_and_the_dead_letters_have_one(stack_env: dict[str, str], worker: object) -> None:
+    out = run_aos(stack_env, "topics", "list").stdout
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "exists (1 p)" in lines[topics.DEADLETTER.name], out
+    assert "exists (4 p)" in lines[topics.TASKS.name], out
+
+
 def test_submit_wait_json_names_the_right_agent(stack_env: dict[str, str], agents: dict[str, str]) -> None:
     t0 = time.monotonic()
     out = run_aos(stack_env, "submit", "--text", "What's the weather in Paris tomorrow?", "--wait", "--json")

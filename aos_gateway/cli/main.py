@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--executions", action="store_true", help="final execution results from aos.results.v1")
     rs.add_argument("--follow", action="store_true", help="keep printing new plans")
     rs.add_argument("--from-beginning", action="store_true")
+    rs.add_argument("--task", metavar="ID", default=None, help="only this task (its id or the id's first characters)")
+    rs.add_argument("--tenant", default=None, help="only this tenant's")
+    rs.add_argument(
+        "--status",
+        default=None,
+        help="only this status: PLANNED, NO_MATCH, REJECTED (with --executions: SUCCEEDED, PARTIAL, FAILED)",
+    )
+    rs.add_argument(
+        "--last", type=argtypes.positive_int, default=None, metavar="N", help="only the newest N (not with --follow)"
+    )
     rs.add_argument("--json", action="store_true")
     rs.set_defaults(handler=_cmd_results)
 
@@ -582,15 +592,20 @@ def format_plan(plan: Any) -> str:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
+    from aos_gateway.cli.results_filter import ResultFilter, select
     from aos_gateway.client import ResultReader, follow_results
     from aos_gateway.contracts.records import EXECUTION_RESULT
     from aos_gateway.topics import PLANS, RESULTS
 
+    wanted = ResultFilter.from_args(args)
+    if args.follow and args.last:
+        raise argparse.ArgumentError(None, "--last N prints the newest N of what is there: not with --follow")
     s = _settings()
     fmt = format_result if args.executions else format_plan
     if args.follow:
         for plan in follow_results(s, from_beginning=args.from_beginning, executions=args.executions):
-            print(json.dumps(plan, default=_jsonable) if args.json else fmt(plan), flush=True)
+            if wanted.keeps(plan):
+                print(json.dumps(plan, default=_jsonable) if args.json else fmt(plan), flush=True)
         return 0
     if args.executions:
         reader = ResultReader(s, RESULTS.name, from_beginning=True, record=EXECUTION_RESULT)
@@ -605,8 +620,14 @@ def _cmd_results(args: argparse.Namespace) -> int:
             plans.extend(more)
     finally:
         reader.close()
-    for plan in plans:
+    shown = select(plans, wanted)
+    for plan in shown:
         print(json.dumps(plan, default=_jsonable) if args.json else fmt(plan))
+    if not shown and (plans or not args.json):
+        what = "execution results" if args.executions else "plans"
+        _progress(
+            f"results: none of the {len(plans)} {what} on the topic matches" if plans else f"results: no {what} yet"
+        )
     return 0
 
 

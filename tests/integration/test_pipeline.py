@@ -74,6 +74,9 @@ def test_submit_wait_json_names_the_right_agent(stack_env: dict[str, str], agent
     assert plan["steps"][0]["agent_id"] == agents["weather"]
     assert {"submitted", "perceived", "matched", "planned"} <= set(plan["timings"])
     assert time.monotonic() - t0 < 30
+    # the same plan, found among all on the topic by its id (the first characters are enough)
+    found = run_aos(stack_env, "results", "--task", plan["task_id"][:12], "--json").stdout.splitlines()
+    assert [json.loads(line)["task_id"] for line in found] == [plan["task_id"]]
 
 
 def test_python_client_round_trip_with_constraints(settings: Settings, agents: dict[str, str]) -> None:

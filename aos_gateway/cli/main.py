@@ -121,8 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     wk = sub.add_parser("worker", help="run the Faust worker (all stages)")
     wk.add_argument("-l", "--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
-    wk.add_argument("--detach", action="store_true", help="run in the background (log in .aos/worker.log)")
-    wk.add_argument("--stop", action="store_true", help="stop a detached worker")
+    how = wk.add_mutually_exclusive_group()
+    how.add_argument(
+        "--detach", action="store_true", help="run in the background (log in <stack.home>/worker.log); idempotent"
+    )
+    how.add_argument("--stop", action="store_true", help="stop a detached worker")
+    how.add_argument("--status", action="store_true", help="whether a detached worker runs (exit 1 if not)")
     wk.set_defaults(handler=_cmd_worker)
 
     dl = sub.add_parser("deadletter", help="events that a stage could not process")
@@ -635,6 +639,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from aos_gateway.cli import worker_proc
 
     s = _settings()
+    if args.status:
+        pid = worker_proc.running_pid(s, "worker")
+        log = s.stack.home / "worker.log"
+        print(f"worker: running (pid {pid}; log {log})" if pid else f"worker: not running in the background ({log})")
+        return 0 if pid else 1
     if args.stop:
         if worker_proc.running_pid(s, "worker") is None:
             _progress("worker: none running in the background")

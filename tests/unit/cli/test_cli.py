@@ -311,6 +311,22 @@ def test_worker_stop_says_when_none_runs(monkeypatch: pytest.MonkeyPatch, capsys
     assert "worker: none running in the background" in capsys.readouterr().err and stopped == ["worker"]
 
 
+def test_worker_status_and_exclusive_options(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aos_gateway.cli import worker_proc
+
+    monkeypatch.setattr(worker_proc, "running_pid", lambda _s, name="worker": None)
+    assert main(["worker", "--status"]) == 1
+    assert "worker: not running in the background" in capsys.readouterr().out
+    monkeypatch.setattr(worker_proc, "running_pid", lambda _s, name="worker": 4242)
+    assert main(["worker", "--status"]) == 0
+    assert "worker: running (pid 4242" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:  # a review: --stop --detach was taken (help says one or the other)
+        main(["worker", "--stop", "--detach"])
+    assert done.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
 def test_eval_refuses_an_empty_file_and_a_line_without_gold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     agents, train, empty, nogold = (tmp_path / n for n in ("a.jsonl", "t.jsonl", "empty.jsonl", "nogold.jsonl"))
     agents.write_text(json.dumps({"agent_id": "Weather", "description": "Forecasts."}) + "\n")

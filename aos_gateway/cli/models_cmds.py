@@ -47,6 +47,7 @@ class ModelEntry:
     present: bool | None  # None: fetched from a hub on first use, cannot tell offline
     detail: str
     corrupt: bool = False  # there, but empty or not matching its recorded checksum (present is False)
+    random: bool = False  # runs, but on random weights: its results mean nothing
 
 
 #: file names that are weights, never a hub name or a pretrained tag
@@ -121,7 +122,15 @@ def _vision_entry(settings: Settings) -> ModelEntry:
     extra = "" if _installed("open_clip") else "; open_clip is not installed: pip install 'aos-gateway[vision]'"
     w = v.weights
     if not w:
-        return ModelEntry("vision", name, "-", True, "no weights configured: RANDOM weights" + extra)
+        return ModelEntry(
+            "vision",
+            name,
+            "-",
+            True,
+            "no weights configured (AOS_VISION__WEIGHTS): it runs on RANDOM weights, image matches mean nothing"
+            + extra,
+            random=True,
+        )
     if w.startswith("hf-hub:"):
         return ModelEntry("vision", w, "hub", None, "downloaded on first use" + extra)
     if w.startswith("local-dir:"):
@@ -162,7 +171,14 @@ def _audio_entry(settings: Settings) -> ModelEntry:
     ckpt = default_checkpoint_path(a)
     if ckpt.is_file():
         return _file_entry("audio", name, ckpt, "converted from the packaged CTranslate2 model" + extra)
-    return ModelEntry("audio", name, str(ckpt.resolve()), False, "missing: run `aos models prepare`" + extra)
+    return ModelEntry(
+        "audio",
+        name,
+        str(ckpt.resolve()),
+        None,
+        "not converted yet: the worker converts the packaged model at its first audio task, or run "
+        "`aos models prepare` now" + extra,
+    )
 
 
 def list_models(settings: Settings) -> list[ModelEntry]:
@@ -190,7 +206,12 @@ def run(args: argparse.Namespace, settings: Settings, progress: Callable[[str], 
         print(json.dumps([asdict(e) for e in entries], indent=2))
         return 0
     for e in entries:
-        state = "CORRUPT" if e.corrupt else {True: "present", False: "MISSING", None: "-"}[e.present]
+        if e.corrupt:
+            state = "CORRUPT"
+        elif e.random:
+            state = "RANDOM"
+        else:
+            state = {True: "present", False: "MISSING", None: "-"}[e.present]
         print(f"{e.encoder:<7} {state:<8} {e.model:<36} {e.location}")
         print(f"{'':<16} {e.detail}")
     return 0 if all(e.present is not False for e in entries) else 1

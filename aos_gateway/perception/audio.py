@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -383,10 +384,12 @@ class AudioEncoder(CacheCounts):
         with self._lock:
             if self._backend is not None:
                 return
+            t0 = time.perf_counter()
             if self._settings.backend == "openai-whisper":
                 self._backend = _OpenAIWhisper(self._settings, self._threads)
             else:
                 self._backend = _FasterWhisper(self._settings, self._threads)
+            log.info("audio: %s loaded in %.1fs", self.name, time.perf_counter() - t0)
 
     def _loaded(self) -> _Backend:
         self.load()

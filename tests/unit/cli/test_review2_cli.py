@@ -303,3 +303,17 @@ def test_bad_arguments_exit_2_with_one_line(
     line = _one_line(capsys.readouterr().err)
     assert needle in line and line.startswith("aos ") and "--help" in line
     assert not (env / "k2.json").exists() and not (env / "k.pem").exists()
+
+
+def test_models_list_says_random_vision_and_an_unconverted_whisper_plainly(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A third review: vision on random weights read "present"; an openai-whisper checkpoint not yet
+    converted read "MISSING" (exit 1), while the worker converts it at its first audio task."""
+    _setenv(monkeypatch, AOS_AUDIO__BACKEND="openai-whisper", AOS_AUDIO__MODELS_DIR=str(env / "models"))
+    vision, audio = _entry("vision"), _entry("audio")
+    assert vision.random and "RANDOM" in vision.detail
+    assert audio.present is None and "the worker converts" in audio.detail
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "vision  RANDOM" in out and "present  open_clip" not in out

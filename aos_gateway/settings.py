@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,6 +49,14 @@ class KafkaSettings(BaseModel):
         description="seconds a broker request may take (metadata, offsets, topic creation); registering cards, "
         "publishing weights and changing ACLs from the CLI get three times this",
     )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _some_broker(cls, value: str) -> str:
+        # an empty value waited for the request timeout, then said "cannot reach Kafka at :"
+        if not value.strip():
+            raise ValueError("name at least one broker, host:port (e.g. 127.0.0.1:19092)")
+        return value
 
     def sasl_secret(self) -> str | None:
         """The SASL password: ``sasl_password``, else the first line of ``sasl_password_file`` (never logged).

@@ -119,3 +119,16 @@ def ascending_counts(text: str) -> list[int]:
             raise argparse.ArgumentTypeError(f"must be ascending without repeats, got {text!r}")
         vals.append(val)
     return vals
+
+
+def tenant(text: str) -> str:
+    """A tenant name: not empty, no spaces, slashes or control characters, at most 128 characters
+    (it names Kafka principals, key files and dashboard rows; an empty one silently became 'default')."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a tenant name cannot be empty")
+    bad = sorted({c for c in text if c.isspace() or c in "/\\" or not c.isprintable()})
+    if bad:
+        raise argparse.ArgumentTypeError(f"a tenant name has no spaces, slashes or control characters: {text!r}")
+    if len(text) > 128:
+        raise argparse.ArgumentTypeError(f"a tenant name has at most 128 characters, got {len(text)}")
+    return text

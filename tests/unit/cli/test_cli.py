@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -340,3 +341,39 @@ def test_eval_refuses_an_empty_file_and_a_line_without_gold(tmp_path: Path, caps
     assert f'{nogold}:1: no "gold" (a list of agent ids)' in capsys.readouterr().err
     assert main(["eval", "matching", "--agents", str(empty), "--train", str(train), "--test", str(train)]) == 1
     assert "no agent cards in" in capsys.readouterr().err
+
+
+def test_submit_takes_an_image_url_as_a_reference() -> None:
+    """A review: `--image https://example.com/x.png` was read as a path: "not found: https:/example.com/x.png"."""
+    from aos_gateway.cli.main import url_media_part
+
+    part = url_media_part("image", "https://example.com/photos/x.png?size=2")
+    assert part == {
+        "mime_type": "image/png",
+        "data": None,
+        "uri": "https://example.com/photos/x.png?size=2",
+        "size_bytes": 0,
+        "sha256": None,
+    }
+    assert url_media_part("audio", "http://h/clip")["mime_type"] == "audio/*"
+    with pytest.raises(argparse.ArgumentError, match="no host"):
+        url_media_part("image", "https:///x.png")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["submit", "--text", "   "], "--text is blank"),
+        (["submit", "--text", "hi", "--tenant", ""], "a tenant name cannot be empty"),
+        (["submit", "--text", "hi", "--tenant", "a b/../c"], "no spaces, slashes or control characters"),
+    ],
+)
+def test_submit_refuses_a_blank_text_and_a_bad_tenant(
+    env: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

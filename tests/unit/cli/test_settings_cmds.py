@@ -79,3 +79,13 @@ def test_changed_with_a_pattern_of_unchanged_settings_is_no_error(
 ) -> None:
     assert main(["settings", "top_k", "--changed"]) == 0
     assert "no setting matching 'top_k' is set away from its default" in capsys.readouterr().err
+
+
+def test_an_empty_broker_list_is_refused_at_once(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A review: AOS_KAFKA__BOOTSTRAP_SERVERS= waited 10 s, then said "cannot reach Kafka at :"."""
+    monkeypatch.setenv("AOS_KAFKA__BOOTSTRAP_SERVERS", " ")
+    assert main(["settings", "kafka"]) == 1
+    err = capsys.readouterr().err
+    assert "bad setting AOS_KAFKA__BOOTSTRAP_SERVERS: name at least one broker" in err and "Value error" not in err

@@ -174,13 +174,17 @@ def run(
     return report
 
 
-def encoder_ceiling(settings: Settings, n: int = 512, batch: int = 32) -> dict[str, Any]:
+def encoder_ceiling(
+    settings: Settings, n: int = 512, batch: int = 32, progress: Callable[[str], None] = lambda _m: None
+) -> dict[str, Any]:
     """The bare text encoder on this machine: the ceiling for the pipeline's throughput."""
     from aos_gateway.perception.text import TextEncoder
 
     p = settings.perception
     enc = TextEncoder(p.text_model, p.device, cache_size=0, threads=p.torch_threads)
+    progress(f"encoder: loading {enc.name}")
     enc.load()
+    progress(f"encoder: 64 single texts, then {n} in batches of {batch}")
     texts = [f"{t} [{i}]" for i, t in enumerate((_texts() * (n // 100 + 2))[:n])]
     enc.encode(texts[:batch])  # warm-up
     lat1 = []
@@ -189,8 +193,12 @@ def encoder_ceiling(settings: Settings, n: int = 512, batch: int = 32) -> dict[s
         enc.encode([t])
         lat1.append((time.perf_counter() - s) * 1000)
     s = time.perf_counter()
+    last = s
     for i in range(0, n, batch):
         enc.encode(texts[i : i + batch], batch_size=p.encode_batch_size)
+        if time.perf_counter() - last > 5:
+            last = time.perf_counter()
+            progress(f"encoder: {min(i + batch, n)} of {n} texts")
     dt = time.perf_counter() - s
     return {
         "model": enc.name,

@@ -50,6 +50,10 @@ def run(
     import psycopg
 
     tenant = f"bench-sink-{uuid.uuid4().hex[:8]}"
+    progress(
+        f"bench: writes {n} synthetic execution results of tenant {tenant} to {topics.RESULTS.name} (and so to "
+        "the dashboards' sink_results table): they stay there, marked by that tenant"
+    )
     codec = codec_for(EXECUTION_RESULT, topics.RESULTS.name)
     producer = make_producer(settings.kafka, **{"linger.ms": 0})
     acked: dict[str, float] = {}

@@ -270,7 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--json", action="store_true")
     bg.set_defaults(handler=_cmd_bench_ingest)
 
-    bk = bsub.add_parser("sink", help="lag from a result on its topic to its row in PostgreSQL (Kafka Connect)")
+    bk = bsub.add_parser(
+        "sink",
+        help="lag from a result on its topic to its row in PostgreSQL (Kafka Connect); writes synthetic results "
+        "(tenant bench-sink-*) to aos.results.v1",
+    )
     bk.add_argument("--n", type=argtypes.positive_int, default=1000)
     bk.add_argument("--rate", type=argtypes.positive_float, default=50.0, help="results per second")
     bk.add_argument("--json", action="store_true")
@@ -696,7 +700,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from aos_gateway.bench import pipeline as bench
 
     if args.action == "encoder":
-        report = bench.encoder_ceiling(_settings(), args.n)
+        report = bench.encoder_ceiling(_settings(), args.n, progress=_progress)
     else:
         report = bench.run(_settings(), args.rate, args.duration, args.drain, _progress)
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))

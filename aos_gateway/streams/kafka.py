@@ -163,13 +163,7 @@ def admin(kafka: KafkaSettings) -> AdminClient:
 
 
 def existing_topics(kafka: KafkaSettings, timeout: float | None = None) -> set[str]:
-    try:
-        md = admin(kafka).list_topics(timeout=timeout or kafka.request_timeout_s)
-    except KafkaException as exc:
-        raise KafkaError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc.args[0]}; is the stack up? run `aos dev up`"
-        ) from exc
-    return set(md.topics)
+    return set(partition_counts(kafka, timeout))
 
 
 def partition_counts(kafka: KafkaSettings, timeout: float | None = None) -> dict[str, int]:

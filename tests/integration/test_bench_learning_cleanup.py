@@ -1,5 +1,7 @@
 """``aos bench learning``'s cleanup on a real broker: simulator cards deregistered (a prior card put
-back), the topics the run created deleted, the learned state reset."""
+back), the topics the run created deleted. The learned-state reset is left to the unit tests: learned
+states are global to the session's stack, and a reset here (empty states published) changed what
+test_execution's live learner had to publish."""
 
 from __future__ import annotations
 
@@ -10,11 +12,9 @@ from aos_gateway.bench import learning
 from aos_gateway.cli import registry_cmds
 from aos_gateway.contracts.records import AGENT_CARD
 from aos_gateway.contracts.wire import RecordCodec, codec_for
-from aos_gateway.experience import learning as exp_learning
 from aos_gateway.matching.cards import card_from_json
 from aos_gateway.settings import Settings
 from aos_gateway.streams.kafka import ensure_topics, existing_topics
-from aos_gateway.streams.learner import latest_weights
 
 
 def test_the_cleanup_undoes_the_run_on_a_real_broker(settings: Settings) -> None:
@@ -37,7 +37,6 @@ def _run_and_undo(settings: Settings, codec: RecordCodec, real: str, sims: list[
     cards = [card_from_json({"agent_id": a, "description": f"simulator {a}"}, now_ms=2) for a in [*sims, real]]
     registry_cmds._produce(settings, [(c["agent_id"], codec.encode(c)) for c in cards])
     ensure_topics(settings.kafka, [*(topics.invocation_spec(a) for a in [*sims, real]), learning.EVAL_TOPIC])
-    changes.state_replaced = True
     said: list[str] = []
 
     out = learning.undo(settings, changes, said.append)
@@ -48,5 +47,4 @@ def _run_and_undo(settings: Settings, codec: RecordCodec, real: str, sims: list[
     have = existing_topics(settings.kafka)
     assert topics.invocation_topic(real) in have and topics.AGENTS.name in have
     assert not any(topics.invocation_topic(a) in have for a in sims) and learning.EVAL_TOPIC.name not in have
-    marker = latest_weights(settings)[exp_learning.RESET]
-    assert "aos bench learning" in marker["payload"].decode()
+    assert out["learned_state_reset"] is False  # the run never replaced it here

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from aos_gateway.settings import Settings
 
@@ -201,50 +200,21 @@ def run_reference_agents(settings: Settings, timeout: float, progress: Callable[
         reader.close()
 
 
-def heartbeats(messages: Iterable[Any], codec: Any, warn: Callable[[str], None] | None = None) -> list[Any]:
-    """The heartbeats decoded from ``messages``, skipping what is not one (garbage bytes, an empty value,
-    a tombstone) as the worker does; ``warn`` hears of the skipped records once, with a count."""
-    from aos_gateway.errors import SerializationError
-
-    out: list[Any] = []
-    skipped = 0
-    first = ""
-    for m in messages:
-        value = m.value()
-        try:
-            if value is None:
-                raise SerializationError("a tombstone (no value)")
-            out.append(codec.decode(value))
-        except SerializationError as exc:
-            skipped += 1
-            first = first or f"{m.topic()}[{m.partition()}]@{m.offset()}: {exc}"
-    if skipped and warn is not None:
-        warn(f"demo: skipped {skipped} undecodable heartbeat record(s) (first: {first})")
-    return out
-
-
 def wait_alive(settings: Settings, agent_ids: list[str], timeout: float, progress: Callable[[str], None]) -> None:
     """Until every agent sends heartbeats (the reference agents load a model first)."""
-    from aos_gateway import topics
-    from aos_gateway.contracts.records import HEARTBEAT
-    from aos_gateway.contracts.wire import codec_for
     from aos_gateway.errors import AosError
-    from aos_gateway.streams.kafka import read_to_end
-    from aos_gateway.streams.liveness import Liveness
+    from aos_gateway.streams.liveness import read_liveness
 
-    codec = codec_for(HEARTBEAT, topics.HEARTBEATS.name)
     deadline = time.monotonic() + timeout
     said: list[str] = []  # the skipped records are said once, not at every pass
 
     def warn_once(msg: str) -> None:
         if not said:
             said.append(msg)
-            progress(msg)
+            progress(f"demo: {msg}")
 
     while True:
-        live = Liveness(settings.execution.liveness_timeout_s)
-        for beat in heartbeats(read_to_end(settings.kafka, topics.HEARTBEATS.name), codec, warn_once):
-            live.record(beat)
+        live = read_liveness(settings, warn_once)
         if all(live.alive(a) for a in agent_ids):
             progress(f"agents alive: {', '.join(agent_ids)}")
             return

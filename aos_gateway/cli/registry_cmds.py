@@ -15,7 +15,7 @@ from aos_gateway.errors import AosError, KafkaError, StoreError
 from aos_gateway.matching.cards import read_card_file
 from aos_gateway.settings import Settings
 from aos_gateway.streams.kafka import ensure_topics, make_producer, read_to_end
-from aos_gateway.streams.liveness import Liveness
+from aos_gateway.streams.liveness import Liveness, read_liveness
 
 
 def current_cards(settings: Settings) -> dict[str, AgentCard]:
@@ -38,21 +38,11 @@ def current_cards(settings: Settings) -> dict[str, AgentCard]:
 
 def liveness(settings: Settings) -> Liveness:
     """The agents' heartbeats as they are now (none when no agent ever ran with the SDK)."""
-    from aos_gateway.contracts.records import HEARTBEAT
     from aos_gateway.streams.kafka import existing_topics
 
-    live = Liveness(settings.execution.liveness_timeout_s)
     if topics.HEARTBEATS.name not in existing_topics(settings.kafka):
-        return live
-    codec = codec_for(HEARTBEAT, topics.HEARTBEATS.name, settings.schema_registry)
-    for m in read_to_end(settings.kafka, topics.HEARTBEATS.name):
-        if m.value() is None:
-            continue
-        try:
-            live.record(codec.decode(m.value()))  # type: ignore[arg-type]
-        except AosError:
-            continue
-    return live
+        return Liveness(settings.execution.liveness_timeout_s)
+    return read_liveness(settings)
 
 
 def _produce(settings: Settings, items: list[tuple[str, bytes | None]]) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aos_gateway.contracts.records import Heartbeat
 from aos_gateway.contracts.wire import RecordCodec
-from aos_gateway.errors import AosError
+from aos_gateway.errors import AosError, SerializationError
+from aos_gateway.settings import Settings
 from aos_gateway.streams.compacted import CompactedView
 
 log = logging.getLogger("aos_gateway.liveness")
@@ -74,6 +76,42 @@ def _age(ms: int) -> str:
     if s < 7200:
         return f"{s // 60} min"
     return f"{s // 3600} h"
+
+
+def decode_heartbeats(
+    messages: Iterable[Any], codec: RecordCodec, warn: Callable[[str], None] | None = None
+) -> list[Heartbeat]:
+    """The heartbeats decoded from ``messages``, skipping what is not one (garbage bytes, an empty value,
+    a tombstone) as the worker does; ``warn`` hears of the skipped records once, with a count."""
+    out: list[Heartbeat] = []
+    skipped = 0
+    first = ""
+    for m in messages:
+        value = m.value()
+        try:
+            if value is None:
+                raise SerializationError("a tombstone (no value)")
+            out.append(codec.decode(value))  # type: ignore[arg-type]
+        except SerializationError as exc:
+            skipped += 1
+            first = first or f"{m.topic()}[{m.partition()}]@{m.offset()}: {exc}"
+    if skipped and warn is not None:
+        warn(f"skipped {skipped} undecodable heartbeat record(s) (first: {first})")
+    return out
+
+
+def read_liveness(settings: Settings, warn: Callable[[str], None] | None = None) -> Liveness:
+    """The agents' liveness as the heartbeat topic says now (read to its end once)."""
+    from aos_gateway import topics
+    from aos_gateway.contracts.records import HEARTBEAT
+    from aos_gateway.contracts.wire import codec_for
+    from aos_gateway.streams.kafka import read_to_end
+
+    codec = codec_for(HEARTBEAT, topics.HEARTBEATS.name, settings.schema_registry)
+    live = Liveness(settings.execution.liveness_timeout_s)
+    for beat in decode_heartbeats(read_to_end(settings.kafka, topics.HEARTBEATS.name), codec, warn):
+        live.record(beat)
+    return live
 
 
 class HeartbeatView(CompactedView):

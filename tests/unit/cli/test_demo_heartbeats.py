@@ -12,6 +12,7 @@ from aos_gateway.cli import demo
 from aos_gateway.contracts.records import HEARTBEAT, Heartbeat
 from aos_gateway.contracts.wire import codec_for
 from aos_gateway.settings import Settings
+from aos_gateway.streams.liveness import decode_heartbeats
 
 CODEC = codec_for(HEARTBEAT, topics.HEARTBEATS.name)
 
@@ -53,7 +54,7 @@ def _messages() -> list[Msg]:
 
 def test_undecodable_heartbeats_are_skipped_and_counted() -> None:
     said: list[str] = []
-    beats = demo.heartbeats(_messages(), CODEC, said.append)
+    beats = decode_heartbeats(_messages(), CODEC, said.append)
     assert [b["agent_id"] for b in beats] == ["ref-a", "ref-b"]
     assert len(said) == 1
     assert "skipped 3 undecodable heartbeat record(s)" in said[0]

@@ -251,20 +251,36 @@ def handle_one(agent: Agent, inv: Invocation, max_output_bytes: int = MAX_OUTPUT
         if isinstance(exc, PermanentAgentError):
             meta["retryable"] = "false"
         log.info("%s: invocation %s failed: %s", agent.agent_id, inv["invocation_id"], error)
+    latency = int((time.perf_counter() - t0) * 1000)
+    return _reply(inv, agent.agent_id, status, output, error, latency, cost, now_ms(), meta)
+
+
+def _reply(
+    inv: Invocation,
+    agent_id: str,
+    status: records.InvocationStatus,
+    output: str | None,
+    error: str | None,
+    latency_ms: int,
+    cost: float,
+    finished_at: int,
+    metadata: dict[str, str],
+) -> InvocationResult:
+    """The reply record to an invocation."""
     return InvocationResult(
         invocation_id=inv["invocation_id"],
         task_id=inv["task_id"],
         plan_id=inv["plan_id"],
         step_id=inv["step_id"],
-        agent_id=agent.agent_id,
+        agent_id=agent_id,
         status=status,
         output=output,
         error=error,
-        latency_ms=int((time.perf_counter() - t0) * 1000),
+        latency_ms=latency_ms,
         cost=cost,
-        finished_at=now_ms(),
+        finished_at=finished_at,
         source="agent",
-        metadata=meta,
+        metadata=metadata,
         trace_id=inv.get("trace_id"),
     )
 
@@ -655,23 +671,11 @@ class AgentRunner:
                 stuck = len(self._abandoned)
             self.abandoned += 1
             ran_ms = int((time.monotonic() - started) * 1000)
-            res = InvocationResult(
-                invocation_id=iid,
-                task_id=inv["task_id"],
-                plan_id=inv["plan_id"],
-                step_id=inv["step_id"],
-                agent_id=agent.agent_id,
-                status="TIMED_OUT",
-                output=None,
-                error=f"the handler was still running {ran_ms} ms after it started, past the invocation's "
-                f"deadline: abandoned (its result will be dropped)",
-                latency_ms=ran_ms,
-                cost=agent.cost,
-                finished_at=now,
-                source="agent",
-                metadata={},
-                trace_id=inv.get("trace_id"),
+            why = (
+                f"the handler was still running {ran_ms} ms after it started, past the invocation's deadline: "
+                "abandoned (its result will be dropped)"
             )
+            res = _reply(inv, agent.agent_id, "TIMED_OUT", None, why, ran_ms, agent.cost, now, {})
             log.warning(
                 "%s: invocation %s still running %d ms past its deadline: replied TIMED_OUT and freed its slot "
                 "(%d abandoned handlers still running; the runner stops at %d)",

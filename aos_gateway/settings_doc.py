@@ -12,6 +12,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass
 from enum import Enum
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +84,7 @@ def spell(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, Enum):
         return str(value.value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, BaseModel):
-        return json.dumps(value.model_dump(mode="json"), sort_keys=True)
-    if isinstance(value, (list, tuple, dict)):
+    if isinstance(value, (BaseModel, list, tuple, dict)):
         return json.dumps(_plain(value), sort_keys=True)
     return str(value)
 
@@ -116,22 +113,33 @@ def _row(env: str, section: str, key: str, info: FieldInfo, current: Any) -> Set
         type=f"{kind} ({bounds})" if bounds else kind,
         default=spell(default),
         value=spell(current),
-        changed=_plain(current) != _plain(default) if not secret else _secret_changed(current, default),
+        changed=_plain(current) != _plain(default),  # SecretStr compares its secret values
         secret=secret,
         description=" ".join((info.description or "").split()),
     )
 
 
-def _secret_changed(current: Any, default: Any) -> bool:
-    def raw(v: Any) -> str | None:
-        return v.get_secret_value() if isinstance(v, SecretStr) else v
-
-    return raw(current) != raw(default)
-
-
 def rows(settings: Settings | None = None) -> list[SettingRow]:
     """Every setting in model order; values from ``settings`` (defaults when None)."""
-    current = settings if settings is not None else Settings.model_construct()
+    if settings is None:
+        return list(_default_rows())
+    return _rows(settings)
+
+
+@cache
+def _default_rows() -> tuple[SettingRow, ...]:
+    """The rows of the defaults: the model's alone, read once (any `aos` command checks the
+    environment's names against them)."""
+    return tuple(_rows(Settings.model_construct()))
+
+
+@cache
+def _sections() -> tuple[str, ...]:
+    """The sections' names in capitals, longest first."""
+    return tuple(sorted({r.section.upper() for r in _default_rows() if r.section}, key=len, reverse=True))
+
+
+def _rows(current: Settings) -> list[SettingRow]:
     out: list[SettingRow] = []
     for name, info in Settings.model_fields.items():
         kind = info.annotation
@@ -223,9 +231,7 @@ def as_text(picked: list[SettingRow], width: int = 100) -> str:
 
 def env_names() -> frozenset[str]:
     """Every environment variable the settings read: each setting, and each section given whole as JSON."""
-    names = {r.env for r in rows()}
-    names |= {f"{PREFIX}{r.section}".upper() for r in rows() if r.section}
-    return frozenset(names)
+    return frozenset({r.env for r in _default_rows()} | {f"{PREFIX}{section}" for section in _sections()})
 
 
 def unknown_variables(names: typing.Iterable[str], nested_only: bool = True) -> list[str]:
@@ -251,7 +257,7 @@ def _single_underscore(upper: str) -> str | None:
     """``AOS_TRACING_EXPORTER`` -> ``AOS_TRACING__EXPORTER``: a section's name with one underscore
     after it (no tool switch starts so: AOS_DEBUG, AOS_LOG_LEVEL, AOS_FAULTS_*, AOS_SINK_JDBC_*)."""
     rest = upper[len(PREFIX) :]
-    for section in sorted({r.section.upper() for r in rows() if r.section}, key=len, reverse=True):
+    for section in _sections():
         if rest.startswith(section + "_") and not rest.startswith(section + "__"):
             return f"{PREFIX}{section}__{rest[len(section) + 1 :]}"
     return None
@@ -263,7 +269,7 @@ def suggestion(name: str) -> str | None:
     import difflib
 
     upper = name.upper()
-    known = sorted(r.env for r in rows())
+    known = sorted(r.env for r in _default_rows())
     fixed = _single_underscore(upper)
     if fixed is not None and fixed in known:
         return fixed
@@ -276,7 +282,7 @@ def json_problems(environ: typing.Mapping[str, str]) -> list[str]:
     (pydantic-settings only names the section: 'error parsing value for field "media"')."""
     given = {name.upper(): value for name, value in environ.items()}
     lines = []
-    for r in rows():
+    for r in _default_rows():
         value = given.get(r.env)
         if value is None or not r.type.startswith(("list[", "dict[")):
             continue

@@ -32,6 +32,8 @@ positive_int = _bounded(int, "whole number", lambda v: v > 0, "> 0")
 non_negative_float = _bounded(float, "number", lambda v: v >= 0, ">= 0")
 #: a seed, a count where 0 means "none"
 non_negative_int = _bounded(int, "whole number", lambda v: v >= 0, ">= 0")
+#: a probability or a rate of success
+probability = _bounded(float, "number", lambda v: 0 <= v <= 1, "a probability, 0..1")
 
 
 def int_between(low: int, high: int, what: str) -> Callable[[str], int]:

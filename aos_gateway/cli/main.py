@@ -253,8 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bl.add_argument("--dev-limit", type=argtypes.positive_int, default=500, help="dev tasks per measurement")
     bl.add_argument("--rate", type=argtypes.positive_float, default=30.0, help="training tasks per second")
-    bl.add_argument("--skill", type=float, default=0.95, help="a simulator's success rate on its own tasks")
-    bl.add_argument("--noise", type=float, default=0.05, help="its success rate on other tasks")
+    bl.add_argument(
+        "--skill", type=argtypes.probability, default=0.95, help="a simulator's success rate on its own tasks"
+    )
+    bl.add_argument("--noise", type=argtypes.probability, default=0.05, help="its success rate on other tasks")
     bl.add_argument("--seed", type=int, default=0)
     bl.add_argument("--json", action="store_true")
     bl.add_argument(
@@ -676,7 +678,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     s = _settings()
     if args.status:
         pid = worker_proc.running_pid(s, "worker")
-        log = s.stack.home / "worker.log"
+        log = worker_proc.log_file(s, "worker")
         print(f"worker: running (pid {pid}; log {log})" if pid else f"worker: not running in the background ({log})")
         return 0 if pid else 1
     if args.stop:
@@ -780,8 +782,6 @@ def _cmd_bench_learning(args: argparse.Namespace) -> int:
     missing = [f for f in ("agents.jsonl", "train.jsonl", "dev.jsonl") if not (data / f).is_file()]
     if missing:
         raise AosError(f"{data} lacks {', '.join(missing)}")
-    if not (0 <= args.noise <= 1 and 0 <= args.skill <= 1):
-        raise argparse.ArgumentError(None, "--skill and --noise are probabilities (0..1)")
     report = bench.run(
         _settings(), data, args.checkpoints, args.dev_limit, args.rate, args.skill, args.noise, args.seed, _progress
     )

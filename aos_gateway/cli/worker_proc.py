@@ -20,6 +20,11 @@ def _pidfile(settings: Settings, name: str = "worker") -> Path:
     return settings.stack.home.resolve() / f"{name}.pid"
 
 
+def log_file(settings: Settings, name: str = "worker") -> Path:
+    """Where a process started with :func:`start_detached` logs."""
+    return settings.stack.home.resolve() / f"{name}.log"
+
+
 def running_pid(settings: Settings, name: str = "worker") -> int | None:
     path = _pidfile(settings, name)
     try:
@@ -118,9 +123,8 @@ def start_detached(
         return pid
     if check_kafka:
         existing_topics(settings.kafka)  # KafkaError "cannot reach Kafka at ...; run `aos dev up`"
-    home = settings.stack.home.resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    log_path = home / f"{name}.log"
+    log_path = log_file(settings, name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         start = log.tell()
         proc = subprocess.Popen(

@@ -271,6 +271,10 @@ class ExperienceCounter:
                     self.succeeded += rec["outcome"] == "SUCCEEDED"
         self.consumer.close()
 
+    def settled_count(self) -> int:
+        """Training tasks that will make no more executions (executed, or finished without one)."""
+        return len(self.executions) + len(self.unexecuted)
+
     def settled(self, task_id: str) -> bool:
         """Whether the task will make no more executions: executed, or finished without one."""
         return task_id in self.executions or task_id in self.unexecuted
@@ -385,14 +389,14 @@ def _measure(
         for target in checkpoints:
             t_stream = time.time()
             before = (len(counter.executions), counter.succeeded)
-            last_move, moved = time.monotonic(), len(counter.executions) + len(counter.unexecuted)
+            last_move, moved = time.monotonic(), counter.settled_count()
             while len(counter.executions) < target:
                 now = time.monotonic()
                 for tid in [t for t, at in pending.items() if counter.settled(t) or now - at > LOST_AFTER_S]:
                     lost += not counter.settled(tid)
                     del pending[tid]
-                if len(counter.executions) + len(counter.unexecuted) != moved:
-                    last_move, moved = now, len(counter.executions) + len(counter.unexecuted)
+                if counter.settled_count() != moved:
+                    last_move, moved = now, counter.settled_count()
                 elif now - last_move > STALL_S:
                     raise StackError(
                         f"no training task finished in {STALL_S:.0f}s ({len(counter.executions)} of {target} "
